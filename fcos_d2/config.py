@@ -1,0 +1,49 @@
+"""The ``MODEL.FCOS`` config subtree."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_fcos_config"]
+
+
+def add_fcos_config(cfg: CN) -> None:
+    """
+    Add the ``MODEL.FCOS`` keys to ``cfg`` (in place). Nothing else in ``cfg`` is changed.
+    Defaults reproduce the AdelaiDet ``FCOS_R_50_1x`` recipe (38.7 AP, AdelaiDet's number).
+    """
+    _C = cfg
+    _C.MODEL.FCOS = CN()
+    # Number of foreground classes (one sigmoid classifier each; there is no background channel).
+    _C.MODEL.FCOS.NUM_CLASSES = 80
+    # Backbone features the head runs on, finest first.
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Number of conv(3x3)-norm-ReLU blocks in the classification tower.
+    _C.MODEL.FCOS.NUM_CLS_CONVS = 4
+    # Number of conv(3x3)-norm-ReLU blocks in the box tower (which also feeds centre-ness).
+    _C.MODEL.FCOS.NUM_BOX_CONVS = 4
+    # Number of blocks shared by both towers, run before them.
+    _C.MODEL.FCOS.NUM_SHARE_CONVS = 0
+    # Normalisation in the towers: "GN" (32 groups), "BN" (one BatchNorm per level) or "".
+    _C.MODEL.FCOS.NORM = "GN"
+    # Multiply each level's box regression by a learnable scalar (initialised to 1).
+    _C.MODEL.FCOS.USE_SCALE = True
+    # Prior probability of foreground used to initialise the classification bias.
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01
+    # Boundaries between the size ranges of consecutive levels, in pixels (one fewer than levels).
+    _C.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
+    # Centre sampling radius in units of the level's stride; 0 = any location inside the box.
+    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Box regression loss: "iou", "linear_iou" or "giou".
+    _C.MODEL.FCOS.BOX_LOSS_TYPE = "giou"
+    # Sigmoid focal loss: weight of the positive term.
+    _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    # Sigmoid focal loss: focusing exponent.
+    _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    # Inference: minimum classification probability of a candidate (location, class) pair.
+    _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.05
+    # Inference: apply SCORE_THRESH_TEST to cls * centre-ness instead of cls alone.
+    _C.MODEL.FCOS.THRESH_WITH_CTR = False
+    # Inference: candidates kept per level and image before NMS (best by cls * centre-ness).
+    _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
+    # Inference: IoU threshold of the class-wise NMS.
+    _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
+    _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"

@@ -1,0 +1,38 @@
+"""Registration of the synthetic shapes dataset, and dataset/config consistency checks."""
+import os
+from typing import Optional
+
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+__all__ = ["register_shapes", "check_num_classes"]
+
+
+def register_shapes(root: Optional[str] = None) -> None:
+    """
+    Register ``shapes_train`` and ``shapes_val`` (made by ``python -m fcos_d2.data.shapes``) under
+    ``root``, by default ``$DETECTRON2_DATASETS/shapes`` like detectron2's built-in datasets.
+    """
+    root = root or os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "shapes")
+    for split in ("train", "val"):
+        name = f"shapes_{split}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        json_file = os.path.join(root, f"{split}.json")
+        register_coco_instances(name, {}, json_file, os.path.join(root, split))
+
+
+def check_num_classes(cfg: CfgNode) -> None:
+    """
+    Raise if a training dataset has more categories than ``MODEL.FCOS.NUM_CLASSES``.
+    Call after the datasets were loaded (loading COCO JSON fills ``thing_classes``).
+    """
+    for name in cfg.DATASETS.TRAIN:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) > cfg.MODEL.FCOS.NUM_CLASSES:
+            raise ValueError(
+                f"MODEL.FCOS.NUM_CLASSES={cfg.MODEL.FCOS.NUM_CLASSES} is smaller than the "
+                f"{len(classes)} categories of training dataset {name!r}"
+            )

@@ -1,0 +1,43 @@
+"""ResNet-FPN backbone with the P6/P7 levels FCOS uses."""
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone, build_resnet_backbone
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+
+__all__ = ["build_fcos_resnet_fpn_backbone"]
+
+_TOP_BLOCK_SOURCES = ("p5", "res5", "")
+
+
+@BACKBONE_REGISTRY.register()
+def build_fcos_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Backbone:
+    """
+    detectron2's ResNet + FPN, with P6 and P7 computed from ``MODEL.FCOS.TOP_BLOCK_IN_FEATURE``:
+    "p5" (the FPN output, as in the FCOS paper), "res5" (C5, as in RetinaNet) or "" (no P6/P7,
+    e.g. for FCOS-RT).
+    """
+    source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
+    if source not in _TOP_BLOCK_SOURCES:
+        raise ValueError(
+            f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE={source!r} is not one of {list(_TOP_BLOCK_SOURCES)}"
+        )
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    top_block = None
+    if source == "p5":
+        top_block = LastLevelP6P7(out_channels, out_channels, in_feature="p5")
+    elif source == "res5":
+        if "res5" not in bottom_up.output_shape():
+            raise ValueError(
+                "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES"
+            )
+        in_channels = bottom_up.output_shape()["res5"].channels
+        top_block = LastLevelP6P7(in_channels, out_channels, in_feature="res5")
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=top_block,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

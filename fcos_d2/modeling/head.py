@@ -1,0 +1,125 @@
+"""
+The FCOS head: classification and box towers shared across levels, with per-level Scale.
+
+Shape shorthand: N images, K classes, C channels, Hi x Wi the size of level i.
+"""
+import math
+from typing import List, Tuple
+
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from torch import Tensor, nn
+
+__all__ = ["FCOSHead", "Scale", "NORM_TYPES"]
+
+# "BN"/"SyncBN" use one norm per level: statistics of P3 and P7 differ too much to share.
+NORM_TYPES = ("GN", "BN", "SyncBN", "")
+
+
+class Scale(nn.Module):
+    """Multiplies its input by one learnable scalar."""
+
+    def __init__(self, init_value: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([float(init_value)]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
+    if norm == "GN":
+        return nn.GroupNorm(32, channels)
+    bn_class = nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm
+    return nn.ModuleList([bn_class(channels) for _ in range(num_levels)])
+
+
+def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int) -> nn.ModuleList:
+    # Layout (conv, [norm], ReLU) per block, so indices match AdelaiDet's checkpoint keys.
+    layers: List[nn.Module] = []
+    for _ in range(num_convs):
+        layers.append(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=True))
+        if norm:
+            layers.append(_make_norm(norm, channels, num_levels))
+        layers.append(nn.ReLU())
+    return nn.ModuleList(layers)
+
+
+def _run_tower(tower: nn.ModuleList, x: Tensor, level: int) -> Tensor:
+    for layer in tower:
+        # A ModuleList here is a per-level norm.
+        x = layer[level](x) if isinstance(layer, nn.ModuleList) else layer(x)
+    return x
+
+
+class FCOSHead(nn.Module):
+    """
+    Shared towers and predictors. For each level returns class logits (N, K, Hi, Wi), box
+    regression (N, 4, Hi, Wi) as non-negative (l, t, r, b) distances in units of the level's
+    stride, and centre-ness logits (N, 1, Hi, Wi).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        num_classes: int,
+        num_cls_convs: int = 4,
+        num_box_convs: int = 4,
+        num_share_convs: int = 0,
+        norm: str = "GN",
+        use_scale: bool = True,
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        channels = {s.channels for s in input_shape}
+        if len(channels) != 1:
+            raise ValueError(f"FCOSHead needs equal channels on all levels, got {channels}")
+        if norm not in NORM_TYPES:
+            raise ValueError(f"MODEL.FCOS.NORM={norm!r} is not one of {list(NORM_TYPES)}")
+        ch, num_levels = channels.pop(), len(input_shape)
+        self.num_classes = num_classes
+        self.share_tower = _make_tower(num_share_convs, ch, norm, num_levels)
+        self.cls_tower = _make_tower(num_cls_convs, ch, norm, num_levels)
+        self.bbox_tower = _make_tower(num_box_convs, ch, norm, num_levels)
+        self.cls_logits = nn.Conv2d(ch, num_classes, kernel_size=3, padding=1)
+        self.bbox_pred = nn.Conv2d(ch, 4, kernel_size=3, padding=1)
+        self.ctrness = nn.Conv2d(ch, 1, kernel_size=3, padding=1)
+        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
+        self._init_weights(prior_prob)
+
+    def _init_weights(self, prior_prob: float) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.constant_(module.bias, 0.0)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: List[ShapeSpec]):
+        return {
+            "input_shape": input_shape,
+            "num_classes": cfg.MODEL.FCOS.NUM_CLASSES,
+            "num_cls_convs": cfg.MODEL.FCOS.NUM_CLS_CONVS,
+            "num_box_convs": cfg.MODEL.FCOS.NUM_BOX_CONVS,
+            "num_share_convs": cfg.MODEL.FCOS.NUM_SHARE_CONVS,
+            "norm": cfg.MODEL.FCOS.NORM,
+            "use_scale": cfg.MODEL.FCOS.USE_SCALE,
+            "prior_prob": cfg.MODEL.FCOS.PRIOR_PROB,
+        }
+
+    def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        logits, box_reg, ctrness = [], [], []
+        for level, feature in enumerate(features):
+            x = _run_tower(self.share_tower, feature, level)
+            cls_x = _run_tower(self.cls_tower, x, level)
+            box_x = _run_tower(self.bbox_tower, x, level)
+            reg = self.bbox_pred(box_x)
+            if self.scales is not None:
+                reg = self.scales[level](reg)
+            logits.append(self.cls_logits(cls_x))
+            box_reg.append(torch.relu(reg))
+            ctrness.append(self.ctrness(box_x))
+        return logits, box_reg, ctrness

@@ -1,0 +1,93 @@
+"""
+FCOS losses and their normalisers.
+
+Shape shorthand: N images, R locations per image, K classes, P positive locations.
+"""
+from typing import Dict
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from detectron2.utils import comm
+from fvcore.nn import sigmoid_focal_loss_jit
+from torch import Tensor
+
+from .targets import centerness_targets
+
+__all__ = ["BOX_LOSS_TYPES", "iou_loss", "reduce_mean", "fcos_losses"]
+
+BOX_LOSS_TYPES = ("iou", "linear_iou", "giou")
+
+
+def iou_loss(pred: Tensor, target: Tensor, loss_type: str) -> Tensor:
+    """
+    IoU-family loss of (P, 4) predicted and target (l, t, r, b) distances from the same points.
+    Returns (P,) losses. IoU = (I + 1) / (U + 1), as in FCOS (smooths tiny boxes); "iou" is
+    -log(IoU), "linear_iou" 1 - IoU, "giou" 1 - (IoU - (C - U) / C), C the enclosing box area.
+    """
+    if loss_type not in BOX_LOSS_TYPES:
+        raise ValueError(f"MODEL.FCOS.BOX_LOSS_TYPE={loss_type!r} is not one of {BOX_LOSS_TYPES}")
+    pred_area = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    target_area = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    inner = torch.minimum(pred, target)
+    intersection = (inner[:, 0] + inner[:, 2]) * (inner[:, 1] + inner[:, 3])
+    union = pred_area + target_area - intersection
+    ious = (intersection + 1.0) / (union + 1.0)
+    if loss_type == "iou":
+        return -torch.log(ious)
+    if loss_type == "linear_iou":
+        return 1.0 - ious
+    outer = torch.maximum(pred, target)
+    enclosing = (outer[:, 0] + outer[:, 2]) * (outer[:, 1] + outer[:, 3]) + 1e-7
+    return 1.0 - (ious - (enclosing - union) / enclosing)
+
+
+def reduce_mean(value: Tensor) -> Tensor:
+    """Mean of a scalar tensor over all workers (identity without torch.distributed)."""
+    if comm.get_world_size() == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / comm.get_world_size()
+
+
+def fcos_losses(
+    logits: Tensor,
+    box_reg: Tensor,
+    ctr_logits: Tensor,
+    labels: Tensor,
+    reg_targets: Tensor,
+    *,
+    box_loss_type: str = "giou",
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+) -> Dict[str, Tensor]:
+    """
+    Args:
+        logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; ctr_logits: (N, R);
+        labels: (N, R), K for background; reg_targets: (N, R, 4) stride-normalised.
+    Returns:
+        ``loss_fcos_cls`` (focal, / positives), ``loss_fcos_loc`` (IoU loss weighted by the
+        centre-ness target, / sum of those targets), ``loss_fcos_ctr`` (BCE, / positives).
+        Normalisers are averaged over workers so the loss does not depend on the GPU count.
+    """
+    num_classes = logits.shape[-1]
+    fg = labels != num_classes  # (N, R)
+    num_pos = reduce_mean(fg.sum().to(logits.dtype)).clamp(min=1.0)
+    onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
+    loss_cls = sigmoid_focal_loss_jit(
+        logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
+    )
+
+    pos_reg, pos_targets = box_reg[fg].float(), reg_targets[fg]  # (P, 4)
+    ctr_targets = centerness_targets(pos_targets)  # (P,)
+    ctr_norm = reduce_mean(ctr_targets.sum()).clamp(min=1e-6)
+    box_losses = iou_loss(pos_reg, pos_targets, box_loss_type)
+    loss_ctr = F.binary_cross_entropy_with_logits(
+        ctr_logits[fg].float(), ctr_targets, reduction="sum"
+    )
+    return {
+        "loss_fcos_cls": loss_cls / num_pos,
+        "loss_fcos_loc": (box_losses * ctr_targets).sum() / ctr_norm,
+        "loss_fcos_ctr": loss_ctr / num_pos,
+    }

@@ -1,0 +1,189 @@
+"""
+The FCOS meta-architecture.
+
+Shape shorthand: N images, L levels, R locations over all levels, K classes.
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import ImageList, Instances
+from torch import Tensor, nn
+
+from .head import FCOSHead
+from .losses import BOX_LOSS_TYPES, fcos_losses
+from .postprocess import fcos_inference_single_image
+from .targets import compute_locations, compute_targets, flatten_levels, level_size_ranges
+
+__all__ = ["FCOS"]
+
+
+def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
+    """One-line errors for config values the model cannot be built with."""
+    fcos = cfg.MODEL.FCOS
+    missing = [f for f in fcos.IN_FEATURES if f not in backbone_features]
+    if missing or not fcos.IN_FEATURES:
+        raise ValueError(
+            f"MODEL.FCOS.IN_FEATURES={list(fcos.IN_FEATURES)}: {missing or 'empty'} not produced "
+            f"by the backbone, which gives {list(backbone_features)}"
+        )
+    if fcos.BOX_LOSS_TYPE not in BOX_LOSS_TYPES:
+        raise ValueError(
+            f"MODEL.FCOS.BOX_LOSS_TYPE={fcos.BOX_LOSS_TYPE!r} is not one of {list(BOX_LOSS_TYPES)}"
+        )
+    if fcos.NUM_CLASSES < 1:
+        raise ValueError(f"MODEL.FCOS.NUM_CLASSES={fcos.NUM_CLASSES} must be at least 1")
+
+
+@META_ARCH_REGISTRY.register()
+class FCOS(DenseDetector):
+    """
+    FCOS: Fully Convolutional One-Stage object detection (Tian et al., ICCV 2019).
+    Each location of each FPN level classifies (K sigmoid classifiers), regresses its distances
+    to the four sides of a box and predicts the box's centre-ness.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        head_in_features: List[str],
+        num_classes: int,
+        sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
+        center_sampling_radius: float = 1.5,
+        box_loss_type: str = "giou",
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        score_thresh_test: float = 0.05,
+        thresh_with_ctr: bool = False,
+        topk_candidates_test: int = 1000,
+        nms_thresh_test: float = 0.6,
+        max_detections_per_image: int = 100,
+        pixel_mean: Tuple[float, ...],
+        pixel_std: Tuple[float, ...],
+        input_format: str = "BGR",
+    ):
+        """
+        Args:
+            backbone: produces the features named in ``head_in_features``.
+            head: maps the list of those features to (logits, box_reg, ctr_logits) per level,
+                shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
+            Others: see the ``MODEL.FCOS`` keys of the same name in :mod:`fcos_d2.config`.
+        """
+        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean,
+                         pixel_std=pixel_std)
+        shapes = backbone.output_shape()
+        self.strides = [shapes[f].stride for f in head_in_features]
+        self.size_ranges = level_size_ranges(sizes_of_interest, len(head_in_features))
+        if box_loss_type not in BOX_LOSS_TYPES:
+            raise ValueError(f"box_loss_type={box_loss_type!r} is not one of {BOX_LOSS_TYPES}")
+        self.num_classes = num_classes
+        self.center_sampling_radius = center_sampling_radius
+        self.box_loss_type = box_loss_type
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.score_thresh_test = score_thresh_test
+        self.thresh_with_ctr = thresh_with_ctr
+        self.topk_candidates_test = topk_candidates_test
+        self.nms_thresh_test = nms_thresh_test
+        self.max_detections_per_image = max_detections_per_image
+        self.input_format = input_format
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict:
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        _check_config(cfg, list(shapes))
+        fcos = cfg.MODEL.FCOS
+        return {
+            "backbone": backbone,
+            "head": FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES]),
+            "head_in_features": list(fcos.IN_FEATURES),
+            "num_classes": fcos.NUM_CLASSES,
+            "sizes_of_interest": list(fcos.SIZES_OF_INTEREST),
+            "center_sampling_radius": fcos.CENTER_SAMPLING_RADIUS,
+            "box_loss_type": fcos.BOX_LOSS_TYPE,
+            "focal_loss_alpha": fcos.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": fcos.FOCAL_LOSS_GAMMA,
+            "score_thresh_test": fcos.SCORE_THRESH_TEST,
+            "thresh_with_ctr": fcos.THRESH_WITH_CTR,
+            "topk_candidates_test": fcos.TOPK_CANDIDATES_TEST,
+            "nms_thresh_test": fcos.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    def _locations(self, features: List[Tensor]) -> List[Tensor]:
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        return compute_locations(sizes, self.strides, features[0].device)
+
+    def forward_training(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
+        logits, box_reg, ctr = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 1]
+        )
+        labels, reg_targets = self.label_locations(self._locations(features), gt_instances)
+        return fcos_losses(
+            torch.cat(logits, dim=1),  # (N, R, K)
+            torch.cat(box_reg, dim=1),  # (N, R, 4)
+            torch.cat(ctr, dim=1).squeeze(2),  # (N, R)
+            labels,
+            reg_targets,
+            box_loss_type=self.box_loss_type,
+            focal_alpha=self.focal_loss_alpha,
+            focal_gamma=self.focal_loss_gamma,
+        )
+
+    @torch.no_grad()
+    def label_locations(
+        self, locations: List[Tensor], gt_instances: List[Instances]
+    ) -> Tuple[Tensor, Tensor]:
+        """
+        Per-level (Ri, 2) locations and ground truth -> labels (N, R) with K for background,
+        and stride-normalised regression targets (N, R, 4).
+        """
+        points, strides, ranges = flatten_levels(locations, self.strides, self.size_ranges)
+        labels, reg_targets = [], []
+        for gt in gt_instances:
+            lab, reg = compute_targets(
+                points, strides, ranges, gt.gt_boxes.tensor, gt.gt_classes,
+                self.num_classes, self.center_sampling_radius,
+            )
+            labels.append(lab)
+            reg_targets.append(reg)
+        return torch.stack(labels), torch.stack(reg_targets)
+
+    def forward_inference(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+    ) -> List[Instances]:
+        logits, box_reg, ctr = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 1]
+        )
+        locations = self._locations(features)
+        return [
+            fcos_inference_single_image(
+                locations, self.strides,
+                [x[i] for x in logits], [x[i] for x in box_reg], [x[i, :, 0] for x in ctr],
+                image_size,
+                score_thresh=self.score_thresh_test,
+                topk=self.topk_candidates_test,
+                nms_thresh=self.nms_thresh_test,
+                max_detections=self.max_detections_per_image,
+                thresh_with_ctr=self.thresh_with_ctr,
+            )
+            for i, image_size in enumerate(images.image_sizes)
+        ]

@@ -1,0 +1,13 @@
+"""fcos_d2: FCOS as a Detectron2 extension (pure Python)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="fcos_d2",
+    version="0.1.0",
+    description="FCOS (Fully Convolutional One-Stage object detection) for Detectron2",
+    packages=find_packages(include=["fcos_d2", "fcos_d2.*"]),
+    python_requires=">=3.8",
+    # torch and detectron2 are deliberately not listed: pip must never replace a user's own
+    # (CUDA) builds. See README for how to install them.
+    install_requires=["fvcore", "pycocotools", "opencv-python-headless", "tabulate"],
+)
