@@ -1,0 +1,103 @@
+"""Config keys, YAML files, registration and clear errors for bad values."""
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
+from conftest import REPO, tiny_cfg
+
+import fcos_d2
+from fcos_d2.data import check_num_classes
+from fcos_d2.modeling import FCOS
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_registered():
+    assert META_ARCH_REGISTRY.get("FCOS") is FCOS
+    assert BACKBONE_REGISTRY.get("build_fcos_resnet_fpn_backbone") is not None
+
+
+def test_add_fcos_config_adds_only_model_fcos():
+    plain, cfg = get_cfg(), get_cfg()
+    fcos_d2.add_fcos_config(cfg)
+    fcos = cfg.MODEL.pop("FCOS")
+    assert cfg == plain
+    assert fcos.NUM_CLASSES == 80 and fcos.NMS_THRESH_TEST == 0.6
+    assert fcos.IN_FEATURES == ["p3", "p4", "p5", "p6", "p7"]
+    assert fcos.SIZES_OF_INTEREST == [64, 128, 256, 512]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
+def test_every_yaml_merges_and_builds(path):
+    cfg = get_cfg()
+    fcos_d2.add_fcos_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert isinstance(model, FCOS)
+    assert model.head.cls_logits.out_channels == cfg.MODEL.FCOS.NUM_CLASSES
+    assert len(model.strides) == len(cfg.MODEL.FCOS.IN_FEATURES)
+
+
+def test_r50_default_strides_and_head():
+    cfg = get_cfg()
+    fcos_d2.add_fcos_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert model.strides == [8, 16, 32, 64, 128]
+    assert model.backbone.top_block.in_feature == "p5"
+    assert len(model.head.cls_tower) == 12 and isinstance(model.head.cls_tower[1], torch.nn.GroupNorm)
+
+
+def test_from_config_round_trip(cfg):
+    cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.45
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
+    cfg.TEST.DETECTIONS_PER_IMAGE = 7
+    args = FCOS.from_config(cfg)
+    assert args["nms_thresh_test"] == 0.45 and args["max_detections_per_image"] == 7
+    model = FCOS(**args)
+    assert model.score_thresh_test == 0.2 and model.strides == [8, 16, 32]
+    assert model.size_ranges[1] == [64.0, 128.0]
+
+
+def test_unknown_key_names_the_key(cfg, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  FCOS:\n    NOT_A_KEY: 1\n")
+    with pytest.raises(KeyError, match="MODEL.FCOS.NOT_A_KEY"):
+        cfg.merge_from_file(str(bad))
+    # yacs reports command-line overrides with an AssertionError naming the key.
+    with pytest.raises(AssertionError, match="MODEL.FCOS.NOT_A_KEY"):
+        cfg.merge_from_list(["MODEL.FCOS.NOT_A_KEY", 1])
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("BOX_LOSS_TYPE", "l1", "MODEL.FCOS.BOX_LOSS_TYPE='l1' is not one of"),
+        ("NORM", "LN", "MODEL.FCOS.NORM='LN' is not one of"),
+        ("IN_FEATURES", ["p3", "p9"], r"MODEL.FCOS.IN_FEATURES=.*\['p9'\]"),
+        ("TOP_BLOCK_IN_FEATURE", "c6", "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='c6'"),
+        ("SIZES_OF_INTEREST", [64], "MODEL.FCOS.SIZES_OF_INTEREST"),
+        ("NUM_CLASSES", 0, "MODEL.FCOS.NUM_CLASSES=0"),
+    ],
+)
+def test_bad_values_fail_at_build_with_key_name(cfg, key, value, message):
+    cfg.MODEL.FCOS[key] = value
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)
+
+
+def test_num_classes_smaller_than_dataset():
+    from detectron2.data import MetadataCatalog
+
+    cfg = tiny_cfg(num_classes=2)
+    MetadataCatalog.get("fcos_test_three_classes").thing_classes = ["a", "b", "c"]
+    cfg.DATASETS.TRAIN = ("fcos_test_three_classes",)
+    with pytest.raises(ValueError, match="MODEL.FCOS.NUM_CLASSES=2 is smaller than the 3"):
+        check_num_classes(cfg)
+    cfg.MODEL.FCOS.NUM_CLASSES = 3
+    check_num_classes(cfg)

@@ -1,0 +1,66 @@
+"""IoU-family and FCOS losses against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from fcos_d2.modeling.losses import fcos_losses, iou_loss
+
+
+def _t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_identical_boxes_have_zero_loss():
+    for kind in ("iou", "linear_iou", "giou"):
+        assert iou_loss(_t([1, 1, 1, 1]), _t([1, 1, 1, 1]), kind).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_nested_boxes():
+    # pred area 16, target 4, I = 4, U = 16: IoU = (4 + 1) / (16 + 1); C = U.
+    pred, target = _t([2, 2, 2, 2]), _t([1, 1, 1, 1])
+    assert iou_loss(pred, target, "iou").item() == pytest.approx(-math.log(5 / 17))
+    assert iou_loss(pred, target, "linear_iou").item() == pytest.approx(12 / 17)
+    assert iou_loss(pred, target, "giou").item() == pytest.approx(12 / 17)
+
+
+def test_giou_enclosing_term():
+    # pred (l,t,r,b) = (1,0,1,2), target (0,1,2,1): both area 4, I = 1*1, U = 7,
+    # IoU = 2/8, C = 3*3 = 9, GIoU = 1/4 - 2/9 = 1/36.
+    pred, target = _t([1, 0, 1, 2]), _t([0, 1, 2, 1])
+    assert iou_loss(pred, target, "giou").item() == pytest.approx(35 / 36, rel=1e-5)
+    assert iou_loss(pred, target, "linear_iou").item() == pytest.approx(0.75)
+
+
+def test_unknown_loss_type():
+    with pytest.raises(ValueError, match="BOX_LOSS_TYPE"):
+        iou_loss(_t([1, 1, 1, 1]), _t([1, 1, 1, 1]), "l1")
+
+
+def test_fcos_losses_by_hand():
+    # One image, 3 locations, K = 1; zero logits (p = 0.5). Locations 0 and 1 positive.
+    logits = torch.zeros(1, 3, 1)
+    box_reg = _t([2, 2, 2, 2], [1, 2, 3, 6], [1, 1, 1, 1])[None]
+    ctr = torch.zeros(1, 3)
+    labels = torch.tensor([[0, 0, 1]])
+    reg_targets = _t([1, 1, 1, 1], [1, 2, 3, 6], [0, 0, 0, 0])[None]
+    out = fcos_losses(logits, box_reg, ctr, labels, reg_targets)
+    ln2 = math.log(2)
+    # focal: positive 0.25 * 0.5^2 * ln2 each, negative 0.75 * 0.5^2 * ln2; / 2 positives
+    assert out["loss_fcos_cls"].item() == pytest.approx((2 * 0.0625 + 0.1875) * ln2 / 2)
+    # ctr targets 1 and 1/3; BCE(0, y) = ln2 for any y; / 2 positives
+    assert out["loss_fcos_ctr"].item() == pytest.approx(ln2)
+    # GIoU losses 12/17 (weight 1) and 0 (weight 1/3), / (1 + 1/3)
+    assert out["loss_fcos_loc"].item() == pytest.approx((12 / 17) / (4 / 3), rel=1e-5)
+
+
+def test_fcos_losses_without_positives_are_finite_and_differentiable():
+    logits = torch.zeros(2, 5, 3, requires_grad=True)
+    box_reg = torch.ones(2, 5, 4, requires_grad=True)
+    ctr = torch.zeros(2, 5, requires_grad=True)
+    out = fcos_losses(logits, box_reg, ctr, torch.full((2, 5), 3), torch.zeros(2, 5, 4))
+    assert out["loss_fcos_loc"].item() == 0 and out["loss_fcos_ctr"].item() == 0
+    # 30 negatives, each 0.75 * 0.25 * ln2, divided by max(0, 1)
+    assert out["loss_fcos_cls"].item() == pytest.approx(30 * 0.1875 * math.log(2))
+    sum(out.values()).backward()
+    assert torch.isfinite(box_reg.grad).all() and torch.isfinite(logits.grad).all()

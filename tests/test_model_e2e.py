@@ -1,0 +1,118 @@
+"""End-to-end CPU checks on tiny random inputs of odd sizes (seeded)."""
+import pytest
+import torch
+from detectron2.data import DatasetMapper
+from detectron2.engine import SimpleTrainer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from conftest import tiny_cfg
+
+
+def _image(h, w, boxes=(), classes=()):
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+    gen = torch.Generator().manual_seed(h * 1000 + w)
+    return {"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst}
+
+
+def _model(num_classes=3):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(num_classes))
+    model.train()
+    return model
+
+
+def _train_step(model, batch):
+    with EventStorage():
+        losses = model(batch)
+        assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
+        for name, value in losses.items():
+            assert torch.isfinite(value), name
+        sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    return losses
+
+
+FULL = _image(97, 131, [[10, 12, 60, 70], [50, 40, 120, 90]], [0, 2])
+
+
+def test_train_step_empty_batch():
+    losses = _train_step(_model(), [_image(67, 83), _image(101, 77)])
+    assert losses["loss_fcos_loc"].item() == 0 and losses["loss_fcos_ctr"].item() == 0
+    assert losses["loss_fcos_cls"].item() > 0
+
+
+def test_train_step_half_empty_batch():
+    losses = _train_step(_model(), [FULL, _image(101, 77)])
+    assert losses["loss_fcos_loc"].item() > 0
+
+
+def test_train_step_full_batch():
+    batch = [FULL, _image(64, 99, [[0, 0, 30, 40]], [1])]
+    losses = _train_step(_model(), batch)
+    assert losses["loss_fcos_ctr"].item() > 0
+
+
+def test_zero_size_and_partly_outside_boxes():
+    # A zero-width box, a zero-height box and a box reaching past the image border.
+    batch = [_image(80, 96, [[10, 10, 10, 50], [5, 30, 60, 30], [40, 40, 150, 120]], [0, 1, 2])]
+    _train_step(_model(), batch)
+
+
+def test_crowd_annotations_are_dropped_by_the_mapper():
+    cfg = tiny_cfg()
+    mapper = DatasetMapper(cfg, is_train=True, augmentations=[])
+    import numpy as np
+
+    record = {
+        "file_name": "unused", "height": 60, "width": 80, "image_id": 0,
+        "annotations": [
+            {"bbox": [5, 5, 30, 30], "bbox_mode": 1, "category_id": 0, "iscrowd": 0},
+            {"bbox": [20, 20, 40, 30], "bbox_mode": 1, "category_id": 1, "iscrowd": 1},
+        ],
+    }
+    from unittest import mock
+
+    with mock.patch("detectron2.data.detection_utils.read_image",
+                    return_value=np.zeros((60, 80, 3), np.uint8)):
+        out = mapper(record)
+    assert out["instances"].gt_classes.tolist() == [0]
+    _train_step(_model(), [out])
+
+
+def test_class_id_out_of_range():
+    with pytest.raises(ValueError, match="NUM_CLASSES=3"):
+        _train_step(_model(), [_image(64, 64, [[0, 0, 30, 30]], [5])])
+
+
+def test_inference_odd_sizes_and_rescale():
+    model = _model()
+    with torch.no_grad():  # make some detections survive: raise the class prior
+        model.head.cls_logits.bias.fill_(0.0)
+    model.eval()
+    batch = [_image(97, 131), _image(61, 45)]
+    batch[1]["height"], batch[1]["width"] = 122, 90  # ask for twice the input size
+    with torch.no_grad():
+        out = model(batch)
+    for result, (h, w) in zip(out, [(97, 131), (122, 90)]):
+        inst = result["instances"]
+        assert inst.image_size == (h, w)
+        assert 0 < len(inst) <= 100
+        b = inst.pred_boxes.tensor
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
+        assert (inst.scores[:-1] >= inst.scores[1:]).all()
+        assert set(inst.pred_classes.tolist()) <= {0, 1, 2}
+
+
+def test_nan_loss_stops_training_with_floating_point_error():
+    model = _model()
+    bad = _image(64, 64, [[0, 0, 30, 30]], [1])
+    bad["image"][:, 5, 5] = float("nan")
+    loader = iter([[bad]] * 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainer = SimpleTrainer(model, loader, opt)
+    with pytest.raises(FloatingPointError, match="iteration=0"):
+        trainer.train(0, 1)

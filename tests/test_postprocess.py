@@ -1,0 +1,80 @@
+"""Decoding, thresholds, top-k, NMS and the per-image cap against hand-computed values."""
+import math
+
+import torch
+
+from fcos_d2.modeling.postprocess import (
+    decode_boxes,
+    fcos_inference_single_image,
+    select_candidates,
+)
+
+
+def _logit(p):
+    p = torch.as_tensor(p, dtype=torch.float32)
+    return torch.log(p / (1 - p))
+
+
+def test_decode_boxes():
+    out = decode_boxes(torch.tensor([[10.0, 20.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    assert out.tolist() == [[9, 18, 13, 24]]
+
+
+def test_select_candidates_threshold_and_topk():
+    cls = torch.tensor([[0.9, 0.01], [0.04, 0.6], [0.3, 0.2]])
+    ctr = torch.tensor([0.5, 1.0, 0.1])
+    loc, k, joint = select_candidates(cls, ctr, 0.05, 1000, False)
+    assert sorted(zip(loc.tolist(), k.tolist())) == [(0, 0), (1, 1), (2, 0), (2, 1)]
+    loc, k, joint = select_candidates(cls, ctr, 0.05, 2, False)  # best two by cls * ctr
+    assert list(zip(loc.tolist(), k.tolist())) == [(1, 1), (0, 0)]
+    assert torch.allclose(joint, torch.tensor([0.6, 0.45]))
+    loc, k, _ = select_candidates(cls, ctr, 0.5, 1000, True)  # threshold on cls * ctr
+    assert list(zip(loc.tolist(), k.tolist())) == [(1, 1)]
+
+
+def _two_level_outputs():
+    # Level 0 (stride 8): A at (4, 4), B at (12, 4), both (1,1,1,1) strides -> 16 px boxes.
+    # Level 1 (stride 16): C at (8, 8) with (0.75, 0.75, 0.25, 0.25) -> the same box as A.
+    locations = [torch.tensor([[4.0, 4.0], [12.0, 4.0]]), torch.tensor([[8.0, 8.0]])]
+    logits = [_logit([[0.9, 0.01], [0.81, 0.01]]), _logit([[0.64, 0.49]])]
+    box_reg = [torch.ones(2, 4), torch.tensor([[0.75, 0.75, 0.25, 0.25]])]
+    ctr = [torch.zeros(2), torch.zeros(1)]  # centre-ness 0.5 everywhere
+    return locations, logits, box_reg, ctr
+
+
+def test_inference_nms_and_cap():
+    locations, logits, box_reg, ctr = _two_level_outputs()
+    kw = dict(score_thresh=0.05, topk=1000, nms_thresh=0.6)
+    out = fcos_inference_single_image(
+        locations, [8, 16], logits, box_reg, ctr, (40, 50), max_detections=100, **kw
+    )
+    # C's class-0 box equals A's (IoU 1): suppressed. A and B overlap with IoU 1/3: both kept.
+    # C's class-1 box is another class: kept.
+    expected_scores = [math.sqrt(0.9 * 0.5), math.sqrt(0.81 * 0.5), math.sqrt(0.49 * 0.5)]
+    assert torch.allclose(out.scores, torch.tensor(expected_scores))
+    assert out.pred_classes.tolist() == [0, 0, 1]
+    # Boxes are not clipped here (A starts at -4).
+    expected_boxes = [[-4, -4, 12, 12], [4, -4, 20, 12], [-4, -4, 12, 12]]
+    assert torch.allclose(out.pred_boxes.tensor, torch.tensor(expected_boxes, dtype=torch.float32))
+    capped = fcos_inference_single_image(
+        locations, [8, 16], logits, box_reg, ctr, (40, 50), max_detections=2, **kw
+    )
+    assert capped.pred_classes.tolist() == [0, 0] and len(capped) == 2
+
+
+def test_inference_lower_nms_threshold_suppresses_more():
+    locations, logits, box_reg, ctr = _two_level_outputs()
+    out = fcos_inference_single_image(
+        locations, [8, 16], logits, box_reg, ctr, (40, 50),
+        score_thresh=0.05, topk=1000, nms_thresh=0.3, max_detections=100,
+    )
+    assert out.pred_classes.tolist() == [0, 1]  # B (IoU 1/3 with A) is now suppressed
+
+
+def test_inference_with_nothing_above_threshold():
+    locations, logits, box_reg, ctr = _two_level_outputs()
+    out = fcos_inference_single_image(
+        locations, [8, 16], logits, box_reg, ctr, (40, 50),
+        score_thresh=0.95, topk=1000, nms_thresh=0.6, max_detections=100,
+    )
+    assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)
