@@ -18,11 +18,18 @@ SHAPE_CLASSES = ["circle", "square", "triangle"]
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    # A smooth colour gradient plus pixel noise, so that shapes are not found by colour alone.
-    corners = rng.uniform(20, 235, size=(2, 2, 3)).astype(np.float32)
+    # A smooth, muted colour gradient plus pixel noise: shapes are drawn in saturated colours,
+    # so they stay visible while the background is never uniform.
+    corners = rng.uniform(60, 170, size=(2, 2, 3)).astype(np.float32)
     image = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
     image += rng.normal(0, 12, size=image.shape).astype(np.float32)
     return image
+
+
+def _saturated_color(rng: np.random.Generator) -> Tuple[float, float, float]:
+    # Full saturation and value, random hue: far from the muted background.
+    hsv = np.array([[[rng.integers(0, 180), 255, rng.integers(200, 256)]]], dtype=np.uint8)
+    return tuple(float(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
 def _draw(image: np.ndarray, cls: int, box: Tuple[int, int, int, int], color, rng) -> List[float]:
@@ -41,11 +48,12 @@ def _draw(image: np.ndarray, cls: int, box: Tuple[int, int, int, int], color, rn
     return [x0, y0, size, size]
 
 
-def _iou(a: List[float], b: List[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+def _overlap(a: List[float], b: List[float], margin: int = 2) -> bool:
+    """Whether two XYWH boxes, grown by ``margin`` pixels, intersect."""
+    return not (
+        a[0] + a[2] + margin <= b[0] or b[0] + b[2] + margin <= a[0]
+        or a[1] + a[3] + margin <= b[1] or b[1] + b[3] + margin <= a[1]
+    )
 
 
 def render_image(
@@ -54,28 +62,37 @@ def render_image(
     """One BGR uint8 image and its annotations (category index 0..2, XYWH bbox)."""
     image = _background(rng, height, width)
     annotations: List[Dict] = []
-    for _ in range(int(rng.integers(1, max_shapes + 1))):
+    wanted = int(rng.integers(1, max_shapes + 1))
+    for _ in range(wanted * 10):  # a few placement attempts per shape
+        if len(annotations) == wanted:
+            break
         size = int(rng.integers(size_range[0], min(size_range[1], height, width) + 1))
         box = [int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))]
         box += [size, size]
-        if any(_iou(box, a["bbox"]) > 0.2 for a in annotations):
-            continue  # heavy overlaps make the ground truth ambiguous
+        if any(_overlap(box, a["bbox"]) for a in annotations):
+            continue  # occluded shapes would make the ground truth ambiguous
         cls = int(rng.integers(0, len(SHAPE_CLASSES)))
-        color = tuple(float(c) for c in rng.uniform(0, 255, size=3))
+        color = _saturated_color(rng)
         annotations.append({"category": cls, "bbox": _draw(image, cls, tuple(box), color, rng)})
     return np.clip(image, 0, 255).astype(np.uint8), annotations
 
 
 def generate_split(
-    root: str, split: str, num_images: int, seed: int, image_size=(192, 256), max_shapes: int = 6
+    root: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = (192, 256),
+    max_shapes: int = 6,
+    size_range: Tuple[int, int] = (12, 160),
 ) -> str:
-    """Write ``root/split/*.jpg`` and ``root/split.json``; return the JSON path."""
+    """Write ``root/split/*.png`` and ``root/split.json``; return the JSON path."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, split), exist_ok=True)
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
         height, width = (int(rng.integers(image_size[0], image_size[1] + 1)) for _ in range(2))
-        image, annos = render_image(rng, height, width, max_shapes)
+        image, annos = render_image(rng, height, width, max_shapes, size_range)
         file_name = f"{image_id:06d}.png"
         cv2.imwrite(os.path.join(root, split, file_name), image)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
@@ -93,13 +110,17 @@ def generate_split(
 
 
 def generate_shapes_dataset(root: str, num_train: int = 400, num_val: int = 100, seed: int = 0):
-    """Both splits, unless they already exist with these parameters."""
+    """
+    Both splits, unless they already exist with these parameters. Training images are 224 x 224
+    (batches then need no padding, which saves CPU time); validation images vary from 192 to 256
+    on each side, so evaluation sees odd sizes and aspect ratios.
+    """
     stamp = os.path.join(root, "params.json")
-    params = {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 1}
+    params = {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 4}
     if os.path.exists(stamp) and json.load(open(stamp)) == params:
         print(f"[shapes] {root} is up to date")
         return
-    generate_split(root, "train", num_train, seed)
+    generate_split(root, "train", num_train, seed, image_size=(224, 224))
     generate_split(root, "val", num_val, seed + 1)
     with open(stamp, "w") as f:
         json.dump(params, f)

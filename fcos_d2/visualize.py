@@ -1,0 +1,85 @@
+"""
+Draw a trained model's detections on a few images of a test dataset, and print the last bbox
+AP that training recorded in ``OUTPUT/metrics.json``.
+
+    python -m fcos_d2.visualize --config-file CFG --output DIR [--num 4] MODEL.WEIGHTS W.pth
+"""
+import argparse
+import json
+import os
+from typing import Dict, List, Optional
+
+import cv2
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
+from tabulate import tabulate
+
+import fcos_d2
+
+__all__ = ["draw_predictions", "last_bbox_metrics"]
+
+
+def draw_predictions(
+    cfg: CfgNode, dataset: str, out_dir: str, num: int = 4, min_score: float = 0.3
+) -> List[str]:
+    """Write ``num`` images of ``dataset`` with predicted boxes drawn; return their paths."""
+    predictor = DefaultPredictor(cfg)
+    metadata = MetadataCatalog.get(dataset)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for record in DatasetCatalog.get(dataset)[:num]:
+        image = cv2.imread(record["file_name"])
+        if image is None:
+            raise FileNotFoundError(f"cannot read image {record['file_name']!r} of {dataset!r}")
+        instances = predictor(image)["instances"].to("cpu")
+        instances = instances[instances.scores >= min_score]
+        vis = Visualizer(image[:, :, ::-1], metadata, scale=2.0).draw_instance_predictions(instances)
+        path = os.path.join(out_dir, os.path.basename(record["file_name"]))
+        cv2.imwrite(os.path.splitext(path)[0] + ".png", vis.get_image()[:, :, ::-1])
+        paths.append(os.path.splitext(path)[0] + ".png")
+    return paths
+
+
+def last_bbox_metrics(output_dir: str) -> Optional[Dict[str, float]]:
+    """The last ``bbox/*`` values in detectron2's ``metrics.json``, or None."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    found = None
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            bbox = {k[5:]: v for k, v in record.items() if k.startswith("bbox/")}
+            if bbox:
+                found = bbox
+    return found
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True, help="training output folder")
+    parser.add_argument("--num", type=int, default=4)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    fcos_d2.add_fcos_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    dataset = cfg.DATASETS.TEST[0]
+    paths = draw_predictions(cfg, dataset, os.path.join(args.output, "vis"), args.num)
+    metrics = last_bbox_metrics(args.output)
+    if metrics:
+        keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+        print(f"\nbbox AP on {dataset}:")
+        print(tabulate([[f"{metrics[k]:.2f}" for k in keys if k in metrics]], headers=keys,
+                       tablefmt="pipe"))
+    print(f"\nPredictions drawn on {len(paths)} {dataset} images:")
+    for p in paths:
+        print("  " + p)
+
+
+if __name__ == "__main__":
+    main()
