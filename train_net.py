@@ -5,6 +5,7 @@ Train or evaluate FCOS with detectron2's DefaultTrainer.
     python train_net.py --config-file configs/FCOS_R_50_FPN_1x.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS /path/to/model.pth
 """
+
 import os
 
 import detectron2.utils.comm as comm

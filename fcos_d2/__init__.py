@@ -3,6 +3,7 @@ fcos_d2: FCOS as a Detectron2 extension. ``import fcos_d2`` registers the ``FCOS
 meta-architecture and the ``build_fcos_resnet_fpn_backbone`` backbone;
 ``add_fcos_config(cfg)`` adds the ``MODEL.FCOS`` keys.
 """
+
 from . import data  # registers the synthetic shapes dataset
 from .config import add_fcos_config
 from .modeling import FCOS, FCOSHead, build_fcos_resnet_fpn_backbone

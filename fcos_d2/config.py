@@ -1,4 +1,5 @@
 """The ``MODEL.FCOS`` config subtree."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_fcos_config"]
@@ -45,5 +46,8 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     # Inference: IoU threshold of the class-wise NMS.
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    # Keep the model and its input images in channels_last memory format (faster convolutions on
+    # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
+    _C.MODEL.FCOS.CHANNELS_LAST = False
     # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
     _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"

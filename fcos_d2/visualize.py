@@ -4,6 +4,7 @@ AP that training recorded in ``OUTPUT/metrics.json``.
 
     python -m fcos_d2.visualize --config-file CFG --output DIR [--num 4] MODEL.WEIGHTS W.pth
 """
+
 import argparse
 import json
 import os
@@ -22,7 +23,7 @@ __all__ = ["draw_predictions", "last_bbox_metrics"]
 
 
 def draw_predictions(
-    cfg: CfgNode, dataset: str, out_dir: str, num: int = 4, min_score: float = 0.3
+    cfg: CfgNode, dataset: str, out_dir: str, num: int = 4, min_score: float = 0.5
 ) -> List[str]:
     """Write ``num`` images of ``dataset`` with predicted boxes drawn; return their paths."""
     predictor = DefaultPredictor(cfg)
@@ -35,7 +36,9 @@ def draw_predictions(
             raise FileNotFoundError(f"cannot read image {record['file_name']!r} of {dataset!r}")
         instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores >= min_score]
-        vis = Visualizer(image[:, :, ::-1], metadata, scale=2.0).draw_instance_predictions(instances)
+        vis = Visualizer(image[:, :, ::-1], metadata, scale=2.0).draw_instance_predictions(
+            instances
+        )
         path = os.path.join(out_dir, os.path.basename(record["file_name"]))
         cv2.imwrite(os.path.splitext(path)[0] + ".png", vis.get_image()[:, :, ::-1])
         paths.append(os.path.splitext(path)[0] + ".png")
@@ -74,8 +77,11 @@ def main(argv=None) -> None:
     if metrics:
         keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
         print(f"\nbbox AP on {dataset}:")
-        print(tabulate([[f"{metrics[k]:.2f}" for k in keys if k in metrics]], headers=keys,
-                       tablefmt="pipe"))
+        print(
+            tabulate(
+                [[f"{metrics[k]:.2f}" for k in keys if k in metrics]], headers=keys, tablefmt="pipe"
+            )
+        )
     print(f"\nPredictions drawn on {len(paths)} {dataset} images:")
     for p in paths:
         print("  " + p)

@@ -1,4 +1,5 @@
 """Shared helpers: tiny FCOS configs and models for CPU tests."""
+
 import os
 import sys
 

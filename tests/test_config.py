@@ -1,12 +1,13 @@
 """Config keys, YAML files, registration and clear errors for bad values."""
+
 import glob
 import os
 
 import pytest
 import torch
+from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
-from conftest import REPO, tiny_cfg
 
 import fcos_d2
 from fcos_d2.data import check_num_classes
@@ -50,7 +51,9 @@ def test_r50_default_strides_and_head():
     model = build_model(cfg)
     assert model.strides == [8, 16, 32, 64, 128]
     assert model.backbone.top_block.in_feature == "p5"
-    assert len(model.head.cls_tower) == 12 and isinstance(model.head.cls_tower[1], torch.nn.GroupNorm)
+    assert len(model.head.cls_tower) == 12 and isinstance(
+        model.head.cls_tower[1], torch.nn.GroupNorm
+    )
 
 
 def test_from_config_round_trip(cfg):

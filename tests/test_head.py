@@ -1,4 +1,5 @@
 """FCOSHead shapes, Scale, initialisation and checkpoint key layout."""
+
 import math
 
 import pytest
@@ -56,8 +57,16 @@ def test_no_scale():
 def test_key_layout_gn_and_per_level_bn():
     keys = set(_head().state_dict())
     # (conv, norm, ReLU) blocks: convs at 0 and 3, GroupNorms at 1 and 4.
-    for k in ["cls_tower.0.weight", "cls_tower.1.weight", "cls_tower.3.bias", "bbox_tower.4.bias",
-              "cls_logits.weight", "bbox_pred.weight", "ctrness.weight", "scales.2.scale"]:
+    for k in [
+        "cls_tower.0.weight",
+        "cls_tower.1.weight",
+        "cls_tower.3.bias",
+        "bbox_tower.4.bias",
+        "cls_logits.weight",
+        "bbox_pred.weight",
+        "ctrness.weight",
+        "scales.2.scale",
+    ]:
         assert k in keys, k
     bn_keys = set(_head(norm="BN").state_dict())
     assert {"cls_tower.1.0.weight", "cls_tower.1.2.running_var", "bbox_tower.4.1.bias"} <= bn_keys

@@ -1,4 +1,5 @@
 """A short learning test: a tiny FCOS overfits a handful of synthetic images."""
+
 import torch
 from conftest import tiny_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
@@ -11,8 +12,9 @@ from fcos_d2.data.shapes import generate_split
 
 
 def test_overfits_a_few_images(tmp_path):
-    json_file = generate_split(str(tmp_path), "train", 4, seed=3, image_size=(112, 128),
-                               max_shapes=3, size_range=(16, 64))
+    json_file = generate_split(
+        str(tmp_path), "train", 4, seed=3, image_size=(112, 128), max_shapes=3, size_range=(16, 64)
+    )
     register_coco_instances("fcos_overfit", {}, json_file, str(tmp_path / "train"))
     cfg = tiny_cfg()
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 160
@@ -25,7 +27,7 @@ def test_overfits_a_few_images(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
     with EventStorage():
-        for it in range(150):
+        for it in range(250):
             for group in opt.param_groups:
                 group["lr"] = 0.01 * min(1.0, (it + 1) / 20)
             loss = sum(model(data).values())

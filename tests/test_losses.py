@@ -1,4 +1,5 @@
 """IoU-family and FCOS losses against hand-computed values."""
+
 import math
 
 import pytest
@@ -13,7 +14,9 @@ def _t(*rows):
 
 def test_identical_boxes_have_zero_loss():
     for kind in ("iou", "linear_iou", "giou"):
-        assert iou_loss(_t([1, 1, 1, 1]), _t([1, 1, 1, 1]), kind).item() == pytest.approx(0, abs=1e-6)
+        assert iou_loss(_t([1, 1, 1, 1]), _t([1, 1, 1, 1]), kind).item() == pytest.approx(
+            0, abs=1e-6
+        )
 
 
 def test_nested_boxes():

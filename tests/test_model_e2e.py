@@ -1,12 +1,13 @@
 """End-to-end CPU checks on tiny random inputs of odd sizes (seeded)."""
+
 import pytest
 import torch
+from conftest import tiny_cfg
 from detectron2.data import DatasetMapper
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from conftest import tiny_cfg
 
 
 def _image(h, w, boxes=(), classes=()):
@@ -68,7 +69,10 @@ def test_crowd_annotations_are_dropped_by_the_mapper():
     import numpy as np
 
     record = {
-        "file_name": "unused", "height": 60, "width": 80, "image_id": 0,
+        "file_name": "unused",
+        "height": 60,
+        "width": 80,
+        "image_id": 0,
         "annotations": [
             {"bbox": [5, 5, 30, 30], "bbox_mode": 1, "category_id": 0, "iscrowd": 0},
             {"bbox": [20, 20, 40, 30], "bbox_mode": 1, "category_id": 1, "iscrowd": 1},
@@ -76,8 +80,9 @@ def test_crowd_annotations_are_dropped_by_the_mapper():
     }
     from unittest import mock
 
-    with mock.patch("detectron2.data.detection_utils.read_image",
-                    return_value=np.zeros((60, 80, 3), np.uint8)):
+    with mock.patch(
+        "detectron2.data.detection_utils.read_image", return_value=np.zeros((60, 80, 3), np.uint8)
+    ):
         out = mapper(record)
     assert out["instances"].gt_classes.tolist() == [0]
     _train_step(_model(), [out])
@@ -116,3 +121,22 @@ def test_nan_loss_stops_training_with_floating_point_error():
     trainer = SimpleTrainer(model, loader, opt)
     with pytest.raises(FloatingPointError, match="iteration=0"):
         trainer.train(0, 1)
+
+
+def test_channels_last_gives_the_same_detections():
+    model = _model()
+    with torch.no_grad():
+        model.head.cls_logits.bias.fill_(0.0)
+    model.eval()
+    cfg = tiny_cfg()
+    cfg.MODEL.FCOS.CHANNELS_LAST = True
+    fast = build_model(cfg)
+    fast.load_state_dict(model.state_dict())
+    fast.eval()
+    assert fast.head.cls_logits.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = [_image(97, 131)]
+    with torch.no_grad():
+        a, b = model(batch)[0]["instances"], fast(batch)[0]["instances"]
+    assert len(a) == len(b) > 0
+    assert torch.allclose(a.scores, b.scores, atol=1e-4)
+    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2)

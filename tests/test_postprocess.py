@@ -1,4 +1,5 @@
 """Decoding, thresholds, top-k, NMS and the per-image cap against hand-computed values."""
+
 import math
 
 import torch
@@ -65,8 +66,16 @@ def test_inference_nms_and_cap():
 def test_inference_lower_nms_threshold_suppresses_more():
     locations, logits, box_reg, ctr = _two_level_outputs()
     out = fcos_inference_single_image(
-        locations, [8, 16], logits, box_reg, ctr, (40, 50),
-        score_thresh=0.05, topk=1000, nms_thresh=0.3, max_detections=100,
+        locations,
+        [8, 16],
+        logits,
+        box_reg,
+        ctr,
+        (40, 50),
+        score_thresh=0.05,
+        topk=1000,
+        nms_thresh=0.3,
+        max_detections=100,
     )
     assert out.pred_classes.tolist() == [0, 1]  # B (IoU 1/3 with A) is now suppressed
 
@@ -74,7 +83,15 @@ def test_inference_lower_nms_threshold_suppresses_more():
 def test_inference_with_nothing_above_threshold():
     locations, logits, box_reg, ctr = _two_level_outputs()
     out = fcos_inference_single_image(
-        locations, [8, 16], logits, box_reg, ctr, (40, 50),
-        score_thresh=0.95, topk=1000, nms_thresh=0.6, max_detections=100,
+        locations,
+        [8, 16],
+        logits,
+        box_reg,
+        ctr,
+        (40, 50),
+        score_thresh=0.95,
+        topk=1000,
+        nms_thresh=0.6,
+        max_detections=100,
     )
     assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)

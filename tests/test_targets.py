@@ -1,4 +1,5 @@
 """Locations, matching and centre-ness targets against hand-computed values."""
+
 import math
 
 import pytest
@@ -81,8 +82,13 @@ def test_smallest_area_wins_and_first_on_ties():
 def test_empty_image():
     assert _match([[5, 5], [7, 7]], []) == [-1, -1]
     labels, reg = T.compute_targets(
-        torch.tensor([[5.0, 5.0]]), torch.tensor([8.0]), torch.tensor([INF_RANGE]),
-        torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long), 3, 1.5,
+        torch.tensor([[5.0, 5.0]]),
+        torch.tensor([8.0]),
+        torch.tensor([INF_RANGE]),
+        torch.zeros((0, 4)),
+        torch.zeros((0,), dtype=torch.long),
+        3,
+        1.5,
     )
     assert labels.tolist() == [3] and reg.tolist() == [[0, 0, 0, 0]]
 
@@ -94,9 +100,13 @@ def test_zero_size_box_gets_no_location():
 def test_compute_targets_values():
     # Location (30, 40), stride 8, box [10, 20, 70, 100]: ltrb (20, 20, 40, 60) / 8.
     labels, reg = T.compute_targets(
-        torch.tensor([[30.0, 40.0], [200.0, 200.0]]), torch.tensor([8.0, 8.0]),
-        torch.tensor([INF_RANGE, INF_RANGE]), torch.tensor([[10.0, 20.0, 70.0, 100.0]]),
-        torch.tensor([2]), 5, 0.0,
+        torch.tensor([[30.0, 40.0], [200.0, 200.0]]),
+        torch.tensor([8.0, 8.0]),
+        torch.tensor([INF_RANGE, INF_RANGE]),
+        torch.tensor([[10.0, 20.0, 70.0, 100.0]]),
+        torch.tensor([2]),
+        5,
+        0.0,
     )
     assert labels.tolist() == [2, 5]
     assert reg.tolist() == [[2.5, 2.5, 5.0, 7.5], [0, 0, 0, 0]]
@@ -105,8 +115,13 @@ def test_compute_targets_values():
 def test_class_id_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="NUM_CLASSES=3"):
         T.compute_targets(
-            torch.tensor([[5.0, 5.0]]), torch.tensor([8.0]), torch.tensor([INF_RANGE]),
-            torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([3]), 3, 0.0,
+            torch.tensor([[5.0, 5.0]]),
+            torch.tensor([8.0]),
+            torch.tensor([INF_RANGE]),
+            torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
+            torch.tensor([3]),
+            3,
+            0.0,
         )
 
 

@@ -1,4 +1,5 @@
 """train_net.py as users run it: a few iterations, then --eval-only, as subprocesses."""
+
 import os
 import subprocess
 import sys
@@ -9,8 +10,18 @@ from conftest import REPO
 from fcos_d2.data.shapes import generate_shapes_dataset
 
 CFG = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
-SMALL = ["SOLVER.IMS_PER_BATCH", "2", "MODEL.FPN.OUT_CHANNELS", "32", "DATALOADER.NUM_WORKERS",
-         "0", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128"]
+SMALL = [
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Datasets and data checks. Importing this registers the synthetic ``shapes_{train,val}``."""
+
 from .datasets import check_num_classes, register_shapes
 
 register_shapes()

@@ -1,4 +1,5 @@
 """Registration of the synthetic shapes dataset, and dataset/config consistency checks."""
+
 import os
 from typing import Optional
 

@@ -4,6 +4,7 @@ in COCO JSON format, for demos and tests that cannot download data.
 
     python -m fcos_d2.data.shapes --root datasets/shapes
 """
+
 import argparse
 import json
 import os
@@ -51,8 +52,10 @@ def _draw(image: np.ndarray, cls: int, box: Tuple[int, int, int, int], color, rn
 def _overlap(a: List[float], b: List[float], margin: int = 2) -> bool:
     """Whether two XYWH boxes, grown by ``margin`` pixels, intersect."""
     return not (
-        a[0] + a[2] + margin <= b[0] or b[0] + b[2] + margin <= a[0]
-        or a[1] + a[3] + margin <= b[1] or b[1] + b[3] + margin <= a[1]
+        a[0] + a[2] + margin <= b[0]
+        or b[0] + b[2] + margin <= a[0]
+        or a[1] + a[3] + margin <= b[1]
+        or b[1] + b[3] + margin <= a[1]
     )
 
 
@@ -99,8 +102,14 @@ def generate_split(
         for a in annos:
             x, y, w, h = a["bbox"]
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": a["category"] + 1,
-                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": a["category"] + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)]
     json_path = os.path.join(root, f"{split}.json")

@@ -1,4 +1,5 @@
 """ResNet-FPN backbone with the P6/P7 levels FCOS uses."""
+
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone, build_resnet_backbone

@@ -3,6 +3,7 @@ The FCOS head: classification and box towers shared across levels, with per-leve
 
 Shape shorthand: N images, K classes, C channels, Hi x Wi the size of level i.
 """
+
 import math
 from typing import List, Tuple
 

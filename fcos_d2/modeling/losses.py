@@ -3,6 +3,7 @@ FCOS losses and their normalisers.
 
 Shape shorthand: N images, R locations per image, K classes, P positive locations.
 """
+
 from typing import Dict
 
 import torch

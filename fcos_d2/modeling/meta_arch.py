@@ -3,6 +3,7 @@ The FCOS meta-architecture.
 
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
+
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -66,6 +67,7 @@ class FCOS(DenseDetector):
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
+        channels_last: bool = False,
     ):
         """
         Args:
@@ -74,8 +76,9 @@ class FCOS(DenseDetector):
                 shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
             Others: see the ``MODEL.FCOS`` keys of the same name in :mod:`fcos_d2.config`.
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean,
-                         pixel_std=pixel_std)
+        super().__init__(
+            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
         shapes = backbone.output_shape()
         self.strides = [shapes[f].stride for f in head_in_features]
         self.size_ranges = level_size_ranges(sizes_of_interest, len(head_in_features))
@@ -92,6 +95,9 @@ class FCOS(DenseDetector):
         self.nms_thresh_test = nms_thresh_test
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
@@ -117,7 +123,14 @@ class FCOS(DenseDetector):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
+            "channels_last": fcos.CHANNELS_LAST,
         }
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
+        images = super().preprocess_image(batched_inputs)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
 
     def _locations(self, features: List[Tensor]) -> List[Tensor]:
         sizes = [tuple(f.shape[-2:]) for f in features]
@@ -157,8 +170,13 @@ class FCOS(DenseDetector):
         labels, reg_targets = [], []
         for gt in gt_instances:
             lab, reg = compute_targets(
-                points, strides, ranges, gt.gt_boxes.tensor, gt.gt_classes,
-                self.num_classes, self.center_sampling_radius,
+                points,
+                strides,
+                ranges,
+                gt.gt_boxes.tensor,
+                gt.gt_classes,
+                self.num_classes,
+                self.center_sampling_radius,
             )
             labels.append(lab)
             reg_targets.append(reg)
@@ -176,8 +194,11 @@ class FCOS(DenseDetector):
         locations = self._locations(features)
         return [
             fcos_inference_single_image(
-                locations, self.strides,
-                [x[i] for x in logits], [x[i] for x in box_reg], [x[i, :, 0] for x in ctr],
+                locations,
+                self.strides,
+                [x[i] for x in logits],
+                [x[i] for x in box_reg],
+                [x[i, :, 0] for x in ctr],
                 image_size,
                 score_thresh=self.score_thresh_test,
                 topk=self.topk_candidates_test,

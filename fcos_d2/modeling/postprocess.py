@@ -4,6 +4,7 @@ FCOS inference: decoding, thresholds, top-k and NMS (pure functions).
 Shape shorthand: L levels, Ri locations of level i, K classes, C candidates after thresholding,
 D final detections.
 """
+
 from typing import List, Sequence, Tuple
 
 import torch

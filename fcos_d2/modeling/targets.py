@@ -6,6 +6,7 @@ Shape shorthand:
     M: ground-truth boxes of one image, K: classes.
 Boxes are XYXY in pixels of the (padded) input; regression targets are (l, t, r, b) distances.
 """
+
 import math
 from typing import List, Sequence, Tuple
 
@@ -72,9 +73,7 @@ def flatten_levels(
 def _ltrb(locations: Tensor, boxes: Tensor) -> Tensor:
     """(R, 2) points and (M, 4) boxes -> (R, M, 4) distances (l, t, r, b)."""
     x, y = locations[:, 0, None], locations[:, 1, None]
-    return torch.stack(
-        [x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2
-    )
+    return torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2)
 
 
 def _candidates(locations: Tensor, strides: Tensor, boxes: Tensor, radius: float) -> Tensor:
