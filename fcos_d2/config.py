@@ -46,6 +46,18 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     # Inference: IoU threshold of the class-wise NMS.
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    # What the third branch predicts: "ctrness" (centre-ness; box loss weighted by its target) or
+    # "iou" (IoU of the decoded box with its target, as AdelaiDet's *_iou models; loss_fcos_iou).
+    _C.MODEL.FCOS.BOX_QUALITY = "ctrness"
+    # Classification loss normaliser: "fg" (positives, averaged over workers) or "moving_fg"
+    # (an EMA of that, momentum 0.9, starting at 100).
+    _C.MODEL.FCOS.LOSS_NORMALIZER_CLS = "fg"
+    # Deformable convolution (torchvision DeformConv2d, modulated) as the last conv of the
+    # classification and box towers (AdelaiDet's USE_DEFORMABLE).
+    _C.MODEL.FCOS.USE_DEFORMABLE = False
+    # Where a feature cell sits in the image, in strides: 0.5 -> (x * s + s // 2), the FCOS papers;
+    # 0.0 -> (x * s), detectron2's built-in FCOS.
+    _C.MODEL.FCOS.LOCATION_OFFSET = 0.5
     # Keep the model and its input images in channels_last memory format (faster convolutions on
     # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
     _C.MODEL.FCOS.CHANNELS_LAST = False

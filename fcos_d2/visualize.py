@@ -11,7 +11,7 @@ import os
 from typing import Dict, List, Optional
 
 import cv2
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
@@ -67,10 +67,7 @@ def main(argv=None) -> None:
     parser.add_argument("--num", type=int, default=4)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    fcos_d2.add_fcos_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = fcos_d2.load_config(args.config_file, args.opts)
     dataset = cfg.DATASETS.TEST[0]
     paths = draw_predictions(cfg, dataset, os.path.join(args.output, "vis"), args.num)
     metrics = last_bbox_metrics(args.output)

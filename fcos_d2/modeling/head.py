@@ -11,8 +11,9 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
+from torchvision.ops import DeformConv2d
 
-__all__ = ["FCOSHead", "Scale", "NORM_TYPES"]
+__all__ = ["FCOSHead", "Scale", "DeformConv3x3", "NORM_TYPES"]
 
 # "BN"/"SyncBN" use one norm per level: statistics of P3 and P7 differ too much to share.
 NORM_TYPES = ("GN", "BN", "SyncBN", "")
@@ -36,11 +37,35 @@ def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
     return nn.ModuleList([bn_class(channels) for _ in range(num_levels)])
 
 
-def _make_tower(num_convs: int, channels: int, norm: str, num_levels: int) -> nn.ModuleList:
+class DeformConv3x3(nn.Module):
+    """
+    Modulated deformable 3x3 conv (DCNv2) from torchvision: ``offset`` predicts 18 offsets and
+    9 mask logits per location; ``conv`` holds the weights (AdelaiDet's DFConv2d key layout).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.offset = nn.Conv2d(channels, 27, kernel_size=3, padding=1)
+        self.conv = DeformConv2d(channels, channels, kernel_size=3, padding=1, bias=True)
+        nn.init.zeros_(self.offset.weight)  # start as a plain conv (zero offsets)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        offset_mask = self.offset(x)
+        offset, mask = offset_mask[:, :18], offset_mask[:, 18:].sigmoid()
+        return self.conv(x, offset, mask)
+
+
+def _make_tower(
+    num_convs: int, channels: int, norm: str, num_levels: int, deformable: bool = False
+) -> nn.ModuleList:
     # Layout (conv, [norm], ReLU) per block, so indices match AdelaiDet's checkpoint keys.
     layers: List[nn.Module] = []
-    for _ in range(num_convs):
-        layers.append(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=True))
+    for i in range(num_convs):
+        if deformable and i == num_convs - 1:
+            layers.append(DeformConv3x3(channels))
+        else:
+            layers.append(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=True))
         if norm:
             layers.append(_make_norm(norm, channels, num_levels))
         layers.append(nn.ReLU())
@@ -52,6 +77,10 @@ def _run_tower(tower: nn.ModuleList, x: Tensor, level: int) -> Tensor:
         # A ModuleList here is a per-level norm.
         x = layer[level](x) if isinstance(layer, nn.ModuleList) else layer(x)
     return x
+
+
+def _is_offset(module: nn.Module, root: nn.Module) -> bool:
+    return any(m.offset is module for m in root.modules() if isinstance(m, DeformConv3x3))
 
 
 class FCOSHead(nn.Module):
@@ -73,6 +102,7 @@ class FCOSHead(nn.Module):
         norm: str = "GN",
         use_scale: bool = True,
         prior_prob: float = 0.01,
+        use_deformable: bool = False,
     ):
         super().__init__()
         channels = {s.channels for s in input_shape}
@@ -83,8 +113,8 @@ class FCOSHead(nn.Module):
         ch, num_levels = channels.pop(), len(input_shape)
         self.num_classes = num_classes
         self.share_tower = _make_tower(num_share_convs, ch, norm, num_levels)
-        self.cls_tower = _make_tower(num_cls_convs, ch, norm, num_levels)
-        self.bbox_tower = _make_tower(num_box_convs, ch, norm, num_levels)
+        self.cls_tower = _make_tower(num_cls_convs, ch, norm, num_levels, use_deformable)
+        self.bbox_tower = _make_tower(num_box_convs, ch, norm, num_levels, use_deformable)
         self.cls_logits = nn.Conv2d(ch, num_classes, kernel_size=3, padding=1)
         self.bbox_pred = nn.Conv2d(ch, 4, kernel_size=3, padding=1)
         self.ctrness = nn.Conv2d(ch, 1, kernel_size=3, padding=1)
@@ -93,7 +123,7 @@ class FCOSHead(nn.Module):
 
     def _init_weights(self, prior_prob: float) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, (nn.Conv2d, DeformConv2d)) and not _is_offset(module, self):
                 nn.init.normal_(module.weight, std=0.01)
                 nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
@@ -109,6 +139,7 @@ class FCOSHead(nn.Module):
             "norm": cfg.MODEL.FCOS.NORM,
             "use_scale": cfg.MODEL.FCOS.USE_SCALE,
             "prior_prob": cfg.MODEL.FCOS.PRIOR_PROB,
+            "use_deformable": cfg.MODEL.FCOS.USE_DEFORMABLE,
         }
 
     def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:

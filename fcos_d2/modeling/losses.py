@@ -4,7 +4,7 @@ FCOS losses and their normalisers.
 Shape shorthand: N images, R locations per image, K classes, P positive locations.
 """
 
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -15,32 +15,44 @@ from torch import Tensor
 
 from .targets import centerness_targets
 
-__all__ = ["BOX_LOSS_TYPES", "iou_loss", "reduce_mean", "fcos_losses"]
+__all__ = [
+    "BOX_LOSS_TYPES", "BOX_QUALITIES", "box_ious", "iou_loss", "reduce_mean", "fcos_losses"
+]
 
 BOX_LOSS_TYPES = ("iou", "linear_iou", "giou")
+BOX_QUALITIES = ("ctrness", "iou")
 
 
-def iou_loss(pred: Tensor, target: Tensor, loss_type: str) -> Tensor:
+def box_ious(pred: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
     """
-    IoU-family loss of (P, 4) predicted and target (l, t, r, b) distances from the same points.
-    Returns (P,) losses. IoU = (I + 1) / (U + 1), as in FCOS (smooths tiny boxes); "iou" is
-    -log(IoU), "linear_iou" 1 - IoU, "giou" 1 - (IoU - (C - U) / C), C the enclosing box area.
+    IoU and GIoU of (P, 4) predicted and target (l, t, r, b) distances from the same points,
+    each (P,). IoU = (I + 1) / (U + 1), as in FCOS (smooths tiny boxes);
+    GIoU = IoU - (C - U) / C with C the enclosing box area.
     """
-    if loss_type not in BOX_LOSS_TYPES:
-        raise ValueError(f"MODEL.FCOS.BOX_LOSS_TYPE={loss_type!r} is not one of {BOX_LOSS_TYPES}")
     pred_area = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
     target_area = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
     inner = torch.minimum(pred, target)
     intersection = (inner[:, 0] + inner[:, 2]) * (inner[:, 1] + inner[:, 3])
     union = pred_area + target_area - intersection
     ious = (intersection + 1.0) / (union + 1.0)
+    outer = torch.maximum(pred, target)
+    enclosing = (outer[:, 0] + outer[:, 2]) * (outer[:, 1] + outer[:, 3]) + 1e-7
+    return ious, ious - (enclosing - union) / enclosing
+
+
+def iou_loss(pred: Tensor, target: Tensor, loss_type: str) -> Tensor:
+    """
+    (P,) IoU-family losses of (P, 4) (l, t, r, b) predictions and targets: "iou" is -log(IoU),
+    "linear_iou" 1 - IoU, "giou" 1 - GIoU (see :func:`box_ious`).
+    """
+    if loss_type not in BOX_LOSS_TYPES:
+        raise ValueError(f"MODEL.FCOS.BOX_LOSS_TYPE={loss_type!r} is not one of {BOX_LOSS_TYPES}")
+    ious, gious = box_ious(pred, target)
     if loss_type == "iou":
         return -torch.log(ious)
     if loss_type == "linear_iou":
         return 1.0 - ious
-    outer = torch.maximum(pred, target)
-    enclosing = (outer[:, 0] + outer[:, 2]) * (outer[:, 1] + outer[:, 3]) + 1e-7
-    return 1.0 - (ious - (enclosing - union) / enclosing)
+    return 1.0 - gious
 
 
 def reduce_mean(value: Tensor) -> Tensor:
@@ -62,33 +74,44 @@ def fcos_losses(
     box_loss_type: str = "giou",
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
+    box_quality: str = "ctrness",
+    cls_normalizer: Optional[float] = None,
 ) -> Dict[str, Tensor]:
     """
     Args:
-        logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; ctr_logits: (N, R);
-        labels: (N, R), K for background; reg_targets: (N, R, 4) stride-normalised.
+        logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; ctr_logits: (N, R) centre-ness
+        (or IoU-quality) logits; labels: (N, R), K for background; reg_targets: (N, R, 4)
+        stride-normalised; cls_normalizer: divides the focal loss instead of the positive count.
     Returns:
-        ``loss_fcos_cls`` (focal, / positives), ``loss_fcos_loc`` (IoU loss weighted by the
-        centre-ness target, / sum of those targets), ``loss_fcos_ctr`` (BCE, / positives).
+        ``loss_fcos_cls`` (focal, / positives); with ``box_quality="ctrness"``: ``loss_fcos_loc``
+        (IoU loss weighted by the centre-ness target, / sum of those targets) and
+        ``loss_fcos_ctr`` (BCE, / positives); with ``"iou"``: ``loss_fcos_loc`` (/ positives) and
+        ``loss_fcos_iou`` (BCE against the detached IoU, / positives).
         Normalisers are averaged over workers so the loss does not depend on the GPU count.
     """
+    if box_quality not in BOX_QUALITIES:
+        raise ValueError(f"MODEL.FCOS.BOX_QUALITY={box_quality!r} is not one of {BOX_QUALITIES}")
     num_classes = logits.shape[-1]
     fg = labels != num_classes  # (N, R)
-    num_pos = reduce_mean(fg.sum().to(logits.dtype)).clamp(min=1.0)
+    num_pos = reduce_mean(fg.sum().to(torch.float32)).clamp(min=1.0)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
     loss_cls = sigmoid_focal_loss_jit(
         logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
     )
+    losses = {"loss_fcos_cls": loss_cls / (num_pos if cls_normalizer is None else cls_normalizer)}
 
     pos_reg, pos_targets = box_reg[fg].float(), reg_targets[fg]  # (P, 4)
+    pos_quality = ctr_logits[fg].float()  # (P,)
+    box_losses = iou_loss(pos_reg, pos_targets, box_loss_type)
+    if box_quality == "iou":
+        ious = box_ious(pos_reg, pos_targets)[0].detach()
+        losses["loss_fcos_loc"] = box_losses.sum() / num_pos
+        bce = F.binary_cross_entropy_with_logits(pos_quality, ious, reduction="sum")
+        losses["loss_fcos_iou"] = bce / num_pos
+        return losses
     ctr_targets = centerness_targets(pos_targets)  # (P,)
     ctr_norm = reduce_mean(ctr_targets.sum()).clamp(min=1e-6)
-    box_losses = iou_loss(pos_reg, pos_targets, box_loss_type)
-    loss_ctr = F.binary_cross_entropy_with_logits(
-        ctr_logits[fg].float(), ctr_targets, reduction="sum"
-    )
-    return {
-        "loss_fcos_cls": loss_cls / num_pos,
-        "loss_fcos_loc": (box_losses * ctr_targets).sum() / ctr_norm,
-        "loss_fcos_ctr": loss_ctr / num_pos,
-    }
+    losses["loss_fcos_loc"] = (box_losses * ctr_targets).sum() / ctr_norm
+    bce = F.binary_cross_entropy_with_logits(pos_quality, ctr_targets, reduction="sum")
+    losses["loss_fcos_ctr"] = bce / num_pos
+    return losses

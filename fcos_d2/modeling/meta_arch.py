@@ -13,12 +13,15 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
+from ..checkpoint import install_foreign_checkpoint_hook
 from .head import FCOSHead
-from .losses import BOX_LOSS_TYPES, fcos_losses
+from .losses import BOX_LOSS_TYPES, BOX_QUALITIES, fcos_losses, reduce_mean
 from .postprocess import fcos_inference_single_image
 from .targets import compute_locations, compute_targets, flatten_levels, level_size_ranges
 
 __all__ = ["FCOS"]
+
+CLS_NORMALIZERS = ("fg", "moving_fg")
 
 
 def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
@@ -34,6 +37,9 @@ def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
         raise ValueError(
             f"MODEL.FCOS.BOX_LOSS_TYPE={fcos.BOX_LOSS_TYPE!r} is not one of {list(BOX_LOSS_TYPES)}"
         )
+    for key, allowed in (("BOX_QUALITY", BOX_QUALITIES), ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS)):
+        if fcos[key] not in allowed:
+            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(allowed)}")
     if fcos.NUM_CLASSES < 1:
         raise ValueError(f"MODEL.FCOS.NUM_CLASSES={fcos.NUM_CLASSES} must be at least 1")
 
@@ -68,6 +74,9 @@ class FCOS(DenseDetector):
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
         channels_last: bool = False,
+        box_quality: str = "ctrness",
+        loss_normalizer_cls: str = "fg",
+        location_offset: float = 0.5,
     ):
         """
         Args:
@@ -96,8 +105,13 @@ class FCOS(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
         self.channels_last = channels_last
+        self.box_quality = box_quality
+        self.loss_normalizer_cls = loss_normalizer_cls
+        self.location_offset = location_offset
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        # AdelaiDet / detectron2-built-in / maskrcnn-benchmark checkpoints load as they are.
+        install_foreign_checkpoint_hook(self)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
@@ -124,6 +138,9 @@ class FCOS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": fcos.CHANNELS_LAST,
+            "box_quality": fcos.BOX_QUALITY,
+            "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
+            "location_offset": fcos.LOCATION_OFFSET,
         }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -134,7 +151,7 @@ class FCOS(DenseDetector):
 
     def _locations(self, features: List[Tensor]) -> List[Tensor]:
         sizes = [tuple(f.shape[-2:]) for f in features]
-        return compute_locations(sizes, self.strides, features[0].device)
+        return compute_locations(sizes, self.strides, features[0].device, self.location_offset)
 
     def forward_training(
         self,
@@ -147,6 +164,10 @@ class FCOS(DenseDetector):
             predictions, [self.num_classes, 4, 1]
         )
         labels, reg_targets = self.label_locations(self._locations(features), gt_instances)
+        cls_normalizer = None
+        if self.loss_normalizer_cls == "moving_fg":
+            num_pos = reduce_mean((labels != self.num_classes).sum().float()).clamp(min=1.0)
+            cls_normalizer = self._ema_update("moving_num_fg", num_pos.item(), 100.0, 0.9)
         return fcos_losses(
             torch.cat(logits, dim=1),  # (N, R, K)
             torch.cat(box_reg, dim=1),  # (N, R, 4)
@@ -156,6 +177,8 @@ class FCOS(DenseDetector):
             box_loss_type=self.box_loss_type,
             focal_alpha=self.focal_loss_alpha,
             focal_gamma=self.focal_loss_gamma,
+            box_quality=self.box_quality,
+            cls_normalizer=cls_normalizer,
         )
 
     @torch.no_grad()
