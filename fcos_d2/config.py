@@ -55,9 +55,6 @@ def add_fcos_config(cfg: CN) -> None:
     # Deformable convolution (torchvision DeformConv2d, modulated) as the last conv of the
     # classification and box towers (AdelaiDet's USE_DEFORMABLE).
     _C.MODEL.FCOS.USE_DEFORMABLE = False
-    # Where a feature cell sits in the image, in strides: 0.5 -> (x * s + s // 2), the FCOS papers;
-    # 0.0 -> (x * s), detectron2's built-in FCOS.
-    _C.MODEL.FCOS.LOCATION_OFFSET = 0.5
     # Keep the model and its input images in channels_last memory format (faster convolutions on
     # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
     _C.MODEL.FCOS.CHANNELS_LAST = False

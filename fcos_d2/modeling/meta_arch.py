@@ -76,7 +76,6 @@ class FCOS(DenseDetector):
         channels_last: bool = False,
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
-        location_offset: float = 0.5,
     ):
         """
         Args:
@@ -107,7 +106,6 @@ class FCOS(DenseDetector):
         self.channels_last = channels_last
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
-        self.location_offset = location_offset
         if channels_last:
             self.to(memory_format=torch.channels_last)
         # AdelaiDet / detectron2-built-in / maskrcnn-benchmark checkpoints load as they are.
@@ -140,7 +138,6 @@ class FCOS(DenseDetector):
             "channels_last": fcos.CHANNELS_LAST,
             "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
-            "location_offset": fcos.LOCATION_OFFSET,
         }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -151,7 +148,7 @@ class FCOS(DenseDetector):
 
     def _locations(self, features: List[Tensor]) -> List[Tensor]:
         sizes = [tuple(f.shape[-2:]) for f in features]
-        return compute_locations(sizes, self.strides, features[0].device, self.location_offset)
+        return compute_locations(sizes, self.strides, features[0].device)
 
     def forward_training(
         self,

@@ -30,17 +30,15 @@ def compute_locations(
     sizes: Sequence[Tuple[int, int]],
     strides: Sequence[int],
     device: torch.device,
-    offset: float = 0.5,
 ) -> List[Tensor]:
     """
     Image coordinates of the feature-map cells: cell (x, y) of a level with stride s sits at
-    (x * s + d, y * s + d), d = floor(offset * s) (s // 2 by default, as in the FCOS papers).
-    Returns one (Hi * Wi, 2) tensor of (x, y) per level, in row-major order (the order of a
+    (x * s + s // 2, y * s + s // 2). Returns one (Hi * Wi, 2) tensor of (x, y) per level, in row-major order (the order of a
     flattened (Hi, Wi) map).
     """
     locations = []
     for (height, width), stride in zip(sizes, strides):
-        shift = math.floor(offset * stride)
+        shift = stride // 2
         xs = torch.arange(width, dtype=torch.float32, device=device) * stride + shift
         ys = torch.arange(height, dtype=torch.float32, device=device) * stride + shift
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
