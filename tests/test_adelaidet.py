@@ -1,0 +1,232 @@
+"""AdelaiDet behaviour: its losses (independent reference), its YAML files, its model variants."""
+import logging
+import os
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, tiny_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from torchvision.ops import sigmoid_focal_loss
+
+import fcos_d2
+from fcos_d2.modeling.head import DeformConv3x3
+from fcos_d2.modeling.losses import fcos_losses
+
+RANGES = [(-1, 64), (64, 128), (128, math.inf)]
+
+
+def _reference_targets(h, w, strides, boxes, classes, num_classes, radius=1.5):
+    """Location-by-location targets written from the AdelaiDet rules, in plain Python."""
+    labels, regs = [], []
+    for level, s in enumerate(strides):
+        for yi in range((h + s - 1) // s):
+            for xi in range((w + s - 1) // s):
+                x, y = xi * s + s // 2, yi * s + s // 2
+                best, best_area = None, math.inf
+                for m, (x0, y0, x1, y1) in enumerate(boxes):
+                    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                    rx0, ry0 = max(cx - s * radius, x0), max(cy - s * radius, y0)
+                    rx1, ry1 = min(cx + s * radius, x1), min(cy + s * radius, y1)
+                    inside = min(x - rx0, y - ry0, rx1 - x, ry1 - y) > 0
+                    dmax = max(x - x0, y - y0, x1 - x, y1 - y)
+                    lo, hi = RANGES[level]
+                    area = (x1 - x0) * (y1 - y0)
+                    if inside and lo <= dmax <= hi and area < best_area:
+                        best, best_area = m, area
+                if best is None:
+                    labels.append(num_classes)
+                    regs.append([0.0] * 4)
+                else:
+                    x0, y0, x1, y1 = boxes[best]
+                    labels.append(classes[best])
+                    regs.append([(x - x0) / s, (y - y0) / s, (x1 - x) / s, (y1 - y) / s])
+    return labels, regs
+
+
+def _reference_losses(logits, reg, ctr, labels, regs):
+    """AdelaiDet's loss formulas; logits (R, K), reg (R, 4), ctr (R,) over the whole batch."""
+    labels, regs = torch.tensor(labels), torch.tensor(regs)
+    k = logits.shape[1]
+    pos = labels != k
+    num_pos = max(float(pos.sum()), 1.0)
+    target = torch.zeros_like(logits)
+    target[pos, labels[pos]] = 1
+    cls = sigmoid_focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="sum") / num_pos
+    p, t = reg[pos], regs[pos]
+    lr, tb = t[:, [0, 2]], t[:, [1, 3]]
+    ctr_t = torch.sqrt((lr.min(1)[0] / lr.max(1)[0]) * (tb.min(1)[0] / tb.max(1)[0]))
+    t_area, p_area = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3]), (p[:, 0] + p[:, 2]) * (p[:, 1] + p[:, 3])
+    w_i = torch.min(p[:, 0], t[:, 0]) + torch.min(p[:, 2], t[:, 2])
+    h_i = torch.min(p[:, 1], t[:, 1]) + torch.min(p[:, 3], t[:, 3])
+    g_w = torch.max(p[:, 0], t[:, 0]) + torch.max(p[:, 2], t[:, 2])
+    g_h = torch.max(p[:, 1], t[:, 1]) + torch.max(p[:, 3], t[:, 3])
+    union = t_area + p_area - w_i * h_i
+    ious = (w_i * h_i + 1) / (union + 1)
+    gious = ious - (g_w * g_h + 1e-7 - union) / (g_w * g_h + 1e-7)
+    loc = ((1 - gious) * ctr_t).sum() / max(float(ctr_t.sum()), 1e-6)
+    ctr_loss = F.binary_cross_entropy_with_logits(ctr[pos], ctr_t, reduction="sum") / num_pos
+    return {"loss_fcos_cls": cls, "loss_fcos_loc": loc, "loss_fcos_ctr": ctr_loss}
+
+
+def test_default_losses_match_adelaidet_reference():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    with torch.no_grad():
+        model.head.bbox_pred.bias.fill_(2.0)
+        model.head.bbox_pred.weight.normal_(0, 0.2)
+        model.head.ctrness.weight.normal_(0, 0.2)
+    boxes = [[10.0, 12.0, 50.0, 40.0], [60.0, 20.0, 180.0, 150.0], [2.0, 3.0, 312.0, 250.0]]
+    classes = [0, 2, 1]
+    h, w = 256, 320
+    images = []
+    for bx, cl in ((boxes, classes), ([], [])):
+        inst = Instances((h, w), gt_boxes=Boxes(torch.tensor(bx).reshape(-1, 4)),
+                         gt_classes=torch.tensor(cl, dtype=torch.long))
+        images.append({"image": torch.rand(3, h, w) * 255, "instances": inst})
+    captured = {}
+    model.head.register_forward_hook(lambda m, i, out: captured.setdefault("out", out))
+    with EventStorage():
+        losses = model(images)
+    logits, reg, ctr = captured["out"]
+
+    def flat(outputs, n):  # per image, levels concatenated, rows in (y, x) order
+        return [torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)]
+
+    lab0, reg0 = _reference_targets(h, w, [8, 16, 32], boxes, classes, 3)
+    lab1, reg1 = _reference_targets(h, w, [8, 16, 32], [], [], 3)
+    assert sum(lab != 3 for lab in lab0) > 20 and {0, 1, 2} <= set(lab0)
+    ref = _reference_losses(
+        torch.cat(flat(logits, 3)).detach(), torch.cat(flat(reg, 4)).detach(),
+        torch.cat(flat(ctr, 1)).detach()[:, 0], lab0 + lab1, reg0 + reg1,
+    )
+    for name, value in ref.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-4), name
+
+
+def test_iou_box_quality_losses_by_hand():
+    # One positive: pred (2,2,2,2) vs target (1,1,1,1): IoU = 5/17, GIoU loss 12/17.
+    logits = torch.zeros(1, 2, 1)
+    box_reg = torch.tensor([[[2.0, 2, 2, 2], [1, 1, 1, 1]]])
+    quality = torch.tensor([[0.5, 0.0]])
+    out = fcos_losses(logits, box_reg, quality, torch.tensor([[0, 1]]),
+                      torch.tensor([[[1.0, 1, 1, 1], [0, 0, 0, 0]]]), box_quality="iou")
+    assert set(out) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_iou"}
+    assert out["loss_fcos_loc"].item() == pytest.approx(12 / 17, rel=1e-5)
+    iou = 5 / 17  # BCE(x, y) = log(1 + e^x) - x * y
+    assert out["loss_fcos_iou"].item() == pytest.approx(math.log(1 + math.e ** 0.5) - 0.5 * iou)
+
+
+def test_moving_fg_normaliser():
+    cfg = tiny_cfg()
+    cfg.MODEL.FCOS.LOSS_NORMALIZER_CLS = "moving_fg"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    inst = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0, 40, 40]])),
+                     gt_classes=torch.tensor([1]))
+    batch = [{"image": torch.rand(3, 64, 64) * 255, "instances": inst}]
+    labels, _ = model.label_locations(model._locations([torch.zeros(1, 1, 8, 8),
+                                                        torch.zeros(1, 1, 4, 4),
+                                                        torch.zeros(1, 1, 2, 2)]), [inst])
+    num_pos = int((labels != 3).sum())
+    assert num_pos > 0
+    with EventStorage():
+        model(batch)
+        assert model.moving_num_fg == pytest.approx(0.9 * 100 + 0.1 * num_pos)
+        model(batch)
+        assert model.moving_num_fg == pytest.approx(0.9 * (0.9 * 100 + 0.1 * num_pos) + 0.1 * num_pos)
+
+
+def test_deformable_conv_with_zero_offsets_is_a_plain_conv():
+    torch.manual_seed(0)
+    layer = DeformConv3x3(8)
+    with torch.no_grad():
+        layer.offset.bias[18:] = 30.0  # mask = sigmoid(30) = 1
+        layer.conv.weight.normal_()
+        layer.conv.bias.normal_()
+    x = torch.randn(2, 8, 9, 11)
+    expected = F.conv2d(x, layer.conv.weight, layer.conv.bias, padding=1)
+    assert torch.allclose(layer(x), expected, atol=1e-4)
+
+
+def test_deformable_head_keys_match_adelaidet_layout():
+    cfg = tiny_cfg()
+    cfg.MODEL.FCOS.USE_DEFORMABLE = True
+    cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
+    keys = set(build_model(cfg).head.state_dict())
+    assert {"cls_tower.3.offset.weight", "cls_tower.3.conv.weight", "cls_tower.3.conv.bias",
+            "bbox_tower.3.offset.bias", "cls_tower.0.weight"} <= keys
+
+
+ADET_BASE = """MODEL:
+  META_ARCHITECTURE: "OneStageDetector"
+  BACKBONE:
+    NAME: "build_fcos_resnet_fpn_backbone"
+  RESNETS:
+    OUT_FEATURES: ["res3", "res4", "res5"]
+  FPN:
+    IN_FEATURES: ["res3", "res4", "res5"]
+  PROPOSAL_GENERATOR:
+    NAME: "FCOS"
+SOLVER:
+  IMS_PER_BATCH: 16
+  BASE_LR: 0.01
+"""
+ADET_CHILD = """_BASE_: "Base-FCOS.yaml"
+MODEL:
+  RESNETS:
+    DEPTH: 18
+    RES2_OUT_CHANNELS: 64
+  FPN:
+    OUT_CHANNELS: 64
+  FCOS:
+    TOP_LEVELS: 0
+    SIZES_OF_INTEREST: [64, 128]
+    FPN_STRIDES: [8, 16, 32]
+    IN_FEATURES: ['p3', 'p4', 'p5']
+    INFERENCE_TH_TEST: 0.3
+    NMS_TH: 0.5
+    PRE_NMS_TOPK_TEST: 500
+    POST_NMS_TOPK_TEST: 50
+    CENTER_SAMPLE: False
+    LOC_LOSS_TYPE: "iou"
+    NORM: "BN"
+    NUM_SHARE_CONVS: 2
+    NUM_CLS_CONVS: 0
+    NUM_BOX_CONVS: 0
+    BOX_QUALITY: "iou"
+    LOSS_NORMALIZER_CLS: "moving_fg"
+    YIELD_PROPOSAL: True
+  BASIS_MODULE:
+    NUM_BASES: 4
+"""
+
+
+def test_adelaidet_yaml_is_translated(tmp_path, caplog):
+    (tmp_path / "Base-FCOS.yaml").write_text(ADET_BASE)
+    (tmp_path / "child.yaml").write_text(ADET_CHILD)
+    with caplog.at_level(logging.WARNING, logger="fcos_d2.config_loader"):
+        cfg = fcos_d2.load_config(str(tmp_path / "child.yaml"), ["MODEL.FCOS.NMS_TH", "0.45"])
+    f = cfg.MODEL.FCOS
+    assert cfg.MODEL.META_ARCHITECTURE == "FCOS"
+    assert (f.SCORE_THRESH_TEST, f.NMS_THRESH_TEST, f.TOPK_CANDIDATES_TEST) == (0.3, 0.45, 500)
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 50 and f.CENTER_SAMPLING_RADIUS == 0.0
+    assert f.BOX_LOSS_TYPE == "iou" and f.TOP_BLOCK_IN_FEATURE == "" and f.NORM == "BN"
+    assert (f.NUM_SHARE_CONVS, f.NUM_CLS_CONVS, f.BOX_QUALITY) == (2, 0, "iou")
+    assert f.LOSS_NORMALIZER_CLS == "moving_fg" and cfg.SOLVER.BASE_LR == 0.01
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "MODEL.FCOS.YIELD_PROPOSAL=True" in warnings[0].message
+    assert "MODEL.BASIS_MODULE" in warnings[0].message
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)  # FCOS-RT-like: shared BN tower, P3-P5
+    assert model.strides == [8, 16, 32] and len(model.head.share_tower) == 6
+    assert len(model.head.cls_tower) == 0
+
+
+def test_fcos_d2_yaml_unchanged_by_load_config():
+    cfg = fcos_d2.load_config(os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml"), ["MODEL.FCOS.NMS_THRESH_TEST", "0.5"])
+    assert cfg.MODEL.FCOS.NMS_THRESH_TEST == 0.5 and cfg.MODEL.RESNETS.DEPTH == 50
