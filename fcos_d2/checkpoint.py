@@ -5,6 +5,7 @@ Formats: "native" (fcos_d2), "adelaidet" (AdelaiDet's OneStageDetector + FCOS pr
 "d2" (detectron2's built-in ``meta_arch.fcos.FCOS``), "official" (maskrcnn-benchmark FCOS).
 Conversion is by key name only; tensors are never changed.
 """
+
 import logging
 import re
 from typing import Dict, Iterable, List, Mapping, Tuple
@@ -39,7 +40,10 @@ _TO_FOREIGN: Dict[str, List[Tuple[str, str]]] = {
         (_B + r"stem\.conv1\.(.*)", r"backbone.body.stem.conv1.\1"),
         (_B + r"res(\d)\.(\d+)\.conv(\d)\.norm\.(.*)", r"backbone.body.layer>1<.\2.bn\3.\4"),
         (_B + r"res(\d)\.(\d+)\.conv(\d)\.(.*)", r"backbone.body.layer>1<.\2.conv\3.\4"),
-        (_B + r"res(\d)\.(\d+)\.shortcut\.norm\.(.*)", r"backbone.body.layer>1<.\2.downsample.1.\3"),
+        (
+            _B + r"res(\d)\.(\d+)\.shortcut\.norm\.(.*)",
+            r"backbone.body.layer>1<.\2.downsample.1.\3",
+        ),
         (_B + r"res(\d)\.(\d+)\.shortcut\.(.*)", r"backbone.body.layer>1<.\2.downsample.0.\3"),
         (r"backbone\.fpn_lateral(\d)\.(.*)", r"backbone.fpn.fpn_inner>1<.\2"),
         (r"backbone\.fpn_output(\d)\.(.*)", r"backbone.fpn.fpn_layer>1<.\2"),
@@ -60,8 +64,14 @@ _TO_NATIVE: Dict[str, List[Tuple[str, str]]] = {
         (_R + r"stem\.conv1\.(.*)", r"backbone.bottom_up.stem.conv1.\1"),
         (_R + r"layer(\d)\.(\d+)\.bn(\d)\.(.*)", r"backbone.bottom_up.res<1>.\2.conv\3.norm.\4"),
         (_R + r"layer(\d)\.(\d+)\.conv(\d)\.(.*)", r"backbone.bottom_up.res<1>.\2.conv\3.\4"),
-        (_R + r"layer(\d)\.(\d+)\.downsample\.1\.(.*)", r"backbone.bottom_up.res<1>.\2.shortcut.norm.\3"),
-        (_R + r"layer(\d)\.(\d+)\.downsample\.0\.(.*)", r"backbone.bottom_up.res<1>.\2.shortcut.\3"),
+        (
+            _R + r"layer(\d)\.(\d+)\.downsample\.1\.(.*)",
+            r"backbone.bottom_up.res<1>.\2.shortcut.norm.\3",
+        ),
+        (
+            _R + r"layer(\d)\.(\d+)\.downsample\.0\.(.*)",
+            r"backbone.bottom_up.res<1>.\2.shortcut.\3",
+        ),
         (r"backbone\.fpn\.fpn_inner(\d)\.(.*)", r"backbone.fpn_lateral<1>.\2"),
         (r"backbone\.fpn\.fpn_layer(\d)\.(.*)", r"backbone.fpn_output<1>.\2"),
         (r"backbone\.fpn\.top_blocks\.(.*)", r"backbone.top_block.\1"),
@@ -100,7 +110,7 @@ def _rename(rules: List[Tuple[str, str]], key: str) -> str:
 
 
 def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+    return key[len("module.") :] if key.startswith("module.") else key
 
 
 def to_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]:
@@ -125,11 +135,11 @@ def from_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]
 def _foreign_keys_hook(module: nn.Module, state_dict, prefix, *args) -> None:
     """Rename foreign keys in place before ``load_state_dict`` reads them; check shapes."""
     own = [k for k in state_dict if k.startswith(prefix)]
-    fmt = detect_format([k[len(prefix):] for k in own])
+    fmt = detect_format([k[len(prefix) :] for k in own])
     if fmt == "native":
         return
     logger.info(f"Recognised a {fmt} FCOS checkpoint; converting its keys to fcos_d2's.")
-    converted = to_native({k[len(prefix):]: state_dict.pop(k) for k in own}, fmt)
+    converted = to_native({k[len(prefix) :]: state_dict.pop(k) for k in own}, fmt)
     expected = module.state_dict()
     for key, value in converted.items():
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):

@@ -4,6 +4,7 @@
 AdelaiDet files (``META_ARCHITECTURE: OneStageDetector`` with ``PROPOSAL_GENERATOR.NAME: FCOS``)
 are translated to fcos_d2's keys; keys with no equivalent are listed in one warning.
 """
+
 import ast
 import logging
 from typing import Any, Dict, List, Sequence, Tuple
@@ -26,16 +27,30 @@ _RENAMED = {
     "LOSS_GAMMA": "FOCAL_LOSS_GAMMA",
 }
 _SAME = {
-    "NUM_CLASSES", "IN_FEATURES", "PRIOR_PROB", "NUM_CLS_CONVS", "NUM_BOX_CONVS",
-    "NUM_SHARE_CONVS", "USE_SCALE", "THRESH_WITH_CTR", "SIZES_OF_INTEREST", "BOX_QUALITY",
-    "LOSS_NORMALIZER_CLS", "USE_DEFORMABLE",
+    "NUM_CLASSES",
+    "IN_FEATURES",
+    "PRIOR_PROB",
+    "NUM_CLS_CONVS",
+    "NUM_BOX_CONVS",
+    "NUM_SHARE_CONVS",
+    "USE_SCALE",
+    "THRESH_WITH_CTR",
+    "SIZES_OF_INTEREST",
+    "BOX_QUALITY",
+    "LOSS_NORMALIZER_CLS",
+    "USE_DEFORMABLE",
 }
 # Keys without an equivalent, with the AdelaiDet default that fcos_d2's behaviour matches: a
 # file that sets another value is warned about. FPN_STRIDES is read from the backbone instead.
 _NO_EQUIVALENT = {
-    "INFERENCE_TH_TRAIN": None, "PRE_NMS_TOPK_TRAIN": None, "POST_NMS_TOPK_TRAIN": None,
-    "YIELD_PROPOSAL": False, "YIELD_BOX_FEATURES": False, "LOSS_WEIGHT_CLS": 1.0,
-    "USE_RELU": True, "FPN_STRIDES": "derived",
+    "INFERENCE_TH_TRAIN": None,
+    "PRE_NMS_TOPK_TRAIN": None,
+    "POST_NMS_TOPK_TRAIN": None,
+    "YIELD_PROPOSAL": False,
+    "YIELD_BOX_FEATURES": False,
+    "LOSS_WEIGHT_CLS": 1.0,
+    "USE_RELU": True,
+    "FPN_STRIDES": "derived",
 }
 _NORMS = {"none": "", "NaiveGN": "GN"}
 _TOP_LEVELS = {0: "", 2: "p5"}
@@ -51,6 +66,9 @@ def is_adelaidet_config(raw: Dict[str, Any]) -> bool:
 def _translate_fcos(adet: Dict[str, Any], dropped: List[str]) -> Tuple[Dict, Dict]:
     """AdelaiDet MODEL.FCOS dict -> (fcos_d2 MODEL.FCOS dict, TEST dict)."""
     fcos, test = {}, {}
+    native = get_cfg()
+    add_fcos_config(native)
+    native_keys = set(native.MODEL.FCOS)
     for key, value in adet.items():
         if key in _SAME:
             fcos[key] = value
@@ -62,6 +80,8 @@ def _translate_fcos(adet: Dict[str, Any], dropped: List[str]) -> Tuple[Dict, Dic
             fcos["NORM"] = _NORMS.get(value, value)
         elif key == "TOP_LEVELS" and value in _TOP_LEVELS:
             fcos["TOP_BLOCK_IN_FEATURE"] = _TOP_LEVELS[value]
+        elif key in native_keys:
+            fcos[key] = value  # already an fcos_d2 key (e.g. inherited from an fcos_d2 base)
         elif key in ("CENTER_SAMPLE", "POS_RADIUS"):
             continue  # combined below
         elif key in _NO_EQUIVALENT and _NO_EQUIVALENT[key] in (None, "derived", value):

@@ -6,6 +6,7 @@ Convert FCOS checkpoints between other implementations' key layouts and fcos_d2'
 
 Only key names change. ``MODEL.WEIGHTS`` also accepts the foreign files directly.
 """
+
 import argparse
 import sys
 

@@ -1,7 +1,8 @@
 """AdelaiDet behaviour: its losses (independent reference), its YAML files, its model variants."""
+
 import logging
-import os
 import math
+import os
 
 import pytest
 import torch
@@ -59,7 +60,9 @@ def _reference_losses(logits, reg, ctr, labels, regs):
     p, t = reg[pos], regs[pos]
     lr, tb = t[:, [0, 2]], t[:, [1, 3]]
     ctr_t = torch.sqrt((lr.min(1)[0] / lr.max(1)[0]) * (tb.min(1)[0] / tb.max(1)[0]))
-    t_area, p_area = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3]), (p[:, 0] + p[:, 2]) * (p[:, 1] + p[:, 3])
+    t_area, p_area = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3]), (p[:, 0] + p[:, 2]) * (
+        p[:, 1] + p[:, 3]
+    )
     w_i = torch.min(p[:, 0], t[:, 0]) + torch.min(p[:, 2], t[:, 2])
     h_i = torch.min(p[:, 1], t[:, 1]) + torch.min(p[:, 3], t[:, 3])
     g_w = torch.max(p[:, 0], t[:, 0]) + torch.max(p[:, 2], t[:, 2])
@@ -84,8 +87,11 @@ def test_default_losses_match_adelaidet_reference():
     h, w = 256, 320
     images = []
     for bx, cl in ((boxes, classes), ([], [])):
-        inst = Instances((h, w), gt_boxes=Boxes(torch.tensor(bx).reshape(-1, 4)),
-                         gt_classes=torch.tensor(cl, dtype=torch.long))
+        inst = Instances(
+            (h, w),
+            gt_boxes=Boxes(torch.tensor(bx).reshape(-1, 4)),
+            gt_classes=torch.tensor(cl, dtype=torch.long),
+        )
         images.append({"image": torch.rand(3, h, w) * 255, "instances": inst})
     captured = {}
     model.head.register_forward_hook(lambda m, i, out: captured.setdefault("out", out))
@@ -94,14 +100,19 @@ def test_default_losses_match_adelaidet_reference():
     logits, reg, ctr = captured["out"]
 
     def flat(outputs, n):  # per image, levels concatenated, rows in (y, x) order
-        return [torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)]
+        return [
+            torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)
+        ]
 
     lab0, reg0 = _reference_targets(h, w, [8, 16, 32], boxes, classes, 3)
     lab1, reg1 = _reference_targets(h, w, [8, 16, 32], [], [], 3)
     assert sum(lab != 3 for lab in lab0) > 20 and {0, 1, 2} <= set(lab0)
     ref = _reference_losses(
-        torch.cat(flat(logits, 3)).detach(), torch.cat(flat(reg, 4)).detach(),
-        torch.cat(flat(ctr, 1)).detach()[:, 0], lab0 + lab1, reg0 + reg1,
+        torch.cat(flat(logits, 3)).detach(),
+        torch.cat(flat(reg, 4)).detach(),
+        torch.cat(flat(ctr, 1)).detach()[:, 0],
+        lab0 + lab1,
+        reg0 + reg1,
     )
     for name, value in ref.items():
         assert losses[name].item() == pytest.approx(value.item(), rel=1e-4), name
@@ -112,12 +123,18 @@ def test_iou_box_quality_losses_by_hand():
     logits = torch.zeros(1, 2, 1)
     box_reg = torch.tensor([[[2.0, 2, 2, 2], [1, 1, 1, 1]]])
     quality = torch.tensor([[0.5, 0.0]])
-    out = fcos_losses(logits, box_reg, quality, torch.tensor([[0, 1]]),
-                      torch.tensor([[[1.0, 1, 1, 1], [0, 0, 0, 0]]]), box_quality="iou")
+    out = fcos_losses(
+        logits,
+        box_reg,
+        quality,
+        torch.tensor([[0, 1]]),
+        torch.tensor([[[1.0, 1, 1, 1], [0, 0, 0, 0]]]),
+        box_quality="iou",
+    )
     assert set(out) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_iou"}
     assert out["loss_fcos_loc"].item() == pytest.approx(12 / 17, rel=1e-5)
     iou = 5 / 17  # BCE(x, y) = log(1 + e^x) - x * y
-    assert out["loss_fcos_iou"].item() == pytest.approx(math.log(1 + math.e ** 0.5) - 0.5 * iou)
+    assert out["loss_fcos_iou"].item() == pytest.approx(math.log(1 + math.e**0.5) - 0.5 * iou)
 
 
 def test_moving_fg_normaliser():
@@ -125,19 +142,25 @@ def test_moving_fg_normaliser():
     cfg.MODEL.FCOS.LOSS_NORMALIZER_CLS = "moving_fg"
     torch.manual_seed(0)
     model = build_model(cfg)
-    inst = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0, 40, 40]])),
-                     gt_classes=torch.tensor([1]))
+    inst = Instances(
+        (64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0, 40, 40]])), gt_classes=torch.tensor([1])
+    )
     batch = [{"image": torch.rand(3, 64, 64) * 255, "instances": inst}]
-    labels, _ = model.label_locations(model._locations([torch.zeros(1, 1, 8, 8),
-                                                        torch.zeros(1, 1, 4, 4),
-                                                        torch.zeros(1, 1, 2, 2)]), [inst])
+    labels, _ = model.label_locations(
+        model._locations(
+            [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
+        ),
+        [inst],
+    )
     num_pos = int((labels != 3).sum())
     assert num_pos > 0
     with EventStorage():
         model(batch)
         assert model.moving_num_fg == pytest.approx(0.9 * 100 + 0.1 * num_pos)
         model(batch)
-        assert model.moving_num_fg == pytest.approx(0.9 * (0.9 * 100 + 0.1 * num_pos) + 0.1 * num_pos)
+        assert model.moving_num_fg == pytest.approx(
+            0.9 * (0.9 * 100 + 0.1 * num_pos) + 0.1 * num_pos
+        )
 
 
 def test_deformable_conv_with_zero_offsets_is_a_plain_conv():
@@ -157,8 +180,13 @@ def test_deformable_head_keys_match_adelaidet_layout():
     cfg.MODEL.FCOS.USE_DEFORMABLE = True
     cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
     keys = set(build_model(cfg).head.state_dict())
-    assert {"cls_tower.3.offset.weight", "cls_tower.3.conv.weight", "cls_tower.3.conv.bias",
-            "bbox_tower.3.offset.bias", "cls_tower.0.weight"} <= keys
+    assert {
+        "cls_tower.3.offset.weight",
+        "cls_tower.3.conv.weight",
+        "cls_tower.3.conv.bias",
+        "bbox_tower.3.offset.bias",
+        "cls_tower.0.weight",
+    } <= keys
 
 
 ADET_BASE = """MODEL:
@@ -228,5 +256,8 @@ def test_adelaidet_yaml_is_translated(tmp_path, caplog):
 
 
 def test_fcos_d2_yaml_unchanged_by_load_config():
-    cfg = fcos_d2.load_config(os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml"), ["MODEL.FCOS.NMS_THRESH_TEST", "0.5"])
+    cfg = fcos_d2.load_config(
+        os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml"),
+        ["MODEL.FCOS.NMS_THRESH_TEST", "0.5"],
+    )
     assert cfg.MODEL.FCOS.NMS_THRESH_TEST == 0.5 and cfg.MODEL.RESNETS.DEPTH == 50

@@ -1,4 +1,5 @@
 """Loading other implementations' FCOS checkpoints and configs, and reproducing them."""
+
 import logging
 
 import pytest
@@ -35,8 +36,12 @@ def _builtin_d2_fcos(cfg):
     shapes = [backbone.output_shape()[f] for f in cfg.MODEL.FCOS.IN_FEATURES]
     head = D2FCOSHead(input_shape=shapes, conv_dims=[32, 32], num_classes=3, norm="GN")
     model = D2FCOS(
-        backbone=backbone, head=head, head_in_features=cfg.MODEL.FCOS.IN_FEATURES,
-        num_classes=3, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+        backbone=backbone,
+        head=head,
+        head_in_features=cfg.MODEL.FCOS.IN_FEATURES,
+        num_classes=3,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
     )
     with torch.no_grad():
         for name, p in model.head.named_parameters():
@@ -54,8 +59,10 @@ def test_d2_builtin_checkpoint_gives_identical_detections(tmp_path, caplog):
     path = str(tmp_path / "d2_fcos.pth")
     torch.save({"model": d2.state_dict()}, path)
 
-    cfg.merge_from_file(fcos_d2.config_loader.__file__.replace("fcos_d2/config_loader.py", "")
-                        + "configs/compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml")
+    cfg.merge_from_file(
+        fcos_d2.config_loader.__file__.replace("fcos_d2/config_loader.py", "")
+        + "configs/compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml"
+    )
     cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.FCOS.NUM_CLASSES = 18, 32, 3
     cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
     cfg.MODEL.PIXEL_STD = list(d2.pixel_std.flatten().tolist())
@@ -82,14 +89,18 @@ def test_foreign_head_shape_mismatch_names_key_and_shapes(tmp_path):
     torch.save({"model": d2.state_dict()}, path)
     cfg = _d2_cfg(num_classes=5)
     ours = build_model(cfg)
-    with pytest.raises(ValueError, match=r"head.cls_logits.weight.*\(3, 32, 3, 3\).*\(5, 32, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"head.cls_logits.weight.*\(3, 32, 3, 3\).*\(5, 32, 3, 3\)"
+    ):
         DetectionCheckpointer(ours).load(path)
 
 
 def _numbered(model):
     """A state dict of ``model``'s shapes whose tensors are all different."""
-    return {k: torch.full_like(v, float(i), dtype=torch.float32).to(v.dtype)
-            for i, (k, v) in enumerate(model.state_dict().items())}
+    return {
+        k: torch.full_like(v, float(i), dtype=torch.float32).to(v.dtype)
+        for i, (k, v) in enumerate(model.state_dict().items())
+    }
 
 
 # Hand-written correspondences from the reference document (official = maskrcnn-benchmark).
@@ -97,8 +108,7 @@ OFFICIAL_PAIRS = {
     "module.backbone.body.stem.conv1.weight": "backbone.bottom_up.stem.conv1.weight",
     "module.backbone.body.stem.bn1.running_var": "backbone.bottom_up.stem.conv1.norm.running_var",
     "module.backbone.body.layer1.0.downsample.0.weight": "backbone.bottom_up.res2.0.shortcut.weight",
-    "module.backbone.body.layer1.0.downsample.1.bias":
-        "backbone.bottom_up.res2.0.shortcut.norm.bias",
+    "module.backbone.body.layer1.0.downsample.1.bias": "backbone.bottom_up.res2.0.shortcut.norm.bias",
     "module.backbone.body.layer4.1.bn2.weight": "backbone.bottom_up.res5.1.conv2.norm.weight",
     "module.backbone.body.layer3.0.conv1.weight": "backbone.bottom_up.res4.0.conv1.weight",
     "module.backbone.fpn.fpn_inner2.weight": "backbone.fpn_lateral3.weight",
@@ -113,8 +123,7 @@ ADET_PAIRS = {
     "proposal_generator.fcos_head.bbox_tower.4.bias": "head.bbox_tower.4.bias",
     "proposal_generator.fcos_head.ctrness.bias": "head.ctrness.bias",
     "proposal_generator.fcos_head.scales.0.scale": "head.scales.0.scale",
-    "backbone.bottom_up.res3.1.conv2.norm.running_mean":
-        "backbone.bottom_up.res3.1.conv2.norm.running_mean",
+    "backbone.bottom_up.res3.1.conv2.norm.running_mean": "backbone.bottom_up.res3.1.conv2.norm.running_mean",
 }
 
 

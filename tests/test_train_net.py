@@ -60,3 +60,37 @@ def test_num_classes_smaller_than_dataset_fails_before_training(datasets, tmp_pa
 def test_unknown_key_fails(datasets, tmp_path):
     res = _run(datasets, "MODEL.FCOS.NOT_A_KEY", "1", "OUTPUT_DIR", str(tmp_path))
     assert res.returncode != 0 and "MODEL.FCOS.NOT_A_KEY" in res.stderr
+
+
+ADET_DEMO = """_BASE_: "{base}"
+MODEL:
+  META_ARCHITECTURE: "OneStageDetector"
+  PROPOSAL_GENERATOR:
+    NAME: "FCOS"
+  FCOS:
+    NMS_TH: 0.5
+    INFERENCE_TH_TEST: 0.1
+    TOP_LEVELS: 0
+"""
+
+
+def test_adelaidet_yaml_through_train_net(datasets, tmp_path):
+    cfg = tmp_path / "adet.yaml"
+    cfg.write_text(ADET_DEMO.format(base=CFG))
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets, PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        str(cfg),
+        *SMALL,
+        "SOLVER.MAX_ITER",
+        "2",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    ]
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    saved = (tmp_path / "out" / "config.yaml").read_text()  # written by default_setup
+    assert "META_ARCHITECTURE: FCOS" in saved
+    assert "NMS_THRESH_TEST: 0.5" in saved and "SCORE_THRESH_TEST: 0.1" in saved

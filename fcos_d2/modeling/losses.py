@@ -15,9 +15,7 @@ from torch import Tensor
 
 from .targets import centerness_targets
 
-__all__ = [
-    "BOX_LOSS_TYPES", "BOX_QUALITIES", "box_ious", "iou_loss", "reduce_mean", "fcos_losses"
-]
+__all__ = ["BOX_LOSS_TYPES", "BOX_QUALITIES", "box_ious", "iou_loss", "reduce_mean", "fcos_losses"]
 
 BOX_LOSS_TYPES = ("iou", "linear_iou", "giou")
 BOX_QUALITIES = ("ctrness", "iou")
