@@ -58,5 +58,8 @@ def add_fcos_config(cfg: CN) -> None:
     # Keep the model and its input images in channels_last memory format (faster convolutions on
     # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
     _C.MODEL.FCOS.CHANNELS_LAST = False
+    # Inference precision of backbone and head: "float32" (exact), "bfloat16" or "float16"
+    # (autocast); decoding, thresholds and NMS always run in float32.
+    _C.MODEL.FCOS.INFERENCE_DTYPE = "float32"
     # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
     _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"

@@ -146,12 +146,7 @@ def test_moving_fg_normaliser():
         (64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0, 40, 40]])), gt_classes=torch.tensor([1])
     )
     batch = [{"image": torch.rand(3, 64, 64) * 255, "instances": inst}]
-    labels, _ = model.label_locations(
-        model._locations(
-            [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
-        ),
-        [inst],
-    )
+    labels, _ = model.label_locations([(8, 8), (4, 4), (2, 2)], [inst])
     num_pos = int((labels != 3).sum())
     assert num_pos > 0
     with EventStorage():

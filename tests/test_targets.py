@@ -141,3 +141,20 @@ def test_chunked_matching_equals_unchunked(monkeypatch):
     monkeypatch.setattr(T, "_MATCH_CHUNK_ELEMENTS", 333)
     assert torch.equal(T.match_locations(pts, strides, ranges, boxes, 1.5), full)
     assert (full >= 0).sum() > 0
+
+
+@pytest.mark.parametrize("radius", [1.5, 1.0, 2.5])
+def test_sparse_matching_equals_dense(radius):
+    # Integer-aligned boxes put many locations exactly on region borders: the tests must agree.
+    gen = torch.Generator().manual_seed(int(radius * 10))
+    sizes, strides = [(25, 31), (13, 16), (7, 8)], [8, 16, 32]
+    loc = T.compute_locations(sizes, strides, torch.device("cpu"))
+    pts, st, ranges = T.flatten_levels(loc, strides, T.level_size_ranges([64, 128], 3))
+    xy = torch.randint(-20, 230, (300, 2), generator=gen).float()
+    wh = torch.randint(0, 180, (300, 2), generator=gen).float()
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    boxes[:5] = boxes[5]  # exact duplicates: equal areas, first index must win
+    dense = T.match_locations(pts, st, ranges, boxes, radius)
+    sparse = T.match_locations(pts, st, ranges, boxes, radius, level_sizes=sizes)
+    assert torch.equal(dense, sparse)
+    assert (dense >= 0).sum() > 50 and not (dense == 5).any()

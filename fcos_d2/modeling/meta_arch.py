@@ -22,6 +22,7 @@ from .targets import compute_locations, compute_targets, flatten_levels, level_s
 __all__ = ["FCOS"]
 
 CLS_NORMALIZERS = ("fg", "moving_fg")
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
@@ -37,7 +38,12 @@ def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
         raise ValueError(
             f"MODEL.FCOS.BOX_LOSS_TYPE={fcos.BOX_LOSS_TYPE!r} is not one of {list(BOX_LOSS_TYPES)}"
         )
-    for key, allowed in (("BOX_QUALITY", BOX_QUALITIES), ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS)):
+    choices = (
+        ("BOX_QUALITY", BOX_QUALITIES),
+        ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS),
+        ("INFERENCE_DTYPE", tuple(INFERENCE_DTYPES)),
+    )
+    for key, allowed in choices:
         if fcos[key] not in allowed:
             raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(allowed)}")
     if fcos.NUM_CLASSES < 1:
@@ -76,6 +82,7 @@ class FCOS(DenseDetector):
         channels_last: bool = False,
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
+        inference_dtype: str = "float32",
     ):
         """
         Args:
@@ -106,6 +113,7 @@ class FCOS(DenseDetector):
         self.channels_last = channels_last
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
+        self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
         if channels_last:
             self.to(memory_format=torch.channels_last)
         # AdelaiDet / detectron2-built-in / maskrcnn-benchmark checkpoints load as they are.
@@ -138,7 +146,15 @@ class FCOS(DenseDetector):
             "channels_last": fcos.CHANNELS_LAST,
             "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
+            "inference_dtype": fcos.INFERENCE_DTYPE,
         }
+
+    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        if self.training or self.inference_dtype == torch.float32:
+            return super().forward(batched_inputs)
+        # Backbone and head in low precision; forward_inference switches back to float32.
+        with torch.autocast(self.device.type, dtype=self.inference_dtype):
+            return super().forward(batched_inputs)
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         images = super().preprocess_image(batched_inputs)
@@ -160,7 +176,8 @@ class FCOS(DenseDetector):
         logits, box_reg, ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
-        labels, reg_targets = self.label_locations(self._locations(features), gt_instances)
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        labels, reg_targets = self.label_locations(sizes, gt_instances)
         cls_normalizer = None
         if self.loss_normalizer_cls == "moving_fg":
             num_pos = reduce_mean((labels != self.num_classes).sum().float()).clamp(min=1.0)
@@ -180,12 +197,14 @@ class FCOS(DenseDetector):
 
     @torch.no_grad()
     def label_locations(
-        self, locations: List[Tensor], gt_instances: List[Instances]
+        self, level_sizes: List[Tuple[int, int]], gt_instances: List[Instances]
     ) -> Tuple[Tensor, Tensor]:
         """
-        Per-level (Ri, 2) locations and ground truth -> labels (N, R) with K for background,
-        and stride-normalised regression targets (N, R, 4).
+        Feature sizes (Hi, Wi) per level and ground truth -> labels (N, R) with K for
+        background, and stride-normalised regression targets (N, R, 4).
         """
+        device = self.pixel_mean.device
+        locations = compute_locations(level_sizes, self.strides, device)
         points, strides, ranges = flatten_levels(locations, self.strides, self.size_ranges)
         labels, reg_targets = [], []
         for gt in gt_instances:
@@ -197,6 +216,7 @@ class FCOS(DenseDetector):
                 gt.gt_classes,
                 self.num_classes,
                 self.center_sampling_radius,
+                level_sizes,
             )
             labels.append(lab)
             reg_targets.append(reg)
@@ -208,10 +228,16 @@ class FCOS(DenseDetector):
         features: List[Tensor],
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
     ) -> List[Instances]:
+        if self.inference_dtype != torch.float32:
+            predictions = tuple([p.float() for p in level] for level in predictions)
         logits, box_reg, ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
         locations = self._locations(features)
+        with torch.autocast(self.device.type, enabled=False):
+            return self._decode(images, locations, logits, box_reg, ctr)
+
+    def _decode(self, images, locations, logits, box_reg, ctr) -> List[Instances]:
         return [
             fcos_inference_single_image(
                 locations,

@@ -8,7 +8,7 @@ Boxes are XYXY in pixels of the (padded) input; regression targets are (l, t, r,
 """
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -73,33 +73,59 @@ def flatten_levels(
     )
 
 
-def _ltrb(locations: Tensor, boxes: Tensor) -> Tensor:
-    """(R, 2) points and (M, 4) boxes -> (R, M, 4) distances (l, t, r, b)."""
-    x, y = locations[:, 0, None], locations[:, 1, None]
-    return torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2)
-
-
-def _candidates(locations: Tensor, strides: Tensor, boxes: Tensor, radius: float) -> Tensor:
-    """(R, M) bool: the location is strictly inside the box's centre region (or the box)."""
+def _pair_ok(locations, strides, size_ranges, boxes, loc_idx, box_idx, radius) -> Tensor:
+    """(P,) bool: the (location, box) pairs that pass the centre-region and size tests."""
+    pts, b = locations[loc_idx], boxes[box_idx]  # (P, 2), (P, 4)
+    ltrb = torch.cat([pts - b[:, :2], b[:, 2:] - pts], dim=1)
+    max_dist = ltrb.amax(dim=1)
+    ok = (max_dist >= size_ranges[loc_idx, 0]) & (max_dist <= size_ranges[loc_idx, 1])
     if radius <= 0:
-        return _ltrb(locations, boxes).amin(dim=2) > 0
+        return ok & (ltrb.amin(dim=1) > 0)
+    centers = (b[:, :2] + b[:, 2:]) / 2
+    half = strides[loc_idx, None] * radius
+    lo = torch.maximum(centers - half, b[:, :2])
+    hi = torch.minimum(centers + half, b[:, 2:])
+    return ok & (torch.cat([pts - lo, hi - pts], dim=1).amin(dim=1) > 0)
+
+
+def _sparse_pairs(level_sizes, level_strides, boxes: Tensor, radius: float):
+    """
+    (location index, box index) pairs that can pass the centre-region test: per level and box a
+    small window of cells around the box centre (a superset; the exact test comes after).
+    """
     centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
-    half = strides[:, None, None] * radius  # (R, 1, 1)
-    lo = torch.maximum(centers[None] - half, boxes[None, :, :2])  # (R, M, 2)
-    hi = torch.minimum(centers[None] + half, boxes[None, :, 2:])
-    pts = locations[:, None, :]
-    return torch.cat([pts - lo, hi - pts], dim=2).amin(dim=2) > 0
+    width = int(math.ceil(2 * radius)) + 3
+    loc_all, box_all, base = [], [], 0
+    box_ids = torch.arange(len(boxes), device=boxes.device)
+    for (height, w), s in zip(level_sizes, level_strides):
+        first = torch.floor((centers - s * radius - s // 2) / s).long()  # (M, 2) cell x, y
+        steps = torch.arange(width, device=boxes.device)
+        xs = first[:, 0, None] + steps  # (M, width)
+        ys = first[:, 1, None] + steps
+        valid = ((xs >= 0) & (xs < w))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
+        cells = base + ys[:, :, None] * w + xs[:, None, :]  # (M, width, width)
+        loc_all.append(cells[valid])
+        box_all.append(box_ids[:, None, None].expand_as(cells)[valid])
+        base += height * w
+    return torch.cat(loc_all), torch.cat(box_all)
 
 
 def match_locations(
-    locations: Tensor, strides: Tensor, size_ranges: Tensor, boxes: Tensor, radius: float
+    locations: Tensor,
+    strides: Tensor,
+    size_ranges: Tensor,
+    boxes: Tensor,
+    radius: float,
+    level_sizes: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Tensor:
     """
     Assign each location to at most one box.
 
     Args:
         locations: (R, 2); strides: (R,); size_ranges: (R, 2) inclusive [lo, hi];
-        boxes: (M, 4) XYXY; radius: centre-sampling radius in strides (0 = whole box).
+        boxes: (M, 4) XYXY; radius: centre-sampling radius in strides (0 = whole box);
+        level_sizes: (Hi, Wi) per level, in the order of ``locations``. With centre sampling
+            it lets the matching visit only cells near each box centre (O(M), not O(R * M)).
     Returns:
         (R,) int64 index of the matched box, -1 for background. Among several candidates the
         box of smallest area wins, the first one on equal areas.
@@ -107,16 +133,40 @@ def match_locations(
     matched = torch.full((len(locations),), -1, dtype=torch.long, device=locations.device)
     if len(boxes) == 0:
         return matched
+    if radius > 0 and level_sizes is not None:
+        level_strides = strides[torch.tensor([0] + [h * w for h, w in level_sizes[:-1]]).cumsum(0)]
+        pairs = [_sparse_pairs(level_sizes, level_strides.tolist(), boxes, radius)]
+    else:
+        pairs = _dense_pairs(len(locations), len(boxes), locations.device)
+    return _assign(locations, strides, size_ranges, boxes, radius, pairs, matched)
+
+
+def _dense_pairs(num_locations: int, num_boxes: int, device):
+    """All (location, box) pairs, lazily in chunks that bound memory."""
+    chunk = max(1, _MATCH_CHUNK_ELEMENTS // num_boxes)
+    for start in range(0, num_locations, chunk):
+        loc = torch.arange(start, min(start + chunk, num_locations), device=device)
+        yield loc.repeat_interleave(num_boxes), torch.arange(num_boxes, device=device).repeat(
+            len(loc)
+        )
+
+
+def _assign(locations, strides, size_ranges, boxes, radius, pairs, matched) -> Tensor:
+    """
+    Smallest-area candidate per location, first box on ties, over batches of (location index,
+    box index) pairs; fills and returns ``matched``.
+    """
+    num_boxes = len(boxes)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
-    chunk = max(1, _MATCH_CHUNK_ELEMENTS // len(boxes))
-    for start in range(0, len(locations), chunk):
-        sl = slice(start, start + chunk)
-        max_dist = _ltrb(locations[sl], boxes).amax(dim=2)  # (Rc, M)
-        ok = (max_dist >= size_ranges[sl, :1]) & (max_dist <= size_ranges[sl, 1:])
-        ok &= _candidates(locations[sl], strides[sl], boxes, radius)
-        cand_area = torch.where(ok, areas[None], torch.full_like(max_dist, math.inf))
-        min_area, idx = cand_area.min(dim=1)
-        matched[sl] = torch.where(torch.isinf(min_area), torch.full_like(idx, -1), idx)
+    # Dense pairs come in chunks of whole locations, so batches never share a location.
+    for loc, box in pairs:
+        ok = _pair_ok(locations, strides, size_ranges, boxes, loc, box, radius)
+        loc, box = loc[ok], box[ok]
+        best = torch.full((len(locations),), math.inf, device=locations.device)
+        best = best.scatter_reduce(0, loc, areas[box], "amin")
+        tied = areas[box] == best[loc]
+        first = torch.full_like(matched, num_boxes).scatter_reduce(0, loc[tied], box[tied], "amin")
+        matched = torch.where(first < num_boxes, first, matched)
     return matched
 
 
@@ -128,13 +178,14 @@ def compute_targets(
     classes: Tensor,
     num_classes: int,
     radius: float,
+    level_sizes: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> Tuple[Tensor, Tensor]:
     """
     Training targets of one image.
 
     Args:
         locations, strides, size_ranges, boxes, radius: as in :func:`match_locations`;
-        classes: (M,) int64 in [0, num_classes).
+        classes: (M,) int64 in [0, num_classes); level_sizes: see :func:`match_locations`.
     Returns:
         labels: (R,) int64, ``num_classes`` for background;
         reg_targets: (R, 4) (l, t, r, b) of the matched box divided by the stride (0 if none).
@@ -144,7 +195,7 @@ def compute_targets(
             f"ground-truth class id {int(classes.max())} (min {int(classes.min())}) is outside "
             f"[0, MODEL.FCOS.NUM_CLASSES={num_classes})"
         )
-    matched = match_locations(locations, strides, size_ranges, boxes, radius)
+    matched = match_locations(locations, strides, size_ranges, boxes, radius, level_sizes)
     fg = matched >= 0
     labels = torch.full_like(matched, num_classes)
     labels[fg] = classes[matched[fg]]

@@ -1,0 +1,364 @@
+"""
+Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the same weights.
+
+    python -m fcos_d2.benchmark [--device cpu|cuda] [--size 800 1216] [--iters 3] [--json F]
+
+Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
+"""
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+from detectron2.modeling import build_model
+from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
+from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from .checkpoint import from_native
+from .config_loader import load_config
+
+__all__ = ["build_models", "timeit", "main"]
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(_REPO, "configs", "compat", "D2-Builtin-FCOS_R_50_FPN_1x.yaml")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timeit(fn: Callable[[], object], iters: int, device: str, warmup: int = 1) -> Dict:
+    """Min and median seconds of ``fn`` over ``iters`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return {"min_s": min(times), "median_s": statistics.median(times)}
+
+
+def build_models(config: str, device: str, opts=()):
+    """fcos_d2 (from ``config``) and detectron2's built-in FCOS with the same (random) weights."""
+    cfg = load_config(config, ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
+    torch.manual_seed(0)
+    ours = build_model(cfg).eval()
+    with torch.no_grad():  # a random head that detects something: realistic post-processing
+        ours.head.cls_logits.bias.fill_(-3.0)
+    shapes = [ours.backbone.output_shape()[f] for f in ours.head_in_features]
+    f = cfg.MODEL.FCOS
+    head = D2FCOSHead(
+        input_shape=shapes, conv_dims=[shapes[0].channels] * f.NUM_CLS_CONVS,
+        num_classes=f.NUM_CLASSES, norm=f.NORM, prior_prob=f.PRIOR_PROB,
+    )
+    d2 = D2FCOS(
+        backbone=copy.deepcopy(ours.backbone), head=head, head_in_features=ours.head_in_features,
+        num_classes=f.NUM_CLASSES, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+        test_score_thresh=0.2, test_nms_thresh=f.NMS_THRESH_TEST,
+    )
+    state = {k: v for k, v in from_native(ours.state_dict(), "d2").items() if "scales" not in k}
+    d2.load_state_dict(state, strict=True)
+    return cfg, ours, d2.to(device).eval()
+
+
+def _variant(cfg, ours, **fcos_keys):
+    """A copy of ``ours`` with other MODEL.FCOS speed settings and the same weights."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key, value in fcos_keys.items():
+        cfg.MODEL.FCOS[key] = value
+    model = build_model(cfg).eval()
+    model.load_state_dict(ours.state_dict())
+    return model
+
+
+def _same_detections(a: Instances, b: Instances) -> bool:
+    return (
+        len(a) == len(b)
+        and torch.equal(a.pred_classes, b.pred_classes)
+        and torch.allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+        and torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=0)
+    )
+
+
+class _Network(torch.nn.Module):
+    """Backbone + head of an FCOS model on a normalised image tensor (for FLOP counting)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        features = self.model.backbone(x)
+        outputs = self.model.head([features[f] for f in self.model.head_in_features])
+        return tuple(t for level in outputs for t in level)
+
+
+def _gmacs(model, size, device) -> float:
+    """Multiply-adds (G) of backbone + head on one (padded) image, counted by fvcore."""
+    from fvcore.nn import FlopCountAnalysis  # counts one multiply-add as one "flop"
+
+    d = model.backbone.size_divisibility or 1
+    shape = [-(-size[0] // d) * d, -(-size[1] // d) * d]
+    counter = FlopCountAnalysis(_Network(model), (torch.zeros(1, 3, *shape, device=device),))
+    counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return counter.total() / 1e9
+
+
+def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
+    """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
+    modes = {
+        "d2 built-in (float32)": d2,
+        "fcos_d2 float32": ours,
+        "fcos_d2 float32 channels_last": _variant(cfg, ours, CHANNELS_LAST=True),
+        "fcos_d2 bfloat16 channels_last": _variant(
+            cfg, ours, CHANNELS_LAST=True, INFERENCE_DTYPE="bfloat16"
+        ),
+    }
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in (1, 4):
+        images = [{"image": (torch.rand(3, *size, generator=gen) * 255).to(device)}
+                  for _ in range(batch)]
+        gmacs = _gmacs(ours, size, device) * batch
+        with torch.no_grad():
+            reference = d2(images)
+            for name, model in modes.items():
+                outputs = model(images)
+                same = all(_same_detections(r["instances"], o["instances"])
+                           for r, o in zip(reference, outputs))
+                t = timeit(lambda: model(images), iters, device)
+                rows.append({"what": f"end-to-end batch {batch}", "mode": name, **t,
+                             "gflops_per_s": 2 * gmacs / t["min_s"],
+                             "same_detections_as_d2": same})
+    return rows
+
+
+def _head_outputs(ours, size, device, candidates=3000):
+    """Head-shaped outputs with about ``candidates`` (location, class) pairs above threshold."""
+    gen = torch.Generator().manual_seed(1)
+    k = ours.num_classes
+    shapes = [(-(-size[0] // s), -(-size[1] // s)) for s in ours.strides]
+    total = sum(h * w for h, w in shapes) * k
+    logits, reg, ctr = [], [], []
+    for h, w in shapes:
+        cls = torch.full((1, k, h, w), -8.0)
+        hot = torch.rand(1, k, h, w, generator=gen) < candidates / total
+        cls[hot] = torch.randn(int(hot.sum()), generator=gen) + 1.0
+        logits.append(cls.to(device))
+        reg.append((torch.rand(1, 4, h, w, generator=gen) * 8).to(device))
+        ctr.append(torch.randn(1, 1, h, w, generator=gen).to(device))
+    features = [x.new_zeros(1, 1, *x.shape[-2:]) for x in logits]
+    return features, (logits, reg, ctr)
+
+
+def bench_postprocess(ours, d2, size, device, iters) -> List[Dict]:
+    from detectron2.structures import ImageList
+
+    features, preds = _head_outputs(ours, size, device)
+    images = ImageList(torch.zeros(1, 3, *size, device=device), [tuple(size)])
+    rows = []
+    for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
+        def run():  # d2 applies sigmoid_ in place: give each call fresh outputs
+            return model.forward_inference(images, features, tuple([p.clone() for p in lv]
+                                                                   for lv in preds))
+        with torch.no_grad():
+            n = len(run()[0])
+            rows.append({"what": "post-processing", "mode": name, "detections": n,
+                         **timeit(run, max(iters, 10), device)})
+    return rows
+
+
+def _match_once(which: str, m: int, size, device) -> Dict:
+    """Run in a child process on the CPU: time and peak extra RSS of one matching call."""
+    torch.set_num_threads(1)
+    cfg, ours, d2 = build_models(DEFAULT_CONFIG, device)
+    gen = torch.Generator().manual_seed(m)
+    xy = torch.rand(m, 2, generator=gen) * torch.tensor([size[1], size[0]]) * 0.8
+    wh = torch.rand(m, 2, generator=gen) * 300 + 4
+    inst = Instances(tuple(size), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1).to(device)),
+                     gt_classes=torch.zeros(m, dtype=torch.long, device=device))
+    features = [torch.zeros(1, 1, -(-size[0] // s), -(-size[1] // s), device=device)
+                for s in ours.strides]
+    if which == "fcos_d2":
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        fn = lambda: ours.label_locations(sizes, [inst])  # noqa: E731
+    else:
+        anchors = d2.anchor_generator(features)
+        fn = lambda: d2.label_anchors(anchors, [inst])  # noqa: E731
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first call
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    t = timeit(fn, 3, device, warmup=0)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return {**t, "peak_extra_mib": peak}
+
+
+def _match_child(args, queue):
+    queue.put(_match_once(*args))
+
+
+def bench_matching(size, device) -> List[Dict]:
+    """Each measurement in a fresh process, so that peak memory is that call's alone."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for m in (0, 10, 100, 1000, 5000):
+        for which in ("d2 built-in", "fcos_d2"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_match_child, args=((which, m, size, device), queue))
+            proc.start()
+            result = queue.get()
+            proc.join()
+            rows.append({"what": f"matching M={m}", "mode": which, **result})
+    return rows
+
+
+def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
+    """One iteration (forward, backward, SGD step), batch 2, short side 512."""
+    gen = torch.Generator().manual_seed(2)
+    batch = []
+    for h, w in ((512, 683), (512, 768)):
+        inst = Instances((h, w), gt_boxes=Boxes(torch.tensor([[30.0, 40, 300, 400],
+                                                              [200, 100, 260, 180]])),
+                         gt_classes=torch.tensor([1, 7]))
+        batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
+    rows = []
+    for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
+        model = copy.deepcopy(model).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+        def step():
+            loss = sum(model(batch).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with EventStorage():
+            rows.append({"what": "training iteration", "mode": name,
+                         **timeit(step, iters, device)})
+    return rows
+
+
+def _machine(device: str) -> Dict:
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        info["cpu"] = next(l.split(":", 1)[1].strip() for l in text.splitlines()
+                           if l.startswith("model name"))
+        flags = next(l for l in text.splitlines() if l.startswith("flags")).split()
+        info["cpu_flags"] = sorted(x for x in flags if x.startswith(("avx", "amx", "fma")))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _ratio(rows, what, mode, key="min_s", ref="d2 built-in"):
+    def get(m):
+        return next(r[key] for r in rows if r["what"] == what and r["mode"].startswith(m))
+    return get(mode) / max(get(ref), 1e-12)
+
+
+def summarize(rows: List[Dict]) -> List[Dict]:
+    """The goals of the performance issue, as measured ratios."""
+    goals = []
+    for b in (1, 4):
+        what = f"end-to-end batch {b}"
+        exact = [r for r in rows if r["what"] == what and r["mode"].startswith("fcos_d2 float32")
+                 and r["same_detections_as_d2"]]
+        best = min(exact, key=lambda r: r["min_s"]) if exact else None
+        d2_time = next(r["min_s"] for r in rows if r["what"] == what and r["mode"].startswith("d2"))
+        goals.append({"goal": f"{what}, float32, identical ({best['mode'] if best else 'none'})",
+                      "target": 0.75, "ratio": best["min_s"] / d2_time if best else float("nan")})
+        goals.append({"goal": f"{what}, bfloat16 mode", "target": 0.45,
+                      "ratio": _ratio(rows, what, "fcos_d2 bfloat16", ref="d2")})
+    goals.append({"goal": "post-processing", "target": 0.5,
+                  "ratio": _ratio(rows, "post-processing", "fcos_d2")})
+    goals.append({"goal": "matching M=100 time", "target": 0.5,
+                  "ratio": _ratio(rows, "matching M=100", "fcos_d2")})
+    for m in (1000, 5000):
+        goals.append({"goal": f"matching M={m} peak extra memory", "target": 0.5,
+                      "ratio": _ratio(rows, f"matching M={m}", "fcos_d2", "peak_extra_mib")})
+    goals.append({"goal": "training iteration", "target": 0.9,
+                  "ratio": _ratio(rows, "training iteration", "fcos_d2")})
+    for g in goals:
+        g["met"] = bool(g["ratio"] <= g["target"])
+    return goals
+
+
+def _chart(rows: List[Dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if "min_s" in r and not r["what"].startswith("matching M=0")]
+    labels = [f"{r['what']}\n{r['mode']}" for r in timed]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(timed) + 1))
+    ax.barh(range(len(timed)), [r["min_s"] * 1000 for r in timed],
+            color=["tab:gray" if r["mode"].startswith("d2") else "tab:blue" for r in timed])
+    ax.set_yticks(range(len(timed)), labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds (min over runs; log scale); grey = detectron2 built-in FCOS")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> Dict:
+    from tabulate import tabulate
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"))
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--output", default="output/benchmark")
+    parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg, ours, d2 = build_models(args.config, args.device)
+    rows = bench_end_to_end(cfg, ours, d2, args.device, args.size, args.iters)
+    rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
+    rows += bench_matching(args.size, args.device)
+    rows += bench_train(cfg, ours, d2, args.device, args.iters)
+    goals = summarize(rows)
+    result = {"machine": _machine(args.device), "size": args.size, "rows": rows, "goals": goals}
+    os.makedirs(args.output, exist_ok=True)
+    with open(args.json or os.path.join(args.output, "benchmark.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    _chart(rows, os.path.join(args.output, "benchmark.png"))
+    print(json.dumps(result["machine"]))
+    cols = ["what", "mode", "min_s", "median_s", "gflops_per_s", "peak_extra_mib",
+            "same_detections_as_d2", "detections"]
+    print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, floatfmt=".4g",
+                   tablefmt="pipe"))
+    print()
+    print(tabulate([[g["goal"], g["target"], g["ratio"], "yes" if g["met"] else "NO"]
+                    for g in goals], headers=["goal (fcos_d2 / built-in)", "target", "measured",
+                                              "met"], floatfmt=".3f", tablefmt="pipe"))
+    print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
