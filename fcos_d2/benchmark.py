@@ -11,8 +11,8 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
+import threading
 import time
 from typing import Callable, Dict, List
 
@@ -171,14 +171,18 @@ def bench_postprocess(ours, d2, size, device, iters) -> List[Dict]:
     features, preds = _head_outputs(ours, size, device)
     images = ImageList(torch.zeros(1, 3, *size, device=device), [tuple(size)])
     rows = []
+    runs = max(iters, 10)
     for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
-        def run():  # d2 applies sigmoid_ in place: give each call fresh outputs
-            return model.forward_inference(images, features, tuple([p.clone() for p in lv]
-                                                                   for lv in preds))
+        # d2 applies sigmoid_ in place: every call gets its own copy, made before timing
+        copies = [tuple([p.clone() for p in lv] for lv in preds) for _ in range(runs + 2)]
+
+        def run():
+            return model.forward_inference(images, features, copies.pop())
+
         with torch.no_grad():
             n = len(run()[0])
             rows.append({"what": "post-processing", "mode": name, "detections": n,
-                         **timeit(run, max(iters, 10), device)})
+                         **timeit(run, runs, device)})
     return rows
 
 
@@ -199,16 +203,41 @@ def _match_once(which: str, m: int, size, device) -> Dict:
     else:
         anchors = d2.anchor_generator(features)
         fn = lambda: d2.label_anchors(anchors, [inst])  # noqa: E731
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first call
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    t = timeit(fn, 3, device, warmup=0)
-    if device.startswith("cuda"):
-        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return {**t, "peak_extra_mib": peak}
+        t = timeit(fn, 3, device, warmup=0)
+        return {**t, "peak_extra_mib": (torch.cuda.max_memory_allocated() - before) / 2**20}
+    with _RssSampler() as rss:
+        t = timeit(fn, 3, device, warmup=0)
+    return {**t, "peak_extra_mib": rss.peak_extra_mib}
+
+
+class _RssSampler:
+    """Peak growth of the process's resident memory during a block, sampled every 0.5 ms."""
+
+    def __enter__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._start = self._rss()
+        self._peak = self._start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._rss())
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_extra_mib = (max(self._peak, self._rss()) - self._start) / 2**20
 
 
 def _match_child(args, queue):

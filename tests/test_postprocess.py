@@ -24,6 +24,7 @@ def test_decode_boxes():
 def test_select_candidates_threshold_and_topk():
     cls = torch.tensor([[0.9, 0.01], [0.04, 0.6], [0.3, 0.2]])
     ctr = torch.tensor([0.5, 1.0, 0.1])
+    cls, ctr = _logit(cls).t(), _logit(ctr)  # (K, R) layout
     loc, k, joint = select_candidates(cls, ctr, 0.05, 1000, False)
     assert sorted(zip(loc.tolist(), k.tolist())) == [(0, 0), (1, 1), (2, 0), (2, 1)]
     loc, k, joint = select_candidates(cls, ctr, 0.05, 2, False)  # best two by cls * ctr
@@ -37,8 +38,8 @@ def _two_level_outputs():
     # Level 0 (stride 8): A at (4, 4), B at (12, 4), both (1,1,1,1) strides -> 16 px boxes.
     # Level 1 (stride 16): C at (8, 8) with (0.75, 0.75, 0.25, 0.25) -> the same box as A.
     locations = [torch.tensor([[4.0, 4.0], [12.0, 4.0]]), torch.tensor([[8.0, 8.0]])]
-    logits = [_logit([[0.9, 0.01], [0.81, 0.01]]), _logit([[0.64, 0.49]])]
-    box_reg = [torch.ones(2, 4), torch.tensor([[0.75, 0.75, 0.25, 0.25]])]
+    logits = [_logit([[0.9, 0.01], [0.81, 0.01]]).t(), _logit([[0.64, 0.49]]).t()]  # (K, R)
+    box_reg = [torch.ones(4, 2), torch.tensor([[0.75, 0.75, 0.25, 0.25]]).t()]  # (4, R)
     ctr = [torch.zeros(2), torch.zeros(1)]  # centre-ness 0.5 everywhere
     return locations, logits, box_reg, ctr
 
@@ -95,3 +96,18 @@ def test_inference_with_nothing_above_threshold():
         max_detections=100,
     )
     assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)
+
+
+def test_classwise_nms_equals_detectron2_batched_nms():
+    from detectron2.layers import batched_nms
+
+    from fcos_d2.modeling.postprocess import classwise_nms
+
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(3000, 2, generator=gen) * 500
+    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 80 + 1], dim=1)
+    scores = torch.rand(3000, generator=gen)
+    classes = torch.randint(0, 80, (3000,), generator=gen)
+    expected = batched_nms(boxes, scores, classes, 0.6)
+    assert 100 < len(expected) < 3000  # suppression happened, within and only within classes
+    assert torch.equal(classwise_nms(boxes, scores, classes, 0.6), expected)

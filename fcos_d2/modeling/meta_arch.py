@@ -230,9 +230,8 @@ class FCOS(DenseDetector):
     ) -> List[Instances]:
         if self.inference_dtype != torch.float32:
             predictions = tuple([p.float() for p in level] for level in predictions)
-        logits, box_reg, ctr = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4, 1]
-        )
+        # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
+        logits, box_reg, ctr = ([p.flatten(2) for p in level] for level in predictions)
         locations = self._locations(features)
         with torch.autocast(self.device.type, enabled=False):
             return self._decode(images, locations, logits, box_reg, ctr)
@@ -244,7 +243,7 @@ class FCOS(DenseDetector):
                 self.strides,
                 [x[i] for x in logits],
                 [x[i] for x in box_reg],
-                [x[i, :, 0] for x in ctr],
+                [x[i, 0] for x in ctr],
                 image_size,
                 score_thresh=self.score_thresh_test,
                 topk=self.topk_candidates_test,
