@@ -57,7 +57,7 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.USE_DEFORMABLE = False
     # Keep the model and its input images in channels_last memory format (faster convolutions on
     # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
-    _C.MODEL.FCOS.CHANNELS_LAST = False
+    _C.MODEL.FCOS.CHANNELS_LAST = True
     # Inference precision of backbone and head: "float32" (exact), "bfloat16" or "float16"
     # (autocast); decoding, thresholds and NMS always run in float32.
     _C.MODEL.FCOS.INFERENCE_DTYPE = "float32"

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from fcos_d2.modeling.postprocess import (
@@ -98,7 +99,8 @@ def test_inference_with_nothing_above_threshold():
     assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)
 
 
-def test_classwise_nms_equals_detectron2_batched_nms():
+@pytest.mark.parametrize("num_classes", [80, 1])  # 1 class: the memory-bounded fallback
+def test_classwise_nms_equals_detectron2_batched_nms(num_classes):
     from detectron2.layers import batched_nms
 
     from fcos_d2.modeling.postprocess import classwise_nms
@@ -107,7 +109,46 @@ def test_classwise_nms_equals_detectron2_batched_nms():
     xy = torch.rand(3000, 2, generator=gen) * 500
     boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 80 + 1], dim=1)
     scores = torch.rand(3000, generator=gen)
-    classes = torch.randint(0, 80, (3000,), generator=gen)
+    classes = torch.randint(0, num_classes, (3000,), generator=gen)
     expected = batched_nms(boxes, scores, classes, 0.6)
     assert 100 < len(expected) < 3000  # suppression happened, within and only within classes
     assert torch.equal(classwise_nms(boxes, scores, classes, 0.6), expected)
+
+
+@pytest.mark.parametrize("thresh_with_ctr", [False, True])
+def test_fast_path_equals_plain_reference(thresh_with_ctr):
+    """The optimised decoding equals the plain recipe: sigmoid everywhere, threshold, top-k,
+    decode, detectron2's batched_nms, cap."""
+    from detectron2.layers import batched_nms
+
+    gen = torch.Generator().manual_seed(3)
+    sizes, strides, k = [(40, 60), (20, 30), (10, 15)], [8, 16, 32], 20
+    locations, logits, box_reg, ctr = [], [], [], []
+    for (h, w), s in zip(sizes, strides):
+        xs, ys = torch.meshgrid(torch.arange(h) * s + s // 2, torch.arange(w) * s + s // 2,
+                                indexing="ij")
+        locations.append(torch.stack([ys.reshape(-1), xs.reshape(-1)], 1).float())
+        logits.append(torch.randn(k, h * w, generator=gen) * 2 - 3)
+        box_reg.append(torch.rand(4, h * w, generator=gen) * 6)
+        ctr.append(torch.randn(h * w, generator=gen))
+    kw = dict(score_thresh=0.1, topk=300, nms_thresh=0.6, max_detections=100)
+    out = fcos_inference_single_image(locations, strides, logits, box_reg, ctr, (320, 480),
+                                      thresh_with_ctr=thresh_with_ctr, **kw)
+    boxes, scores, classes = [], [], []
+    for loc, s, lg, rg, ct in zip(locations, strides, logits, box_reg, ctr):
+        cls = lg.t().sigmoid()  # (R, K)
+        joint = cls * ct.sigmoid()[:, None]
+        mask = (joint if thresh_with_ctr else cls) > 0.1
+        val, (r, c) = joint[mask], mask.nonzero().unbind(1)
+        val, top = val.topk(min(300, len(val)))
+        r, c = r[top], c[top]
+        d = rg.t()[r] * s
+        boxes.append(torch.cat([loc[r] - d[:, :2], loc[r] + d[:, 2:]], 1))
+        scores.append(val.sqrt())
+        classes.append(c)
+    boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
+    keep = batched_nms(boxes, scores, classes, 0.6)[:100]
+    assert len(keep) == 100 and len(out) == 100
+    assert torch.equal(out.pred_classes, classes[keep])
+    assert torch.equal(out.scores, scores[keep])
+    assert torch.equal(out.pred_boxes.tensor, boxes[keep])

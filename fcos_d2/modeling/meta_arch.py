@@ -79,7 +79,7 @@ class FCOS(DenseDetector):
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
-        channels_last: bool = False,
+        channels_last: bool = True,
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
         inference_dtype: str = "float32",

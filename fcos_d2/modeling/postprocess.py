@@ -47,7 +47,11 @@ def select_candidates(
     """
     # cls > t and cls * ctr > t both need cls > t, i.e. a logit above logit(t): one comparison
     # on the raw map drops nearly all pairs; the exact test then runs on the few left.
-    pairs = (cls_logits > _logit_lower_bound(score_thresh)).nonzero().flip(1)  # (C', 2) loc, cls
+    bound = _logit_lower_bound(score_thresh)
+    locs = (cls_logits.amax(dim=0) > bound).nonzero()[:, 0]  # locations with any candidate
+    pairs = (cls_logits[:, locs] > bound).nonzero().flip(1)  # (C', 2): (index into locs, class)
+    pairs[:, 0] = locs[pairs[:, 0]]
+    pairs = pairs[torch.argsort(pairs[:, 0] * cls_logits.shape[0] + pairs[:, 1])]  # row-major
     cls = cls_logits[pairs[:, 1], pairs[:, 0]].sigmoid()
     joint = cls * ctr_logits[pairs[:, 0]].sigmoid()
     keep = (joint if thresh_with_ctr else cls) > score_thresh
@@ -58,16 +62,48 @@ def select_candidates(
     return pairs[:, 0], pairs[:, 1], scores
 
 
+def _pairwise_iou(boxes: Tensor) -> Tensor:
+    """(..., n, 4) -> (..., n, n) IoU, with the operations in torchvision's CPU NMS order."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2[..., :, None], x2[..., None, :])
+         - torch.maximum(x1[..., :, None], x1[..., None, :])).clamp(min=0)
+    h = (torch.minimum(y2[..., :, None], y2[..., None, :])
+         - torch.maximum(y1[..., :, None], y1[..., None, :])).clamp(min=0)
+    inter = w * h
+    return inter / (area[..., :, None] + area[..., None, :] - inter)
+
+
 def classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
     """
-    Indices kept by per-class NMS, by decreasing score: the same result as detectron2's
-    ``batched_nms``, which on the CPU scans all candidates once per class; here candidates are
-    sorted by class once and NMS runs on contiguous slices (a few times faster for 80 classes).
+    Indices kept by per-class greedy NMS, by decreasing score (detectron2's ``batched_nms``).
+    Candidates are grouped by class into a padded (G, n, n) IoU block and suppressed for all
+    classes at once, n steps in all, instead of one NMS call per class.
     """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = torch.argsort(classes, stable=True)
-    counts = torch.unique_consecutive(classes[order], return_counts=True)[1].tolist()
+    order = scores.argsort(descending=True)
+    order = order[torch.argsort(classes[order], stable=True)]  # by class, then score
+    _, counts = torch.unique_consecutive(classes[order], return_counts=True)
+    n = int(counts.max())
+    if len(counts) * n * n > 4_000_000:  # a huge class: bound memory, one NMS per class
+        return _nms_per_class_slices(boxes, scores, order, counts.tolist(), iou_threshold)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(order), device=boxes.device) - starts.repeat_interleave(counts)
+    group = torch.arange(len(counts), device=boxes.device).repeat_interleave(counts)
+    padded = boxes.new_zeros(len(counts), n, 4)
+    padded[group, slot] = boxes[order]
+    valid = torch.zeros(len(counts), n, dtype=torch.bool, device=boxes.device)
+    valid[group, slot] = True
+    over = _pairwise_iou(padded) > iou_threshold  # (G, n, n)
+    keep = valid.clone()
+    for i in range(n - 1):
+        keep[:, i + 1 :] &= ~(over[:, i, i + 1 :] & keep[:, i : i + 1])
+    kept = order[keep[group, slot]]
+    return kept[scores[kept].argsort(descending=True)]
+
+
+def _nms_per_class_slices(boxes, scores, order, counts, iou_threshold) -> Tensor:
     kept, start = [], 0
     for count in counts:
         idx = order[start : start + count]
