@@ -17,6 +17,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+bench: setup
+	$(PY) -m fcos_d2.benchmark --output output/benchmark
+
 format: setup
 	$(PY) -m isort --profile black -l 100 fcos_d2 tests train_net.py
 	$(PY) -m black -l 100 fcos_d2 tests train_net.py

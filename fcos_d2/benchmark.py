@@ -5,6 +5,7 @@ Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the sa
 
 Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
 """
+
 import argparse
 import copy
 import json
@@ -61,13 +62,21 @@ def build_models(config: str, device: str, opts=()):
     shapes = [ours.backbone.output_shape()[f] for f in ours.head_in_features]
     f = cfg.MODEL.FCOS
     head = D2FCOSHead(
-        input_shape=shapes, conv_dims=[shapes[0].channels] * f.NUM_CLS_CONVS,
-        num_classes=f.NUM_CLASSES, norm=f.NORM, prior_prob=f.PRIOR_PROB,
+        input_shape=shapes,
+        conv_dims=[shapes[0].channels] * f.NUM_CLS_CONVS,
+        num_classes=f.NUM_CLASSES,
+        norm=f.NORM,
+        prior_prob=f.PRIOR_PROB,
     )
     d2 = D2FCOS(
-        backbone=copy.deepcopy(ours.backbone), head=head, head_in_features=ours.head_in_features,
-        num_classes=f.NUM_CLASSES, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-        test_score_thresh=0.2, test_nms_thresh=f.NMS_THRESH_TEST,
+        backbone=copy.deepcopy(ours.backbone),
+        head=head,
+        head_in_features=ours.head_in_features,
+        num_classes=f.NUM_CLASSES,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+        test_score_thresh=0.2,
+        test_nms_thresh=f.NMS_THRESH_TEST,
     )
     state = {k: v for k, v in from_native(ours.state_dict(), "d2").items() if "scales" not in k}
     d2.load_state_dict(state, strict=True)
@@ -122,7 +131,7 @@ def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
     """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
     modes = {
         "d2 built-in (float32)": d2,
-        "fcos_d2 float32": ours,
+        "fcos_d2 float32 NCHW": _variant(cfg, ours, CHANNELS_LAST=False),
         "fcos_d2 float32 channels_last": _variant(cfg, ours, CHANNELS_LAST=True),
         "fcos_d2 bfloat16 channels_last": _variant(
             cfg, ours, CHANNELS_LAST=True, INFERENCE_DTYPE="bfloat16"
@@ -131,19 +140,28 @@ def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
     rows = []
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 4):
-        images = [{"image": (torch.rand(3, *size, generator=gen) * 255).to(device)}
-                  for _ in range(batch)]
+        images = [
+            {"image": (torch.rand(3, *size, generator=gen) * 255).to(device)} for _ in range(batch)
+        ]
         gmacs = _gmacs(ours, size, device) * batch
         with torch.no_grad():
             reference = d2(images)
             for name, model in modes.items():
                 outputs = model(images)
-                same = all(_same_detections(r["instances"], o["instances"])
-                           for r, o in zip(reference, outputs))
+                same = all(
+                    _same_detections(r["instances"], o["instances"])
+                    for r, o in zip(reference, outputs)
+                )
                 t = timeit(lambda: model(images), iters, device)
-                rows.append({"what": f"end-to-end batch {batch}", "mode": name, **t,
-                             "gflops_per_s": 2 * gmacs / t["min_s"],
-                             "same_detections_as_d2": same})
+                rows.append(
+                    {
+                        "what": f"end-to-end batch {batch}",
+                        "mode": name,
+                        **t,
+                        "gflops_per_s": 2 * gmacs / t["min_s"],
+                        "same_detections_as_d2": same,
+                    }
+                )
     return rows
 
 
@@ -181,8 +199,14 @@ def bench_postprocess(ours, d2, size, device, iters) -> List[Dict]:
 
         with torch.no_grad():
             n = len(run()[0])
-            rows.append({"what": "post-processing", "mode": name, "detections": n,
-                         **timeit(run, runs, device)})
+            rows.append(
+                {
+                    "what": "post-processing",
+                    "mode": name,
+                    "detections": n,
+                    **timeit(run, runs, device),
+                }
+            )
     return rows
 
 
@@ -193,10 +217,14 @@ def _match_once(which: str, m: int, size, device) -> Dict:
     gen = torch.Generator().manual_seed(m)
     xy = torch.rand(m, 2, generator=gen) * torch.tensor([size[1], size[0]]) * 0.8
     wh = torch.rand(m, 2, generator=gen) * 300 + 4
-    inst = Instances(tuple(size), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1).to(device)),
-                     gt_classes=torch.zeros(m, dtype=torch.long, device=device))
-    features = [torch.zeros(1, 1, -(-size[0] // s), -(-size[1] // s), device=device)
-                for s in ours.strides]
+    inst = Instances(
+        tuple(size),
+        gt_boxes=Boxes(torch.cat([xy, xy + wh], 1).to(device)),
+        gt_classes=torch.zeros(m, dtype=torch.long, device=device),
+    )
+    features = [
+        torch.zeros(1, 1, -(-size[0] // s), -(-size[1] // s), device=device) for s in ours.strides
+    ]
     if which == "fcos_d2":
         sizes = [tuple(f.shape[-2:]) for f in features]
         fn = lambda: ours.label_locations(sizes, [inst])  # noqa: E731
@@ -264,9 +292,11 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
     gen = torch.Generator().manual_seed(2)
     batch = []
     for h, w in ((512, 683), (512, 768)):
-        inst = Instances((h, w), gt_boxes=Boxes(torch.tensor([[30.0, 40, 300, 400],
-                                                              [200, 100, 260, 180]])),
-                         gt_classes=torch.tensor([1, 7]))
+        inst = Instances(
+            (h, w),
+            gt_boxes=Boxes(torch.tensor([[30.0, 40, 300, 400], [200, 100, 260, 180]])),
+            gt_classes=torch.tensor([1, 7]),
+        )
         batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
     rows = []
     for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
@@ -278,20 +308,26 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
             opt.zero_grad()
             loss.backward()
             opt.step()
+
         with EventStorage():
-            rows.append({"what": "training iteration", "mode": name,
-                         **timeit(step, iters, device)})
+            rows.append({"what": "training iteration", "mode": name, **timeit(step, iters, device)})
     return rows
 
 
 def _machine(device: str) -> Dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
-        info["cpu"] = next(l.split(":", 1)[1].strip() for l in text.splitlines()
-                           if l.startswith("model name"))
+        info["cpu"] = next(
+            l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")
+        )
         flags = next(l for l in text.splitlines() if l.startswith("flags")).split()
         info["cpu_flags"] = sorted(x for x in flags if x.startswith(("avx", "amx", "fma")))
     except (OSError, StopIteration):
@@ -304,6 +340,7 @@ def _machine(device: str) -> Dict:
 def _ratio(rows, what, mode, key="min_s", ref="d2 built-in"):
     def get(m):
         return next(r[key] for r in rows if r["what"] == what and r["mode"].startswith(m))
+
     return get(mode) / max(get(ref), 1e-12)
 
 
@@ -312,23 +349,58 @@ def summarize(rows: List[Dict]) -> List[Dict]:
     goals = []
     for b in (1, 4):
         what = f"end-to-end batch {b}"
-        exact = [r for r in rows if r["what"] == what and r["mode"].startswith("fcos_d2 float32")
-                 and r["same_detections_as_d2"]]
+        exact = [
+            r
+            for r in rows
+            if r["what"] == what
+            and r["mode"].startswith("fcos_d2 float32")
+            and r["same_detections_as_d2"]
+        ]
         best = min(exact, key=lambda r: r["min_s"]) if exact else None
         d2_time = next(r["min_s"] for r in rows if r["what"] == what and r["mode"].startswith("d2"))
-        goals.append({"goal": f"{what}, float32, identical ({best['mode'] if best else 'none'})",
-                      "target": 0.75, "ratio": best["min_s"] / d2_time if best else float("nan")})
-        goals.append({"goal": f"{what}, bfloat16 mode", "target": 0.45,
-                      "ratio": _ratio(rows, what, "fcos_d2 bfloat16", ref="d2")})
-    goals.append({"goal": "post-processing", "target": 0.5,
-                  "ratio": _ratio(rows, "post-processing", "fcos_d2")})
-    goals.append({"goal": "matching M=100 time", "target": 0.5,
-                  "ratio": _ratio(rows, "matching M=100", "fcos_d2")})
+        goals.append(
+            {
+                "goal": f"{what}, float32, identical ({best['mode'] if best else 'none'})",
+                "target": 0.75,
+                "ratio": best["min_s"] / d2_time if best else float("nan"),
+            }
+        )
+        goals.append(
+            {
+                "goal": f"{what}, bfloat16 mode",
+                "target": 0.45,
+                "ratio": _ratio(rows, what, "fcos_d2 bfloat16", ref="d2"),
+            }
+        )
+    goals.append(
+        {
+            "goal": "post-processing",
+            "target": 0.5,
+            "ratio": _ratio(rows, "post-processing", "fcos_d2"),
+        }
+    )
+    goals.append(
+        {
+            "goal": "matching M=100 time",
+            "target": 0.5,
+            "ratio": _ratio(rows, "matching M=100", "fcos_d2"),
+        }
+    )
     for m in (1000, 5000):
-        goals.append({"goal": f"matching M={m} peak extra memory", "target": 0.5,
-                      "ratio": _ratio(rows, f"matching M={m}", "fcos_d2", "peak_extra_mib")})
-    goals.append({"goal": "training iteration", "target": 0.9,
-                  "ratio": _ratio(rows, "training iteration", "fcos_d2")})
+        goals.append(
+            {
+                "goal": f"matching M={m} peak extra memory",
+                "target": 0.5,
+                "ratio": _ratio(rows, f"matching M={m}", "fcos_d2", "peak_extra_mib"),
+            }
+        )
+    goals.append(
+        {
+            "goal": "training iteration",
+            "target": 0.9,
+            "ratio": _ratio(rows, "training iteration", "fcos_d2"),
+        }
+    )
     for g in goals:
         g["met"] = bool(g["ratio"] <= g["target"])
     return goals
@@ -343,8 +415,11 @@ def _chart(rows: List[Dict], path: str) -> None:
     timed = [r for r in rows if "min_s" in r and not r["what"].startswith("matching M=0")]
     labels = [f"{r['what']}\n{r['mode']}" for r in timed]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(timed) + 1))
-    ax.barh(range(len(timed)), [r["min_s"] * 1000 for r in timed],
-            color=["tab:gray" if r["mode"].startswith("d2") else "tab:blue" for r in timed])
+    ax.barh(
+        range(len(timed)),
+        [r["min_s"] * 1000 for r in timed],
+        color=["tab:gray" if r["mode"].startswith("d2") else "tab:blue" for r in timed],
+    )
     ax.set_yticks(range(len(timed)), labels, fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (min over runs; log scale); grey = detectron2 built-in FCOS")
@@ -377,14 +452,33 @@ def main(argv=None) -> Dict:
         json.dump(result, f, indent=1)
     _chart(rows, os.path.join(args.output, "benchmark.png"))
     print(json.dumps(result["machine"]))
-    cols = ["what", "mode", "min_s", "median_s", "gflops_per_s", "peak_extra_mib",
-            "same_detections_as_d2", "detections"]
-    print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, floatfmt=".4g",
-                   tablefmt="pipe"))
+    cols = [
+        "what",
+        "mode",
+        "min_s",
+        "median_s",
+        "gflops_per_s",
+        "peak_extra_mib",
+        "same_detections_as_d2",
+        "detections",
+    ]
+    print(
+        tabulate(
+            [[r.get(c, "") for c in cols] for r in rows],
+            headers=cols,
+            floatfmt=".4g",
+            tablefmt="pipe",
+        )
+    )
     print()
-    print(tabulate([[g["goal"], g["target"], g["ratio"], "yes" if g["met"] else "NO"]
-                    for g in goals], headers=["goal (fcos_d2 / built-in)", "target", "measured",
-                                              "met"], floatfmt=".3f", tablefmt="pipe"))
+    print(
+        tabulate(
+            [[g["goal"], g["target"], g["ratio"], "yes" if g["met"] else "NO"] for g in goals],
+            headers=["goal (fcos_d2 / built-in)", "target", "measured", "met"],
+            floatfmt=".3f",
+            tablefmt="pipe",
+        )
+    )
     print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
     return result
 

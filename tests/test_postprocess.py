@@ -125,15 +125,17 @@ def test_fast_path_equals_plain_reference(thresh_with_ctr):
     sizes, strides, k = [(40, 60), (20, 30), (10, 15)], [8, 16, 32], 20
     locations, logits, box_reg, ctr = [], [], [], []
     for (h, w), s in zip(sizes, strides):
-        xs, ys = torch.meshgrid(torch.arange(h) * s + s // 2, torch.arange(w) * s + s // 2,
-                                indexing="ij")
+        xs, ys = torch.meshgrid(
+            torch.arange(h) * s + s // 2, torch.arange(w) * s + s // 2, indexing="ij"
+        )
         locations.append(torch.stack([ys.reshape(-1), xs.reshape(-1)], 1).float())
         logits.append(torch.randn(k, h * w, generator=gen) * 2 - 3)
         box_reg.append(torch.rand(4, h * w, generator=gen) * 6)
         ctr.append(torch.randn(h * w, generator=gen))
     kw = dict(score_thresh=0.1, topk=300, nms_thresh=0.6, max_detections=100)
-    out = fcos_inference_single_image(locations, strides, logits, box_reg, ctr, (320, 480),
-                                      thresh_with_ctr=thresh_with_ctr, **kw)
+    out = fcos_inference_single_image(
+        locations, strides, logits, box_reg, ctr, (320, 480), thresh_with_ctr=thresh_with_ctr, **kw
+    )
     boxes, scores, classes = [], [], []
     for loc, s, lg, rg, ct in zip(locations, strides, logits, box_reg, ctr):
         cls = lg.t().sigmoid()  # (R, K)

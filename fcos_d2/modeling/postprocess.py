@@ -13,9 +13,7 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor
 from torchvision.ops import nms
 
-__all__ = [
-    "decode_boxes", "select_candidates", "classwise_nms", "fcos_inference_single_image"
-]
+__all__ = ["decode_boxes", "select_candidates", "classwise_nms", "fcos_inference_single_image"]
 
 
 def decode_boxes(locations: Tensor, distances: Tensor) -> Tensor:
@@ -66,10 +64,14 @@ def _pairwise_iou(boxes: Tensor) -> Tensor:
     """(..., n, 4) -> (..., n, n) IoU, with the operations in torchvision's CPU NMS order."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     area = (x2 - x1) * (y2 - y1)
-    w = (torch.minimum(x2[..., :, None], x2[..., None, :])
-         - torch.maximum(x1[..., :, None], x1[..., None, :])).clamp(min=0)
-    h = (torch.minimum(y2[..., :, None], y2[..., None, :])
-         - torch.maximum(y1[..., :, None], y1[..., None, :])).clamp(min=0)
+    w = (
+        torch.minimum(x2[..., :, None], x2[..., None, :])
+        - torch.maximum(x1[..., :, None], x1[..., None, :])
+    ).clamp(min=0)
+    h = (
+        torch.minimum(y2[..., :, None], y2[..., None, :])
+        - torch.maximum(y1[..., :, None], y1[..., None, :])
+    ).clamp(min=0)
     inter = w * h
     return inter / (area[..., :, None] + area[..., None, :] - inter)
 
