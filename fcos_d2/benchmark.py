@@ -68,8 +68,10 @@ def build_models(config: str, device: str, opts=()):
         norm=f.NORM,
         prior_prob=f.PRIOR_PROB,
     )
+    # A plain (NCHW) copy: deepcopy alone would hand detectron2 our channels_last weights.
+    backbone = copy.deepcopy(ours.backbone).to(memory_format=torch.contiguous_format)
     d2 = D2FCOS(
-        backbone=copy.deepcopy(ours.backbone),
+        backbone=backbone,
         head=head,
         head_in_features=ours.head_in_features,
         num_classes=f.NUM_CLASSES,
