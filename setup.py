@@ -8,6 +8,7 @@ setup(
     packages=find_packages(include=["fcos_d2", "fcos_d2.*"]),
     python_requires=">=3.8",
     # torch and detectron2 are deliberately not listed: pip must never replace a user's own
-    # (CUDA) builds. See README for how to install them.
-    install_requires=["fvcore", "pycocotools", "opencv-python-headless", "tabulate"],
+    # (CUDA) builds. OpenCV (any flavour; only the demo data and pictures use it) is left to the
+    # environment too, so as not to add a second cv2 next to a user's opencv-python.
+    install_requires=["fvcore", "pycocotools", "tabulate"],
 )
