@@ -96,6 +96,9 @@ def test_unknown_key_names_the_key(cfg, tmp_path):
         ("TOP_BLOCK_IN_FEATURE", "c6", "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='c6'"),
         ("SIZES_OF_INTEREST", [64], "MODEL.FCOS.SIZES_OF_INTEREST"),
         ("NUM_CLASSES", 0, "MODEL.FCOS.NUM_CLASSES=0"),
+        ("BOX_QUALITY", "centerness", "MODEL.FCOS.BOX_QUALITY='centerness' is not one of"),
+        ("LOSS_NORMALIZER_CLS", "all", "MODEL.FCOS.LOSS_NORMALIZER_CLS='all' is not one of"),
+        ("INFERENCE_DTYPE", "int8", "MODEL.FCOS.INFERENCE_DTYPE='int8' is not one of"),
     ],
 )
 def test_bad_values_fail_at_build_with_key_name(cfg, key, value, message):
