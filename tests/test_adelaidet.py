@@ -174,7 +174,10 @@ def test_deformable_head_keys_match_adelaidet_layout():
     cfg = tiny_cfg()
     cfg.MODEL.FCOS.USE_DEFORMABLE = True
     cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
-    keys = set(build_model(cfg).head.state_dict())
+    head = build_model(cfg).head
+    keys = set(head.state_dict())
+    assert not head.cls_tower[3].offset.weight.any()  # starts as a plain conv (zero offsets)
+    assert head.cls_tower[3].conv.weight.std().item() == pytest.approx(0.01, rel=0.2)
     assert {
         "cls_tower.3.offset.weight",
         "cls_tower.3.conv.weight",

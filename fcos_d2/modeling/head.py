@@ -79,10 +79,6 @@ def _run_tower(tower: nn.ModuleList, x: Tensor, level: int) -> Tensor:
     return x
 
 
-def _is_offset(module: nn.Module, root: nn.Module) -> bool:
-    return any(m.offset is module for m in root.modules() if isinstance(m, DeformConv3x3))
-
-
 class FCOSHead(nn.Module):
     """
     Shared towers and predictors. For each level returns class logits (N, K, Hi, Wi), box
@@ -122,8 +118,10 @@ class FCOSHead(nn.Module):
         self._init_weights(prior_prob)
 
     def _init_weights(self, prior_prob: float) -> None:
+        # Offset predictors keep their zero init: deformable convs start as plain convs.
+        offsets = {id(m.offset) for m in self.modules() if isinstance(m, DeformConv3x3)}
         for module in self.modules():
-            if isinstance(module, (nn.Conv2d, DeformConv2d)) and not _is_offset(module, self):
+            if isinstance(module, (nn.Conv2d, DeformConv2d)) and id(module) not in offsets:
                 nn.init.normal_(module.weight, std=0.01)
                 nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
