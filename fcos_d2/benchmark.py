@@ -18,7 +18,7 @@ import time
 from typing import Callable, Dict, List
 
 import torch
-from detectron2.modeling import build_model
+from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
 from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 from detectron2.structures import Boxes, Instances
@@ -68,8 +68,10 @@ def build_models(config: str, device: str, opts=()):
         norm=f.NORM,
         prior_prob=f.PRIOR_PROB,
     )
-    # A plain (NCHW) copy: deepcopy alone would hand detectron2 our channels_last weights.
-    backbone = copy.deepcopy(ours.backbone).to(memory_format=torch.contiguous_format)
+    # detectron2's own (unfolded, NCHW) backbone with our weights: a deepcopy would hand it our
+    # channels_last weights and folded FrozenBN convs.
+    backbone = build_backbone(cfg)
+    backbone.load_state_dict(ours.backbone.state_dict())
     d2 = D2FCOS(
         backbone=backbone,
         head=head,

@@ -58,6 +58,9 @@ def add_fcos_config(cfg: CN) -> None:
     # Keep the model and its input images in channels_last memory format (faster convolutions on
     # CPUs with oneDNN and on tensor-core GPUs; results equal up to float rounding).
     _C.MODEL.FCOS.CHANNELS_LAST = True
+    # Fold each FrozenBatchNorm2d of the backbone into the conv before it (one conv with scaled
+    # weights instead of conv + affine pass; same results up to float rounding, same checkpoints).
+    _C.MODEL.FCOS.FOLD_FROZEN_BN = True
     # Inference precision of backbone and head: "float32" (exact), "bfloat16" or "float16"
     # (autocast); decoding, thresholds and NMS always run in float32.
     _C.MODEL.FCOS.INFERENCE_DTYPE = "float32"

@@ -68,7 +68,7 @@ def _make_tower(
             layers.append(nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=True))
         if norm:
             layers.append(_make_norm(norm, channels, num_levels))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))
     return nn.ModuleList(layers)
 
 

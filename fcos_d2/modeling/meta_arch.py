@@ -14,6 +14,7 @@ from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from ..checkpoint import install_foreign_checkpoint_hook
+from .frozen_bn import fold_frozen_batchnorm
 from .head import FCOSHead
 from .losses import BOX_LOSS_TYPES, BOX_QUALITIES, fcos_losses, reduce_mean
 from .postprocess import fcos_inference_single_image
@@ -80,6 +81,7 @@ class FCOS(DenseDetector):
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
         channels_last: bool = True,
+        fold_frozen_bn: bool = True,
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
         inference_dtype: str = "float32",
@@ -114,6 +116,8 @@ class FCOS(DenseDetector):
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
         self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
+        if fold_frozen_bn:
+            fold_frozen_batchnorm(self.backbone)
         if channels_last:
             self.to(memory_format=torch.channels_last)
         # AdelaiDet / detectron2-built-in / maskrcnn-benchmark checkpoints load as they are.
@@ -144,6 +148,7 @@ class FCOS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": fcos.CHANNELS_LAST,
+            "fold_frozen_bn": fcos.FOLD_FROZEN_BN,
             "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
