@@ -154,3 +154,24 @@ def test_fast_path_equals_plain_reference(thresh_with_ctr):
     assert torch.equal(out.pred_classes, classes[keep])
     assert torch.equal(out.scores, scores[keep])
     assert torch.equal(out.pred_boxes.tensor, boxes[keep])
+
+
+@pytest.mark.parametrize("thresh_with_ctr", [False, True])
+def test_prefilter_keeps_every_pair_at_the_threshold_edge(thresh_with_ctr):
+    """Logits a few ulps either side of the per-location bound: the logit prefilter must not
+    change which pairs pass the exact float32 test (checked densely, pair by pair)."""
+    t = 0.05
+    ctr = torch.tensor([0.0, -1.0, 2.0, -2.9444, -2.9445, -30.0, 5.0, 1.0])  # p near t, p ~ 0
+    p = ctr.sigmoid()
+    base = torch.where(p > t, torch.log((t / p) / (1 - t / p)), torch.full_like(p, 30.0))
+    if not thresh_with_ctr:
+        base = torch.full_like(p, math.log(t / (1 - t)))
+    steps = torch.tensor([-1e-5, -1e-6, -2e-7, 0.0, 2e-7, 1e-6, 1e-5, 50.0])
+    cls = base[None, :] + steps[:, None]  # (K=8, R=8)
+    loc, k, joint = select_candidates(cls, ctr, t, 1000, thresh_with_ctr)
+    prob = cls.t().sigmoid()  # (R, K)
+    dense = prob * p[:, None]
+    expected = ((dense if thresh_with_ctr else prob) > t).nonzero()  # row-major (loc, class)
+    assert 0 < len(expected) < 64
+    assert list(zip(loc.tolist(), k.tolist())) == [tuple(x) for x in expected.tolist()]
+    assert torch.equal(joint, dense[expected[:, 0], expected[:, 1]])

@@ -21,13 +21,15 @@ def decode_boxes(locations: Tensor, distances: Tensor) -> Tensor:
     return torch.cat([locations - distances[:, :2], locations + distances[:, 2:]], dim=1)
 
 
-def _logit_lower_bound(p: float) -> float:
-    """A logit below which sigmoid(x) > p is impossible (with a margin for rounding)."""
-    if p <= 0:
-        return -math.inf
-    if p >= 1:
-        return math.inf
-    return math.log(p / (1 - p)) - 1e-3
+def _logit_lower_bound(p: Tensor) -> Tensor:
+    """
+    Logits below which sigmoid(x) > p is impossible, elementwise, with slack for float rounding
+    (p lowered by 1e-4 relative, then 1e-3 off the logit); +inf where p >= 1, -inf where p <= 0.
+    """
+    p = p * (1 - 1e-4)
+    bound = torch.log(p / (1 - p)) - 1e-3
+    bound = torch.where(p <= 0, -math.inf, bound)
+    return torch.where(p >= 1, math.inf, bound)
 
 
 def select_candidates(
@@ -41,17 +43,21 @@ def select_candidates(
             transposed copy of the map is needed); ctr_logits: (Ri,) centre-ness logits.
     Returns:
         location indices (C,), class indices (C,) and cls * ctr probabilities (C,), at most
-        ``topk`` pairs: those above ``score_thresh`` (on cls, or on cls * ctr), best by cls * ctr.
+        ``topk`` pairs: those above ``score_thresh`` (on cls, or on cls * ctr), best by cls * ctr,
+        in (location, class) row-major order before top-k (detectron2's order).
     """
-    # cls > t and cls * ctr > t both need cls > t, i.e. a logit above logit(t): one comparison
-    # on the raw map drops nearly all pairs; the exact test then runs on the few left.
-    bound = _logit_lower_bound(score_thresh)
-    locs = (cls_logits.amax(dim=0) > bound).nonzero()[:, 0]  # locations with any candidate
-    pairs = (cls_logits[:, locs] > bound).nonzero().flip(1)  # (C', 2): (index into locs, class)
+    ctr = ctr_logits.sigmoid()  # (Ri,)
+    # One comparison on the raw logits drops nearly all pairs: cls > t needs a logit above
+    # logit(t), and cls * ctr > t one above logit(t / ctr) at each location. The exact test
+    # then runs on the few pairs left.
+    thresh = torch.full_like(ctr, score_thresh)
+    bound = _logit_lower_bound(thresh / ctr if thresh_with_ctr else thresh)  # (Ri,)
+    maybe = cls_logits > bound  # (K, Ri)
+    locs = maybe.any(dim=0).nonzero()[:, 0]  # locations with any candidate
+    pairs = maybe[:, locs].t().nonzero()  # (C', 2): (index into locs, class), row-major
     pairs[:, 0] = locs[pairs[:, 0]]
-    pairs = pairs[torch.argsort(pairs[:, 0] * cls_logits.shape[0] + pairs[:, 1])]  # row-major
     cls = cls_logits[pairs[:, 1], pairs[:, 0]].sigmoid()
-    joint = cls * ctr_logits[pairs[:, 0]].sigmoid()
+    joint = cls * ctr[pairs[:, 0]]
     keep = (joint if thresh_with_ctr else cls) > score_thresh
     pairs, scores = pairs[keep], joint[keep]
     if len(scores) > topk:
