@@ -1,0 +1,63 @@
+"""The benchmark's goal table: ratios, the best exact float32 mode, met / not met."""
+
+import math
+
+from fcos_d2.benchmark_report import summarize
+
+
+def _rows(d2_b1=2.0, ours_b1=1.4, bad_b1=1.0):
+    rows = []
+    for b, scale in ((1, 1.0), (4, 4.0)):
+        what = f"end-to-end batch {b}"
+        rows += [
+            {"what": what, "mode": "d2 built-in (float32)", "min_s": d2_b1 * scale},
+            {
+                "what": what,
+                "mode": "fcos_d2 float32 slow",
+                "min_s": 1.9 * scale,
+                "same_detections_as_d2": True,
+            },
+            {
+                "what": what,
+                "mode": "fcos_d2 float32 fast",
+                "min_s": ours_b1 * scale,
+                "same_detections_as_d2": True,
+            },
+            # fastest, but not the same detections: may not count for the float32 goal
+            {
+                "what": what,
+                "mode": "fcos_d2 float32 wrong",
+                "min_s": bad_b1 * scale,
+                "same_detections_as_d2": False,
+            },
+            {"what": what, "mode": "fcos_d2 bfloat16", "min_s": 0.8 * scale},
+            {"what": what, "mode": "conv-bound floor (float32)", "min_s": 1.2 * scale},
+        ]
+    rows += [
+        {"what": "post-processing", "mode": "d2 built-in", "min_s": 0.01},
+        {"what": "post-processing", "mode": "fcos_d2", "min_s": 0.006},
+        {"what": "matching M=100", "mode": "d2 built-in", "min_s": 0.1},
+        {"what": "matching M=100", "mode": "fcos_d2", "min_s": 0.004},
+        {"what": "training iteration", "mode": "d2 built-in", "min_s": 5.0},
+        {"what": "training iteration", "mode": "fcos_d2", "min_s": 4.6},
+    ]
+    for m in (1000, 5000):
+        rows += [
+            {"what": f"matching M={m}", "mode": "d2 built-in", "peak_extra_mib": 800.0},
+            {"what": f"matching M={m}", "mode": "fcos_d2", "peak_extra_mib": 20.0},
+        ]
+    return rows
+
+
+def test_goal_ratios_and_verdicts():
+    goals = {g["goal"]: g for g in summarize(_rows())}
+    fp32 = goals["end-to-end batch 1, float32, identical (fcos_d2 float32 fast)"]
+    assert math.isclose(fp32["ratio"], 0.7) and fp32["met"] is True  # 1.4 / 2.0
+    assert math.isclose(goals["end-to-end batch 4, bfloat16 mode"]["ratio"], 0.4)
+    floor = goals["end-to-end batch 1, float32 conv-bound floor (reference, not a goal)"]
+    assert math.isclose(floor["ratio"], 0.6) and floor["met"] is None
+    assert math.isclose(goals["post-processing"]["ratio"], 0.6)
+    assert goals["post-processing"]["met"] is False  # target 0.5
+    assert math.isclose(goals["matching M=5000 peak extra memory"]["ratio"], 0.025)
+    train = goals["training iteration"]
+    assert math.isclose(train["ratio"], 0.92) and train["met"] is False  # target 0.9
