@@ -8,6 +8,7 @@ Everything printed is measured in this run; results also go to OUTPUT/benchmark.
 
 import argparse
 import copy
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -27,7 +28,7 @@ from .benchmark_report import machine_info, print_report, summarize, write_chart
 from .checkpoint import from_native
 from .config_loader import load_config
 
-__all__ = ["build_models", "timeit", "conv_ceiling", "main"]
+__all__ = ["build_models", "timeit", "timeit_interleaved", "conv_ceiling", "main"]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(_REPO, "configs", "compat", "D2-Builtin-FCOS_R_50_FPN_1x.yaml")
@@ -38,18 +39,31 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timeit_interleaved(
+    fns: Dict[str, Callable[[], object]], iters: int, device: str, warmup: int = 1
+) -> Dict[str, Dict]:
+    """
+    Min and median seconds of each function over ``iters`` rounds after ``warmup`` rounds.
+    Each round runs every function once, in turn, so that a slow spell of a shared machine
+    falls on all of them rather than on whichever was being measured then.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {n: {"min_s": min(t), "median_s": statistics.median(t)} for n, t in times.items()}
+
+
 def timeit(fn: Callable[[], object], iters: int, device: str, warmup: int = 1) -> Dict:
     """Min and median seconds of ``fn`` over ``iters`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return {"min_s": min(times), "median_s": statistics.median(times)}
+    return timeit_interleaved({"fn": fn}, iters, device, warmup)["fn"]
 
 
 def build_models(config: str, device: str, opts=()):
@@ -153,22 +167,25 @@ def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
         gmacs = _gmacs(ours, size, device) * batch
         with torch.no_grad():
             reference = d2(images)
-            for name, model in modes.items():
-                outputs = model(images)
-                same = all(
+            same = {
+                name: all(
                     _same_detections(r["instances"], o["instances"])
-                    for r, o in zip(reference, outputs)
+                    for r, o in zip(reference, model(images))
                 )
-                t = timeit(lambda: model(images), iters, device)
-                rows.append(
-                    {
-                        "what": f"end-to-end batch {batch}",
-                        "mode": name,
-                        **t,
-                        "gflops_per_s": 2 * gmacs / t["min_s"],
-                        "same_detections_as_d2": same,
-                    }
-                )
+                for name, model in modes.items()
+            }
+            runs = {name: functools.partial(model, images) for name, model in modes.items()}
+            times = timeit_interleaved(runs, iters, device)
+        for name, t in times.items():
+            rows.append(
+                {
+                    "what": f"end-to-end batch {batch}",
+                    "mode": name,
+                    **t,
+                    "gflops_per_s": 2 * gmacs / t["min_s"],
+                    "same_detections_as_d2": same[name],
+                }
+            )
         floor = 2 * gmacs / ceiling
         rows.append(
             {
@@ -332,20 +349,26 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
             gt_classes=torch.tensor([1, 7]),
         )
         batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
-    rows = []
-    for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
-        model = copy.deepcopy(model).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    steps = {
+        name: _train_step(model, batch) for name, model in (("d2 built-in", d2), ("fcos_d2", ours))
+    }
+    with EventStorage():
+        times = timeit_interleaved(steps, iters, device)
+    return [{"what": "training iteration", "mode": name, **t} for name, t in times.items()]
 
-        def step():
-            loss = sum(model(batch).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
 
-        with EventStorage():
-            rows.append({"what": "training iteration", "mode": name, **timeit(step, iters, device)})
-    return rows
+def _train_step(model: torch.nn.Module, batch) -> Callable[[], None]:
+    """A copy of ``model`` in training mode with its own SGD, as one callable step."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step():
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def main(argv=None) -> Dict:
