@@ -52,9 +52,9 @@ def select_candidates(
     # then runs on the few pairs left.
     thresh = torch.full_like(ctr, score_thresh)
     bound = _logit_lower_bound(thresh / ctr if thresh_with_ctr else thresh)  # (Ri,)
-    maybe = cls_logits > bound  # (K, Ri)
-    locs = maybe.any(dim=0).nonzero()[:, 0]  # locations with any candidate
-    pairs = maybe[:, locs].t().nonzero()  # (C', 2): (index into locs, class), row-major
+    locs = (cls_logits.amax(dim=0) > bound).nonzero()[:, 0]  # locations with any candidate
+    maybe = cls_logits[:, locs] > bound[locs]  # (K, len(locs))
+    pairs = maybe.t().nonzero()  # (C', 2): (index into locs, class), row-major
     pairs[:, 0] = locs[pairs[:, 0]]
     cls = cls_logits[pairs[:, 1], pairs[:, 0]].sigmoid()
     joint = cls * ctr[pairs[:, 0]]
