@@ -349,9 +349,12 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
             gt_classes=torch.tensor([1, 7]),
         )
         batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
-    steps = {
-        name: _train_step(model, batch) for name, model in (("d2 built-in", d2), ("fcos_d2", ours))
+    models = {
+        "d2 built-in": d2,
+        "fcos_d2 float32 (default)": ours,
+        "fcos_d2 bfloat16 (TRAIN_DTYPE)": _variant(cfg, ours, TRAIN_DTYPE="bfloat16"),
     }
+    steps = {name: _train_step(model, batch) for name, model in models.items()}
     with EventStorage():
         times = timeit_interleaved(steps, iters, device)
     return [{"what": "training iteration", "mode": name, **t} for name, t in times.items()]

@@ -105,13 +105,14 @@ def summarize(rows: List[Dict]) -> List[Dict]:
                 "ratio": _ratio(rows, f"matching M={m}", "fcos_d2", "peak_extra_mib"),
             }
         )
-    goals.append(
-        {
-            "goal": "training iteration",
-            "target": 0.9,
-            "ratio": _ratio(rows, "training iteration", "fcos_d2"),
-        }
-    )
+    for mode in ("float32", "bfloat16"):
+        goals.append(
+            {
+                "goal": f"training iteration, {mode}",
+                "target": 0.9,
+                "ratio": _ratio(rows, "training iteration", f"fcos_d2 {mode}"),
+            }
+        )
     for g in goals:
         g["met"] = None if g["target"] != g["target"] else bool(g["ratio"] <= g["target"])
     return goals

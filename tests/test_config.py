@@ -99,6 +99,7 @@ def test_unknown_key_names_the_key(cfg, tmp_path):
         ("BOX_QUALITY", "centerness", "MODEL.FCOS.BOX_QUALITY='centerness' is not one of"),
         ("LOSS_NORMALIZER_CLS", "all", "MODEL.FCOS.LOSS_NORMALIZER_CLS='all' is not one of"),
         ("INFERENCE_DTYPE", "int8", "MODEL.FCOS.INFERENCE_DTYPE='int8' is not one of"),
+        ("TRAIN_DTYPE", "float16", "MODEL.FCOS.TRAIN_DTYPE='float16' is not one of"),
     ],
 )
 def test_bad_values_fail_at_build_with_key_name(cfg, key, value, message):

@@ -160,3 +160,25 @@ def test_bfloat16_inference_keeps_float32_outputs_close():
     # bfloat16 keeps ~3 significant digits: the best detection stays nearly the same
     assert abs(a.scores[0].item() - b.scores[0].item()) < 0.02
     assert model.inference_dtype == torch.float32 and low.inference_dtype == torch.bfloat16
+
+
+def test_bfloat16_training_keeps_float32_weights_gradients_and_losses():
+    model = _model()
+    batch = [FULL, _image(64, 80, [[5, 5, 40, 50]], [1])]
+    with EventStorage():
+        reference = {k: v.item() for k, v in model(batch).items()}
+    cfg = tiny_cfg()
+    cfg.MODEL.FCOS.TRAIN_DTYPE = "bfloat16"
+    low = build_model(cfg)
+    low.load_state_dict(model.state_dict())
+    low.train()
+    dtypes = []
+    low.head.cls_logits.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    losses = _train_step(low, batch)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the head really ran in bfloat16
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert all(p.dtype == torch.float32 for p in low.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in low.parameters() if p.grad is not None)
+    # bfloat16 keeps ~3 significant digits; the losses of the same weights stay close
+    for name, value in losses.items():
+        assert abs(value.item() - reference[name]) <= 0.03 * abs(reference[name]), name

@@ -24,6 +24,9 @@ __all__ = ["FCOS"]
 
 CLS_NORMALIZERS = ("fg", "moving_fg")
 INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# No float16: without loss scaling its gradients underflow (detectron2's SOLVER.AMP does that on
+# CUDA); bfloat16 has float32's range.
+TRAIN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
@@ -43,6 +46,7 @@ def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
         ("BOX_QUALITY", BOX_QUALITIES),
         ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS),
         ("INFERENCE_DTYPE", tuple(INFERENCE_DTYPES)),
+        ("TRAIN_DTYPE", tuple(TRAIN_DTYPES)),
     )
     for key, allowed in choices:
         if fcos[key] not in allowed:
@@ -85,6 +89,7 @@ class FCOS(DenseDetector):
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
         inference_dtype: str = "float32",
+        train_dtype: str = "float32",
     ):
         """
         Args:
@@ -116,6 +121,7 @@ class FCOS(DenseDetector):
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
         self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
+        self.train_dtype = TRAIN_DTYPES[train_dtype]
         if fold_frozen_bn:
             fold_frozen_batchnorm(self.backbone)
         if channels_last:
@@ -152,13 +158,16 @@ class FCOS(DenseDetector):
             "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
+            "train_dtype": fcos.TRAIN_DTYPE,
         }
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
-        if self.training or self.inference_dtype == torch.float32:
+        dtype = self.train_dtype if self.training else self.inference_dtype
+        if dtype == torch.float32:
             return super().forward(batched_inputs)
-        # Backbone and head in low precision; forward_inference switches back to float32.
-        with torch.autocast(self.device.type, dtype=self.inference_dtype):
+        # Backbone and head in low precision; forward_training and forward_inference switch
+        # back to float32 for matching, losses and decoding.
+        with torch.autocast(self.device.type, dtype=dtype):
             return super().forward(batched_inputs)
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -178,6 +187,11 @@ class FCOS(DenseDetector):
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
         gt_instances: List[Instances],
     ) -> Dict[str, Tensor]:
+        predictions = tuple([p.float() for p in level] for level in predictions)
+        with torch.autocast(self.device.type, enabled=False):
+            return self._losses(features, predictions, gt_instances)
+
+    def _losses(self, features, predictions, gt_instances) -> Dict[str, Tensor]:
         logits, box_reg, ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
