@@ -24,7 +24,7 @@ from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from .benchmark_report import machine_info, print_report, summarize, write_chart
+from .benchmark_report import machine_info, print_profile, print_report, summarize, write_chart
 from .checkpoint import from_native
 from .config_loader import load_config
 
@@ -338,8 +338,8 @@ def bench_matching(size, device) -> List[Dict]:
     return rows
 
 
-def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
-    """One iteration (forward, backward, SGD step), batch 2, short side 512."""
+def training_batch() -> List[Dict]:
+    """Two images with short side 512 and two boxes each (the training benchmark's batch)."""
     gen = torch.Generator().manual_seed(2)
     batch = []
     for h, w in ((512, 683), (512, 768)):
@@ -349,6 +349,12 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
             gt_classes=torch.tensor([1, 7]),
         )
         batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
+    return batch
+
+
+def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
+    """One iteration (forward, backward, SGD step), batch 2, short side 512."""
+    batch = training_batch()
     models = {
         "d2 built-in": d2,
         "fcos_d2 float32 (default)": ours,
@@ -374,6 +380,34 @@ def _train_step(model: torch.nn.Module, batch) -> Callable[[], None]:
     return step
 
 
+def profile_default(ours, size, device, batch_train) -> List[Dict]:
+    """
+    Where the time of fcos_d2's default model goes (torch.profiler, operators' own time): one
+    float32 inference at batch 1 and one training step, after a warm-up of each.
+    """
+    from torch.profiler import profile
+
+    gen = torch.Generator().manual_seed(0)
+    images = [{"image": (torch.rand(3, *size, generator=gen) * 255).to(device)}]
+    runs = {
+        "inference batch 1": lambda: ours(images),
+        "training step": _train_step(ours, batch_train),
+    }
+    rows = []
+    for name, fn in runs.items():
+        with EventStorage(), torch.set_grad_enabled(name == "training step"):
+            fn()
+            start = time.perf_counter()
+            with profile() as prof:
+                fn()
+            total = time.perf_counter() - start
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        conv = sum(e.self_cpu_time_total for e in ops if "conv" in e.key) / 1e6
+        top = [[e.key, e.count, e.self_cpu_time_total / 1e6] for e in ops[:8]]
+        rows.append({"what": name, "total_s": total, "convolution_s": conv, "top_ops": top})
+    return rows
+
+
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -382,9 +416,16 @@ def main(argv=None) -> Dict:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--output", default="output/benchmark")
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
+    parser.add_argument(
+        "--profile", action="store_true", help="only profile fcos_d2's default model (~1 min)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     cfg, ours, d2 = build_models(args.config, args.device)
+    if args.profile:
+        rows = profile_default(ours, args.size, args.device, training_batch())
+        print_profile(rows)
+        return {"machine": machine_info(args.device), "profile": rows}
     rows = bench_end_to_end(cfg, ours, d2, args.device, args.size, args.iters)
     rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
     rows += bench_matching(args.size, args.device)

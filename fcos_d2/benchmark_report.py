@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import torch
 
-__all__ = ["machine_info", "summarize", "print_report", "write_chart"]
+__all__ = ["machine_info", "summarize", "print_report", "print_profile", "write_chart"]
 
 END_TO_END_TARGETS = {"float32": 0.75, "bfloat16": 0.45}
 
@@ -163,3 +163,15 @@ def print_report(result: Dict) -> None:
     goals = [[g["goal"], g["target"], g["ratio"], met[g["met"]]] for g in result["goals"]]
     headers = ["goal (fcos_d2 / built-in)", "target", "measured", "met"]
     print(tabulate(goals, headers=headers, floatfmt=".3f", tablefmt="pipe"))
+
+
+def print_profile(rows: List[Dict]) -> None:
+    from tabulate import tabulate
+
+    for r in rows:
+        share = r["convolution_s"] / r["total_s"]
+        print(
+            f"\n{r['what']}: {r['total_s']:.3f} s under the profiler, convolutions "
+            f"{r['convolution_s']:.3f} s ({share:.0%}); operators by own time:"
+        )
+        print(tabulate(r["top_ops"], headers=["operator", "calls", "s"], floatfmt=".4f"))
