@@ -55,6 +55,12 @@ def test_fcos_losses_by_hand():
     assert out["loss_fcos_ctr"].item() == pytest.approx(ln2)
     # GIoU losses 12/17 (weight 1) and 0 (weight 1/3), / (1 + 1/3)
     assert out["loss_fcos_loc"].item() == pytest.approx((12 / 17) / (4 / 3), rel=1e-5)
+    # A positive count given by the caller (e.g. averaged over 4 workers to 4.0) replaces the
+    # local one (2) for the cls and ctr losses; the box loss keeps its centre-ness normaliser.
+    given = fcos_losses(logits, box_reg, ctr, labels, reg_targets, num_pos=torch.tensor(4.0))
+    assert given["loss_fcos_cls"].item() == pytest.approx((2 * 0.0625 + 0.1875) * ln2 / 4)
+    assert given["loss_fcos_ctr"].item() == pytest.approx(ln2 / 2)
+    assert given["loss_fcos_loc"].item() == pytest.approx((12 / 17) / (4 / 3), rel=1e-5)
 
 
 def test_fcos_losses_without_positives_are_finite_and_differentiable():

@@ -73,13 +73,16 @@ def fcos_losses(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     box_quality: str = "ctrness",
+    num_pos: Optional[Tensor] = None,
     cls_normalizer: Optional[float] = None,
 ) -> Dict[str, Tensor]:
     """
     Args:
         logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; ctr_logits: (N, R) centre-ness
         (or IoU-quality) logits; labels: (N, R), K for background; reg_targets: (N, R, 4)
-        stride-normalised; cls_normalizer: divides the focal loss instead of the positive count.
+        stride-normalised; num_pos: the positive count averaged over workers, if the caller
+        has it already (computed here otherwise); cls_normalizer: divides the focal loss
+        instead of the positive count.
     Returns:
         ``loss_fcos_cls`` (focal, / positives); with ``box_quality="ctrness"``: ``loss_fcos_loc``
         (IoU loss weighted by the centre-ness target, / sum of those targets) and
@@ -91,7 +94,8 @@ def fcos_losses(
         raise ValueError(f"MODEL.FCOS.BOX_QUALITY={box_quality!r} is not one of {BOX_QUALITIES}")
     num_classes = logits.shape[-1]
     fg = labels != num_classes  # (N, R)
-    num_pos = reduce_mean(fg.sum().to(torch.float32)).clamp(min=1.0)
+    if num_pos is None:
+        num_pos = reduce_mean(fg.sum().to(torch.float32)).clamp(min=1.0)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
     loss_cls = sigmoid_focal_loss_jit(
         logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"

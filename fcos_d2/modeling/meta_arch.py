@@ -197,9 +197,10 @@ class FCOS(DenseDetector):
         )
         sizes = [tuple(f.shape[-2:]) for f in features]
         labels, reg_targets = self.label_locations(sizes, gt_instances)
+        # One reduction across workers, shared by the EMA and the losses.
+        num_pos = reduce_mean((labels != self.num_classes).sum().float()).clamp(min=1.0)
         cls_normalizer = None
         if self.loss_normalizer_cls == "moving_fg":
-            num_pos = reduce_mean((labels != self.num_classes).sum().float()).clamp(min=1.0)
             cls_normalizer = self._ema_update("moving_num_fg", num_pos.item(), 100.0, 0.9)
         return fcos_losses(
             torch.cat(logits, dim=1),  # (N, R, K)
@@ -211,6 +212,7 @@ class FCOS(DenseDetector):
             focal_alpha=self.focal_loss_alpha,
             focal_gamma=self.focal_loss_gamma,
             box_quality=self.box_quality,
+            num_pos=num_pos,
             cls_normalizer=cls_normalizer,
         )
 
