@@ -2,7 +2,7 @@
 
 import math
 
-from fcos_d2.benchmark_report import summarize
+from fcos_d2.benchmark.report import summarize
 
 
 def _rows(d2_b1=2.0, ours_b1=1.4, bad_b1=1.0):

@@ -1,0 +1,64 @@
+"""
+Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the same weights.
+
+    python -m fcos_d2.benchmark [--device cpu|cuda] [--size 800 1216] [--iters 3] [--json F]
+    python -m fcos_d2.benchmark --profile
+
+Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
+"""
+
+import argparse
+import json
+import os
+from typing import Dict
+
+import torch
+
+from .harness import DEFAULT_CONFIG, build_models
+from .inference import bench_end_to_end, bench_postprocess
+from .matching import bench_matching
+from .report import machine_info, print_profile, print_report, summarize, write_chart
+from .training import bench_train, profile_default, training_batch
+
+__all__ = ["main"]
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"))
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--output", default="output/benchmark")
+    parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
+    parser.add_argument(
+        "--profile", action="store_true", help="only profile fcos_d2's default model (~1 min)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg, ours, d2 = build_models(args.config, args.device)
+    if args.profile:
+        rows = profile_default(ours, args.size, args.device, training_batch())
+        print_profile(rows)
+        return {"machine": machine_info(args.device), "profile": rows}
+    rows = bench_end_to_end(cfg, ours, d2, args.device, args.size, args.iters)
+    rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
+    rows += bench_matching(args.size, args.device)
+    rows += bench_train(cfg, ours, d2, args.device, args.iters)
+    result = {
+        "machine": machine_info(args.device),
+        "size": args.size,
+        "rows": rows,
+        "goals": summarize(rows),
+    }
+    os.makedirs(args.output, exist_ok=True)
+    with open(args.json or os.path.join(args.output, "benchmark.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    write_chart(rows, os.path.join(args.output, "benchmark.png"))
+    print_report(result)
+    print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Timing, and the two models under comparison built with the same weights."""
+
+import os
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
+from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
+
+from ..checkpoint import from_native
+from ..config_loader import load_config
+
+__all__ = ["DEFAULT_CONFIG", "timeit", "timeit_interleaved", "build_models", "variant"]
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(_REPO, "configs", "compat", "D2-Builtin-FCOS_R_50_FPN_1x.yaml")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timeit_interleaved(
+    fns: Dict[str, Callable[[], object]], iters: int, device: str, warmup: int = 1
+) -> Dict[str, Dict]:
+    """
+    Min and median seconds of each function over ``iters`` rounds after ``warmup`` rounds.
+    Each round runs every function once, in turn, so that a slow spell of a shared machine
+    falls on all of them rather than on whichever was being measured then.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {n: {"min_s": min(t), "median_s": statistics.median(t)} for n, t in times.items()}
+
+
+def timeit(fn: Callable[[], object], iters: int, device: str, warmup: int = 1) -> Dict:
+    """Min and median seconds of ``fn`` over ``iters`` runs after ``warmup`` runs."""
+    return timeit_interleaved({"fn": fn}, iters, device, warmup)["fn"]
+
+
+def build_models(config: str, device: str, opts=()):
+    """fcos_d2 (from ``config``) and detectron2's built-in FCOS with the same (random) weights."""
+    cfg = load_config(config, ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
+    torch.manual_seed(0)
+    ours = build_model(cfg).eval()
+    with torch.no_grad():  # a random head that detects something: realistic post-processing
+        ours.head.cls_logits.bias.fill_(-3.0)
+    shapes = [ours.backbone.output_shape()[f] for f in ours.head_in_features]
+    f = cfg.MODEL.FCOS
+    head = D2FCOSHead(
+        input_shape=shapes,
+        conv_dims=[shapes[0].channels] * f.NUM_CLS_CONVS,
+        num_classes=f.NUM_CLASSES,
+        norm=f.NORM,
+        prior_prob=f.PRIOR_PROB,
+    )
+    # detectron2's own (unfolded, NCHW) backbone with our weights: a deepcopy would hand it our
+    # channels_last weights and folded FrozenBN convs.
+    backbone = build_backbone(cfg)
+    backbone.load_state_dict(ours.backbone.state_dict())
+    d2 = D2FCOS(
+        backbone=backbone,
+        head=head,
+        head_in_features=ours.head_in_features,
+        num_classes=f.NUM_CLASSES,
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+        test_score_thresh=0.2,
+        test_nms_thresh=f.NMS_THRESH_TEST,
+    )
+    state = {k: v for k, v in from_native(ours.state_dict(), "d2").items() if "scales" not in k}
+    d2.load_state_dict(state, strict=True)
+    return cfg, ours, d2.to(device).eval()
+
+
+def variant(cfg, ours, **fcos_keys):
+    """A copy of ``ours`` with other MODEL.FCOS speed settings and the same weights."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key, value in fcos_keys.items():
+        cfg.MODEL.FCOS[key] = value
+    model = build_model(cfg).eval()
+    model.load_state_dict(ours.state_dict())
+    return model

@@ -1,0 +1,164 @@
+"""End-to-end latency per speed mode, the conv-bound floor, and post-processing alone."""
+
+import functools
+from typing import Dict, List
+
+import torch
+from detectron2.structures import Instances
+
+from .harness import timeit, timeit_interleaved, variant
+
+__all__ = ["bench_end_to_end", "conv_ceiling", "bench_postprocess"]
+
+
+def _same_detections(a: Instances, b: Instances) -> bool:
+    return (
+        len(a) == len(b)
+        and torch.equal(a.pred_classes, b.pred_classes)
+        and torch.allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+        and torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=0)
+    )
+
+
+class _Network(torch.nn.Module):
+    """Backbone + head of an FCOS model on a normalised image tensor (for FLOP counting)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        features = self.model.backbone(x)
+        outputs = self.model.head([features[f] for f in self.model.head_in_features])
+        return tuple(t for level in outputs for t in level)
+
+
+def _gmacs(model, size, device) -> float:
+    """Multiply-adds (G) of backbone + head on one (padded) image, counted by fvcore."""
+    from fvcore.nn import FlopCountAnalysis  # counts one multiply-add as one "flop"
+
+    d = model.backbone.size_divisibility or 1
+    shape = [-(-size[0] // d) * d, -(-size[1] // d) * d]
+    counter = FlopCountAnalysis(_Network(model), (torch.zeros(1, 3, *shape, device=device),))
+    counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return counter.total() / 1e9
+
+
+def _inference_modes(cfg, ours, d2) -> Dict[str, torch.nn.Module]:
+    """The compared models: each fcos_d2 speed setting on top of the previous one."""
+    return {
+        "d2 built-in (float32)": d2,
+        "fcos_d2 float32 NCHW": variant(cfg, ours, CHANNELS_LAST=False, FOLD_FROZEN_BN=False),
+        "fcos_d2 float32 channels_last": variant(cfg, ours, FOLD_FROZEN_BN=False),
+        "fcos_d2 float32 channels_last + folded BN (default)": ours,
+        "fcos_d2 bfloat16 (default + INFERENCE_DTYPE)": variant(
+            cfg, ours, INFERENCE_DTYPE="bfloat16"
+        ),
+    }
+
+
+def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
+    """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
+    modes = _inference_modes(cfg, ours, d2)
+    ceiling = conv_ceiling(ours, size, device)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for batch in (1, 4):
+        images = [
+            {"image": (torch.rand(3, *size, generator=gen) * 255).to(device)} for _ in range(batch)
+        ]
+        gmacs = _gmacs(ours, size, device) * batch
+        with torch.no_grad():
+            reference = d2(images)
+            same = {
+                name: all(
+                    _same_detections(r["instances"], o["instances"])
+                    for r, o in zip(reference, model(images))
+                )
+                for name, model in modes.items()
+            }
+            runs = {name: functools.partial(model, images) for name, model in modes.items()}
+            times = timeit_interleaved(runs, iters, device)
+        for name, t in times.items():
+            rows.append(
+                {
+                    "what": f"end-to-end batch {batch}",
+                    "mode": name,
+                    **t,
+                    "gflops_per_s": 2 * gmacs / t["min_s"],
+                    "same_detections_as_d2": same[name],
+                }
+            )
+        floor = 2 * gmacs / ceiling
+        rows.append(
+            {
+                "what": f"end-to-end batch {batch}",
+                "mode": "conv-bound floor (float32)",
+                "min_s": floor,
+                "median_s": floor,
+                "gflops_per_s": ceiling,
+            }
+        )
+    return rows
+
+
+def conv_ceiling(model, size, device, iters: int = 5) -> float:
+    """
+    GFLOP/s of the network's most common layer alone: one 256->256 3x3 conv on a P3-sized map
+    in the model's layout. Backbone + head FLOPs at this rate, with nothing else, is the
+    "conv-bound floor" of a float32 forward on this machine.
+    """
+    channels = model.head.cls_logits.in_channels
+    fmt = torch.channels_last if model.channels_last else torch.contiguous_format
+    x = torch.randn(1, channels, -(-size[0] // 8), -(-size[1] // 8), device=device)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
+    with torch.no_grad():
+        t = timeit(lambda: conv(x), iters, device)
+    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
+    return 2 * macs / t["min_s"] / 1e9
+
+
+def _head_outputs(ours, size, device, candidates=3000):
+    """Head-shaped outputs with about ``candidates`` (location, class) pairs above threshold."""
+    gen = torch.Generator().manual_seed(1)
+    k = ours.num_classes
+    shapes = [(-(-size[0] // s), -(-size[1] // s)) for s in ours.strides]
+    total = sum(h * w for h, w in shapes) * k
+    logits, reg, ctr = [], [], []
+    for h, w in shapes:
+        cls = torch.full((1, k, h, w), -8.0)
+        hot = torch.rand(1, k, h, w, generator=gen) < candidates / total
+        cls[hot] = torch.randn(int(hot.sum()), generator=gen) + 1.0
+        logits.append(cls.to(device))
+        reg.append((torch.rand(1, 4, h, w, generator=gen) * 8).to(device))
+        ctr.append(torch.randn(1, 1, h, w, generator=gen).to(device))
+    features = [x.new_zeros(1, 1, *x.shape[-2:]) for x in logits]
+    return features, (logits, reg, ctr)
+
+
+def bench_postprocess(ours, d2, size, device, iters) -> List[Dict]:
+    from detectron2.structures import ImageList
+
+    features, preds = _head_outputs(ours, size, device)
+    images = ImageList(torch.zeros(1, 3, *size, device=device), [tuple(size)])
+    rows = []
+    runs = max(iters, 10)
+    for name, model in (("d2 built-in", d2), ("fcos_d2", ours)):
+        # d2 applies sigmoid_ in place: every call gets its own copy, made before timing
+        copies = [tuple([p.clone() for p in lv] for lv in preds) for _ in range(runs + 2)]
+
+        def run():
+            return model.forward_inference(images, features, copies.pop())
+
+        with torch.no_grad():
+            n = len(run()[0])
+            rows.append(
+                {
+                    "what": "post-processing",
+                    "mode": name,
+                    "detections": n,
+                    **timeit(run, runs, device),
+                }
+            )
+    return rows

@@ -1,0 +1,83 @@
+"""One training iteration per model, and a profile of fcos_d2's default model."""
+
+import copy
+import time
+from typing import Callable, Dict, List
+
+import torch
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from .harness import timeit_interleaved, variant
+
+__all__ = ["training_batch", "bench_train", "profile_default"]
+
+
+def training_batch() -> List[Dict]:
+    """Two images with short side 512 and two boxes each (the training benchmark's batch)."""
+    gen = torch.Generator().manual_seed(2)
+    batch = []
+    for h, w in ((512, 683), (512, 768)):
+        inst = Instances(
+            (h, w),
+            gt_boxes=Boxes(torch.tensor([[30.0, 40, 300, 400], [200, 100, 260, 180]])),
+            gt_classes=torch.tensor([1, 7]),
+        )
+        batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
+    return batch
+
+
+def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
+    """One iteration (forward, backward, SGD step), batch 2, short side 512."""
+    batch = training_batch()
+    models = {
+        "d2 built-in": d2,
+        "fcos_d2 float32 (default)": ours,
+        "fcos_d2 bfloat16 (TRAIN_DTYPE)": variant(cfg, ours, TRAIN_DTYPE="bfloat16"),
+    }
+    steps = {name: _train_step(model, batch) for name, model in models.items()}
+    with EventStorage():
+        times = timeit_interleaved(steps, iters, device)
+    return [{"what": "training iteration", "mode": name, **t} for name, t in times.items()]
+
+
+def _train_step(model: torch.nn.Module, batch) -> Callable[[], None]:
+    """A copy of ``model`` in training mode with its own SGD, as one callable step."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step():
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def profile_default(ours, size, device, batch_train) -> List[Dict]:
+    """
+    Where the time of fcos_d2's default model goes (torch.profiler, operators' own time): one
+    float32 inference at batch 1 and one training step, after a warm-up of each.
+    """
+    from torch.profiler import profile
+
+    gen = torch.Generator().manual_seed(0)
+    images = [{"image": (torch.rand(3, *size, generator=gen) * 255).to(device)}]
+    runs = {
+        "inference batch 1": lambda: ours(images),
+        "training step": _train_step(ours, batch_train),
+    }
+    rows = []
+    for name, fn in runs.items():
+        with EventStorage(), torch.set_grad_enabled(name == "training step"):
+            fn()
+            start = time.perf_counter()
+            with profile() as prof:
+                fn()
+            total = time.perf_counter() - start
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        conv = sum(e.self_cpu_time_total for e in ops if "conv" in e.key) / 1e6
+        top = [[e.key, e.count, e.self_cpu_time_total / 1e6] for e in ops[:8]]
+        rows.append({"what": name, "total_s": total, "convolution_s": conv, "top_ops": top})
+    return rows
