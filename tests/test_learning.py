@@ -12,8 +12,8 @@ from detectron2.utils.events import EventStorage
 from fcos_d2.data.shapes import generate_split
 
 
-# bfloat16 training converges a little more slowly here (at 250 iterations its box loss is
-# still about 1.7x float32's), so it gets more iterations to reach the same bar.
+# bfloat16 training converges a little more slowly on this tiny problem, so it gets more
+# iterations to reach the same bar.
 @pytest.mark.parametrize("train_dtype, iterations", [("float32", 250), ("bfloat16", 400)])
 def test_overfits_a_few_images(tmp_path, train_dtype, iterations):
     json_file = generate_split(
