@@ -64,8 +64,8 @@ def add_fcos_config(cfg: CN) -> None:
     # Inference precision of backbone and head: "float32" (exact), "bfloat16" or "float16"
     # (autocast); decoding, thresholds and NMS always run in float32.
     _C.MODEL.FCOS.INFERENCE_DTYPE = "float32"
-    # Training precision of backbone and head: "float32" or "bfloat16" (autocast, about twice as
-    # fast on CPUs with AVX512_BF16/AMX; weights, gradients, matching and losses stay float32).
+    # Training precision of backbone and head: "float32" or "bfloat16" (autocast; faster where
+    # the CPU or GPU has bfloat16 units; weights, gradients, matching and losses stay float32).
     _C.MODEL.FCOS.TRAIN_DTYPE = "float32"
     # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
     _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"
