@@ -113,3 +113,16 @@ def test_model_with_and_without_folding_detects_the_same():
     assert torch.equal(a.pred_classes, b.pred_classes)
     assert torch.allclose(a.scores, b.scores, atol=1e-5, rtol=0)
     assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=0)
+
+
+def test_cached_fold_follows_conversions_that_replace_the_weights():
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    conv = _conv_bn(bias=True)
+    fold_frozen_batchnorm(conv)
+    with torch.no_grad():
+        conv(x)
+        conv.half().float()  # new memory twice; values rounded to float16 on the way
+        assert conv.weight.dtype == torch.float32
+        assert torch.allclose(conv(x), _by_hand(conv, x), atol=1e-5)
+        conv.double()
+        assert conv(x.double()).dtype == torch.float64

@@ -35,19 +35,22 @@ class FrozenBNConv2d(Conv2d):
         # Elementwise on the weight keeps its memory format (channels_last stays channels_last).
         return self.weight * scale.view(-1, 1, 1, 1), shift
 
-    def _cache_key(self) -> tuple:
-        # A tensor's _version changes on every in-place update (optimizer step, load_state_dict,
-        # copy_), its data_ptr on .to(); either means the folded copy is stale.
-        tensors = (self.weight, self.bias, *(getattr(self.norm, n) for n in _NORM_TENSORS))
-        key = tuple((t.data_ptr(), t._version) for t in tensors if t is not None)
-        return key + (torch.is_inference_mode_enabled(),)
+    def _source_tensors(self) -> Tuple[Tensor, ...]:
+        norm = (getattr(self.norm, n) for n in _NORM_TENSORS)
+        return tuple(t for t in (self.weight, self.bias, *norm) if t is not None)
 
     def _cached_fold(self) -> Tuple[Tensor, Tensor]:
-        key = self._cache_key()
+        # A tensor's _version changes on every in-place update (optimizer step, load_state_dict,
+        # copy_), its data_ptr when .to() or .data = ... gives it new memory; either means the
+        # folded copy is stale. The cache holds the storages it was made from, so new memory
+        # can never reuse their addresses and look unchanged.
+        sources = self._source_tensors()
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
+        key += (torch.is_inference_mode_enabled(),)
         if getattr(self, "_fold_key", None) != key:
             with torch.no_grad():
                 self._fold_cache = self.folded_weight_and_bias()
-            self._fold_key = key
+            self._fold_key, self._fold_sources = key, tuple(t.detach() for t in sources)
         return self._fold_cache
 
     def forward(self, x: Tensor) -> Tensor:
