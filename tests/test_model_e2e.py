@@ -37,6 +37,16 @@ def _train_step(model, batch):
     return losses
 
 
+def _same_weights(model, **fcos_keys):
+    """A tiny FCOS with other MODEL.FCOS settings, ``model``'s weights and train/eval mode."""
+    cfg = tiny_cfg()
+    for key, value in fcos_keys.items():
+        cfg.MODEL.FCOS[key] = value
+    other = build_model(cfg)
+    other.load_state_dict(model.state_dict())
+    return other.train(model.training)
+
+
 FULL = _image(97, 131, [[10, 12, 60, 70], [50, 40, 120, 90]], [0, 2])
 
 
@@ -128,11 +138,7 @@ def test_channels_last_gives_the_same_detections():
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(0.0)
     model.eval()
-    cfg = tiny_cfg()
-    cfg.MODEL.FCOS.CHANNELS_LAST = True
-    fast = build_model(cfg)
-    fast.load_state_dict(model.state_dict())
-    fast.eval()
+    fast = _same_weights(model, CHANNELS_LAST=True)
     assert fast.head.cls_logits.weight.is_contiguous(memory_format=torch.channels_last)
     batch = [_image(97, 131)]
     with torch.no_grad():
@@ -147,11 +153,7 @@ def test_bfloat16_inference_keeps_float32_outputs_close():
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(0.0)
     model.eval()
-    cfg = tiny_cfg()
-    cfg.MODEL.FCOS.INFERENCE_DTYPE = "bfloat16"
-    low = build_model(cfg)
-    low.load_state_dict(model.state_dict())
-    low.eval()
+    low = _same_weights(model, INFERENCE_DTYPE="bfloat16")
     batch = [_image(97, 131)]
     with torch.no_grad():
         a, b = model(batch)[0]["instances"], low(batch)[0]["instances"]
@@ -167,11 +169,7 @@ def test_bfloat16_training_keeps_float32_weights_gradients_and_losses():
     batch = [FULL, _image(64, 80, [[5, 5, 40, 50]], [1])]
     with EventStorage():
         reference = {k: v.item() for k, v in model(batch).items()}
-    cfg = tiny_cfg()
-    cfg.MODEL.FCOS.TRAIN_DTYPE = "bfloat16"
-    low = build_model(cfg)
-    low.load_state_dict(model.state_dict())
-    low.train()
+    low = _same_weights(model, TRAIN_DTYPE="bfloat16")
     dtypes = []
     low.head.cls_logits.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
     losses = _train_step(low, batch)

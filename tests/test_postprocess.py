@@ -45,12 +45,24 @@ def _two_level_outputs():
     return locations, logits, box_reg, ctr
 
 
-def test_inference_nms_and_cap():
+def _infer_two_levels(score_thresh=0.05, nms_thresh=0.6, max_detections=100):
     locations, logits, box_reg, ctr = _two_level_outputs()
-    kw = dict(score_thresh=0.05, topk=1000, nms_thresh=0.6)
-    out = fcos_inference_single_image(
-        locations, [8, 16], logits, box_reg, ctr, (40, 50), max_detections=100, **kw
+    return fcos_inference_single_image(
+        locations,
+        [8, 16],
+        logits,
+        box_reg,
+        ctr,
+        (40, 50),
+        score_thresh=score_thresh,
+        topk=1000,
+        nms_thresh=nms_thresh,
+        max_detections=max_detections,
     )
+
+
+def test_inference_nms_and_cap():
+    out = _infer_two_levels()
     # C's class-0 box equals A's (IoU 1): suppressed. A and B overlap with IoU 1/3: both kept.
     # C's class-1 box is another class: kept.
     expected_scores = [math.sqrt(0.9 * 0.5), math.sqrt(0.81 * 0.5), math.sqrt(0.49 * 0.5)]
@@ -59,43 +71,17 @@ def test_inference_nms_and_cap():
     # Boxes are not clipped here (A starts at -4).
     expected_boxes = [[-4, -4, 12, 12], [4, -4, 20, 12], [-4, -4, 12, 12]]
     assert torch.allclose(out.pred_boxes.tensor, torch.tensor(expected_boxes, dtype=torch.float32))
-    capped = fcos_inference_single_image(
-        locations, [8, 16], logits, box_reg, ctr, (40, 50), max_detections=2, **kw
-    )
+    capped = _infer_two_levels(max_detections=2)
     assert capped.pred_classes.tolist() == [0, 0] and len(capped) == 2
 
 
 def test_inference_lower_nms_threshold_suppresses_more():
-    locations, logits, box_reg, ctr = _two_level_outputs()
-    out = fcos_inference_single_image(
-        locations,
-        [8, 16],
-        logits,
-        box_reg,
-        ctr,
-        (40, 50),
-        score_thresh=0.05,
-        topk=1000,
-        nms_thresh=0.3,
-        max_detections=100,
-    )
+    out = _infer_two_levels(nms_thresh=0.3)
     assert out.pred_classes.tolist() == [0, 1]  # B (IoU 1/3 with A) is now suppressed
 
 
 def test_inference_with_nothing_above_threshold():
-    locations, logits, box_reg, ctr = _two_level_outputs()
-    out = fcos_inference_single_image(
-        locations,
-        [8, 16],
-        logits,
-        box_reg,
-        ctr,
-        (40, 50),
-        score_thresh=0.95,
-        topk=1000,
-        nms_thresh=0.6,
-        max_detections=100,
-    )
+    out = _infer_two_levels(score_thresh=0.95)
     assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)
 
 

@@ -43,7 +43,7 @@ def main(argv=None) -> Dict:
         return {"machine": machine_info(args.device), "profile": rows}
     rows = bench_end_to_end(cfg, ours, d2, args.device, args.size, args.iters)
     rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
-    rows += bench_matching(args.size, args.device)
+    rows += bench_matching(args.size, args.device, args.config)
     rows += bench_train(cfg, ours, d2, args.device, args.iters)
     result = {
         "machine": machine_info(args.device),

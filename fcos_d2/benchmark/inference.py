@@ -61,13 +61,14 @@ def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
     """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
     modes = _inference_modes(cfg, ours, d2)
     ceiling = conv_ceiling(ours, size, device)
+    gmacs_per_image = _gmacs(ours, size, device)
     rows = []
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 4):
         images = [
             {"image": (torch.rand(3, *size, generator=gen) * 255).to(device)} for _ in range(batch)
         ]
-        gmacs = _gmacs(ours, size, device) * batch
+        gmacs = gmacs_per_image * batch
         with torch.no_grad():
             reference = d2(images)
             same = {

@@ -14,10 +14,10 @@ from .harness import DEFAULT_CONFIG, build_models, timeit
 __all__ = ["bench_matching"]
 
 
-def _match_once(which: str, m: int, size, device) -> Dict:
+def _match_once(config: str, which: str, m: int, size, device) -> Dict:
     """Run in a child process on the CPU: time and peak extra RSS of one matching call."""
     torch.set_num_threads(1)
-    cfg, ours, d2 = build_models(DEFAULT_CONFIG, device)
+    cfg, ours, d2 = build_models(config, device)
     gen = torch.Generator().manual_seed(m)
     xy = torch.rand(m, 2, generator=gen) * torch.tensor([size[1], size[0]]) * 0.8
     wh = torch.rand(m, 2, generator=gen) * 300 + 4
@@ -76,14 +76,14 @@ def _match_child(args, queue):
     queue.put(_match_once(*args))
 
 
-def bench_matching(size, device) -> List[Dict]:
+def bench_matching(size, device, config: str = DEFAULT_CONFIG) -> List[Dict]:
     """Each measurement in a fresh process, so that peak memory is that call's alone."""
     ctx = mp.get_context("spawn")
     rows = []
     for m in (0, 10, 100, 1000, 5000):
         for which in ("d2 built-in", "fcos_d2"):
             queue = ctx.Queue()
-            proc = ctx.Process(target=_match_child, args=((which, m, size, device), queue))
+            proc = ctx.Process(target=_match_child, args=((config, which, m, size, device), queue))
             proc.start()
             result = queue.get()
             proc.join()

@@ -38,11 +38,8 @@ def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
             f"MODEL.FCOS.IN_FEATURES={list(fcos.IN_FEATURES)}: {missing or 'empty'} not produced "
             f"by the backbone, which gives {list(backbone_features)}"
         )
-    if fcos.BOX_LOSS_TYPE not in BOX_LOSS_TYPES:
-        raise ValueError(
-            f"MODEL.FCOS.BOX_LOSS_TYPE={fcos.BOX_LOSS_TYPE!r} is not one of {list(BOX_LOSS_TYPES)}"
-        )
     choices = (
+        ("BOX_LOSS_TYPE", BOX_LOSS_TYPES),
         ("BOX_QUALITY", BOX_QUALITIES),
         ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS),
         ("INFERENCE_DTYPE", tuple(INFERENCE_DTYPES)),
@@ -249,8 +246,7 @@ class FCOS(DenseDetector):
         features: List[Tensor],
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
     ) -> List[Instances]:
-        if self.inference_dtype != torch.float32:
-            predictions = tuple([p.float() for p in level] for level in predictions)
+        predictions = tuple([p.float() for p in level] for level in predictions)
         # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
         logits, box_reg, ctr = ([p.flatten(2) for p in level] for level in predictions)
         locations = self._locations(features)

@@ -33,8 +33,8 @@ def compute_locations(
 ) -> List[Tensor]:
     """
     Image coordinates of the feature-map cells: cell (x, y) of a level with stride s sits at
-    (x * s + s // 2, y * s + s // 2). Returns one (Hi * Wi, 2) tensor of (x, y) per level, in row-major order (the order of a
-    flattened (Hi, Wi) map).
+    (x * s + s // 2, y * s + s // 2). Returns one (Hi * Wi, 2) tensor of (x, y) per level, in
+    row-major order (the order of a flattened (Hi, Wi) map).
     """
     locations = []
     for (height, width), stride in zip(sizes, strides):
