@@ -6,6 +6,7 @@ Formats: "native" (fcos_d2), "adelaidet" (AdelaiDet's OneStageDetector + FCOS pr
 Conversion is by key name only; tensors are never changed.
 """
 
+import functools
 import logging
 import re
 from typing import Dict, Iterable, List, Mapping, Tuple
@@ -24,61 +25,38 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("adelaidet", "d2", "official")
 
-# Renaming rules per format: regex -> template (``re.Match.expand`` syntax). In templates, <N>
-# and >N< stand for group N plus / minus one: maskrcnn-benchmark numbers ResNet stages and FPN
-# levels one lower than detectron2 (res2 = layer1, fpn_lateral3 = fpn_inner2).
-_B, _R = r"backbone\.bottom_up\.", r"backbone\.body\."
-_TO_FOREIGN: Dict[str, List[Tuple[str, str]]] = {
-    "adelaidet": [(r"head\.(.*)", r"proposal_generator.fcos_head.\1")],
+# Key correspondences per format, (fcos_d2 template, foreign template), used in both directions
+# and tried in order. ``*`` is the rest of the key; ``{X}`` is a number, and ``{X-1}`` the same
+# number minus one: maskrcnn-benchmark numbers ResNet stages and FPN levels one lower than
+# detectron2 (res2 = layer1, fpn_lateral3 = fpn_inner2).
+_RULES: Dict[str, List[Tuple[str, str]]] = {
+    "adelaidet": [("head.*", "proposal_generator.fcos_head.*")],
     "d2": [
-        (r"head\.cls_tower\.(.*)", r"head.cls_subnet.\1"),
-        (r"head\.bbox_tower\.(.*)", r"head.bbox_subnet.\1"),
-        (r"head\.cls_logits\.(.*)", r"head.cls_score.\1"),
+        ("head.cls_tower.*", "head.cls_subnet.*"),
+        ("head.bbox_tower.*", "head.bbox_subnet.*"),
+        ("head.cls_logits.*", "head.cls_score.*"),
     ],
     "official": [
-        (_B + r"stem\.conv1\.norm\.(.*)", r"backbone.body.stem.bn1.\1"),
-        (_B + r"stem\.conv1\.(.*)", r"backbone.body.stem.conv1.\1"),
-        (_B + r"res(\d)\.(\d+)\.conv(\d)\.norm\.(.*)", r"backbone.body.layer>1<.\2.bn\3.\4"),
-        (_B + r"res(\d)\.(\d+)\.conv(\d)\.(.*)", r"backbone.body.layer>1<.\2.conv\3.\4"),
+        ("backbone.bottom_up.stem.conv1.norm.*", "backbone.body.stem.bn1.*"),
+        ("backbone.bottom_up.stem.conv1.*", "backbone.body.stem.conv1.*"),
+        ("backbone.bottom_up.res{S}.{B}.conv{C}.norm.*", "backbone.body.layer{S-1}.{B}.bn{C}.*"),
+        ("backbone.bottom_up.res{S}.{B}.conv{C}.*", "backbone.body.layer{S-1}.{B}.conv{C}.*"),
         (
-            _B + r"res(\d)\.(\d+)\.shortcut\.norm\.(.*)",
-            r"backbone.body.layer>1<.\2.downsample.1.\3",
+            "backbone.bottom_up.res{S}.{B}.shortcut.norm.*",
+            "backbone.body.layer{S-1}.{B}.downsample.1.*",
         ),
-        (_B + r"res(\d)\.(\d+)\.shortcut\.(.*)", r"backbone.body.layer>1<.\2.downsample.0.\3"),
-        (r"backbone\.fpn_lateral(\d)\.(.*)", r"backbone.fpn.fpn_inner>1<.\2"),
-        (r"backbone\.fpn_output(\d)\.(.*)", r"backbone.fpn.fpn_layer>1<.\2"),
-        (r"backbone\.top_block\.(.*)", r"backbone.fpn.top_blocks.\1"),
-        (r"head\.ctrness\.(.*)", r"rpn.head.centerness.\1"),
-        (r"head\.(.*)", r"rpn.head.\1"),
+        (
+            "backbone.bottom_up.res{S}.{B}.shortcut.*",
+            "backbone.body.layer{S-1}.{B}.downsample.0.*",
+        ),
+        ("backbone.fpn_lateral{L}.*", "backbone.fpn.fpn_inner{L-1}.*"),
+        ("backbone.fpn_output{L}.*", "backbone.fpn.fpn_layer{L-1}.*"),
+        ("backbone.top_block.*", "backbone.fpn.top_blocks.*"),
+        ("head.ctrness.*", "rpn.head.centerness.*"),
+        ("head.*", "rpn.head.*"),
     ],
 }
-_TO_NATIVE: Dict[str, List[Tuple[str, str]]] = {
-    "adelaidet": [(r"proposal_generator\.fcos_head\.(.*)", r"head.\1")],
-    "d2": [
-        (r"head\.cls_subnet\.(.*)", r"head.cls_tower.\1"),
-        (r"head\.bbox_subnet\.(.*)", r"head.bbox_tower.\1"),
-        (r"head\.cls_score\.(.*)", r"head.cls_logits.\1"),
-    ],
-    "official": [
-        (_R + r"stem\.bn1\.(.*)", r"backbone.bottom_up.stem.conv1.norm.\1"),
-        (_R + r"stem\.conv1\.(.*)", r"backbone.bottom_up.stem.conv1.\1"),
-        (_R + r"layer(\d)\.(\d+)\.bn(\d)\.(.*)", r"backbone.bottom_up.res<1>.\2.conv\3.norm.\4"),
-        (_R + r"layer(\d)\.(\d+)\.conv(\d)\.(.*)", r"backbone.bottom_up.res<1>.\2.conv\3.\4"),
-        (
-            _R + r"layer(\d)\.(\d+)\.downsample\.1\.(.*)",
-            r"backbone.bottom_up.res<1>.\2.shortcut.norm.\3",
-        ),
-        (
-            _R + r"layer(\d)\.(\d+)\.downsample\.0\.(.*)",
-            r"backbone.bottom_up.res<1>.\2.shortcut.\3",
-        ),
-        (r"backbone\.fpn\.fpn_inner(\d)\.(.*)", r"backbone.fpn_lateral<1>.\2"),
-        (r"backbone\.fpn\.fpn_layer(\d)\.(.*)", r"backbone.fpn_output<1>.\2"),
-        (r"backbone\.fpn\.top_blocks\.(.*)", r"backbone.top_block.\1"),
-        (r"rpn\.head\.centerness\.(.*)", r"head.ctrness.\1"),
-        (r"rpn\.head\.(.*)", r"head.\1"),
-    ],
-}
+_FIELD = re.compile(r"\{(\w+)([+-]\d+)?\}|\*")
 
 # Keys of each format that only it has (used to recognise it).
 _SIGNATURES = {
@@ -99,13 +77,43 @@ def detect_format(keys: Iterable[str]) -> str:
     return "native"
 
 
-def _rename(rules: List[Tuple[str, str]], key: str) -> str:
-    for pattern, template in rules:
-        match = re.fullmatch(pattern, key)
+@functools.lru_cache(maxsize=None)
+def _compile(template: str) -> Tuple["re.Pattern[str]", Tuple[Tuple[str, int], ...]]:
+    """A key template -> its regex, and its fields in order as (name, offset); ``*`` is "*"."""
+    parts, fields, pos = [], [], 0
+    for m in _FIELD.finditer(template):
+        parts.append(re.escape(template[pos : m.start()]))
+        if m.group(0) == "*":
+            parts.append("(.*)")
+            fields.append(("*", 0))
+        else:
+            parts.append(r"(\d+)")
+            fields.append((m.group(1), int(m.group(2) or 0)))
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts)), tuple(fields)
+
+
+def _fill(template: str, values: Dict[str, object]) -> str:
+    def field(m: "re.Match[str]") -> str:
+        if m.group(0) == "*":
+            return values["*"]
+        return str(values[m.group(1)] + int(m.group(2) or 0))
+
+    return _FIELD.sub(field, template)
+
+
+def _rename(fmt: str, key: str, to_foreign: bool) -> str:
+    for native, foreign in _RULES[fmt]:
+        source, target = (native, foreign) if to_foreign else (foreign, native)
+        pattern, fields = _compile(source)
+        match = pattern.fullmatch(key)
         if match:
-            out = re.sub(r"<(\d)>", lambda m: str(int(match.group(int(m.group(1)))) + 1), template)
-            out = re.sub(r">(\d)<", lambda m: str(int(match.group(int(m.group(1)))) - 1), out)
-            return match.expand(out)
+            values = {
+                name: text if name == "*" else int(text) - offset
+                for (name, offset), text in zip(fields, match.groups())
+            }
+            return _fill(target, values)
     return key  # keys both layouts share (e.g. detectron2's backbone names)
 
 
@@ -118,7 +126,7 @@ def to_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]:
     if fmt == "native":
         return dict(state_dict)
     return {
-        _rename(_TO_NATIVE[fmt], _strip_module(k)): v
+        _rename(fmt, _strip_module(k), to_foreign=False): v
         for k, v in state_dict.items()
         if _strip_module(k) not in _DROP
     }
@@ -129,7 +137,7 @@ def from_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]
     if fmt == "native":
         return dict(state_dict)
     prefix = "module." if fmt == "official" else ""
-    return {prefix + _rename(_TO_FOREIGN[fmt], k): v for k, v in state_dict.items()}
+    return {prefix + _rename(fmt, k, to_foreign=True): v for k, v in state_dict.items()}
 
 
 def _foreign_keys_hook(module: nn.Module, state_dict, prefix, *args) -> None:
