@@ -39,9 +39,10 @@ def draw_predictions(
         vis = Visualizer(image[:, :, ::-1], metadata, scale=2.0).draw_instance_predictions(
             instances
         )
-        path = os.path.join(out_dir, os.path.basename(record["file_name"]))
-        cv2.imwrite(os.path.splitext(path)[0] + ".png", vis.get_image()[:, :, ::-1])
-        paths.append(os.path.splitext(path)[0] + ".png")
+        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
+        path = os.path.join(out_dir, stem + ".png")
+        cv2.imwrite(path, vis.get_image()[:, :, ::-1])
+        paths.append(path)
     return paths
 
 
