@@ -30,8 +30,9 @@ class FrozenBNConv2d(Conv2d):
         norm = self.norm
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()  # as FrozenBatchNorm2d does
         shift = norm.bias - norm.running_mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias * scale
+        bias = self.bias  # a local, so that TorchScript can refine the Optional
+        if bias is not None:
+            shift = shift + bias * scale
         # Elementwise on the weight keeps its memory format (channels_last stays channels_last).
         return self.weight * scale.view(-1, 1, 1, 1), shift
 
@@ -39,6 +40,7 @@ class FrozenBNConv2d(Conv2d):
         norm = (getattr(self.norm, n) for n in _NORM_TENSORS)
         return tuple(t for t in (self.weight, self.bias, *norm) if t is not None)
 
+    @torch.jit.unused
     def _cached_fold(self) -> Tuple[Tensor, Tensor]:
         # A tensor's _version changes on every in-place update (optimizer step, load_state_dict,
         # copy_), its data_ptr when .to() or .data = ... gives it new memory; either means the
@@ -54,7 +56,11 @@ class FrozenBNConv2d(Conv2d):
         return self._fold_cache
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # A graph folds from the parameters it holds (exporters constant-fold it once); a
+            # cached copy would be frozen into it as constants that no later weights reach.
+            weight, bias = self.folded_weight_and_bias()
+        elif torch.is_grad_enabled() and self.weight.requires_grad:
             weight, bias = self.folded_weight_and_bias()  # recomputed: gradients flow to W
         else:
             weight, bias = self._cached_fold()  # inference, or a frozen stage in training

@@ -11,9 +11,20 @@ from typing import List, Sequence, Tuple
 import torch
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
-from torchvision.ops import nms
+from torchvision.ops import batched_nms, nms
 
-__all__ = ["decode_boxes", "select_candidates", "classwise_nms", "fcos_inference_single_image"]
+__all__ = [
+    "decode_boxes",
+    "select_candidates",
+    "classwise_nms",
+    "fcos_detections",
+    "fcos_inference_single_image",
+]
+
+
+def _in_graph() -> bool:
+    """True while torch.jit traces or scripts: the code then records a graph for any input."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def decode_boxes(locations: Tensor, distances: Tensor) -> Tensor:
@@ -55,15 +66,21 @@ def select_candidates(
     locs = (cls_logits.amax(dim=0) > bound).nonzero()[:, 0]  # locations with any candidate
     maybe = cls_logits[:, locs] > bound[locs]  # (K, len(locs))
     pairs = maybe.t().nonzero()  # (C', 2): (index into locs, class), row-major
-    pairs[:, 0] = locs[pairs[:, 0]]
-    cls = cls_logits[pairs[:, 1], pairs[:, 0]].sigmoid()
-    joint = cls * ctr[pairs[:, 0]]
+    loc_idx, cls_idx = locs[pairs[:, 0]], pairs[:, 1]
+    cls = cls_logits[cls_idx, loc_idx].sigmoid()
+    joint = cls * ctr[loc_idx]
     keep = (joint if thresh_with_ctr else cls) > score_thresh
-    pairs, scores = pairs[keep], joint[keep]
+    loc_idx, cls_idx, scores = loc_idx[keep], cls_idx[keep], joint[keep]
+    if _in_graph():
+        # No Python branch on the count: top min(topk, C) as a graph op (then in score order,
+        # which only matters for exact ties).
+        k = torch.clamp(torch._shape_as_tensor(scores)[0], max=topk)
+        scores, order = scores.topk(k)  # type: ignore[arg-type]
+        return loc_idx[order], cls_idx[order], scores
     if len(scores) > topk:
         scores, order = scores.topk(topk)
-        pairs = pairs[order]
-    return pairs[:, 0], pairs[:, 1], scores
+        loc_idx, cls_idx = loc_idx[order], cls_idx[order]
+    return loc_idx, cls_idx, scores
 
 
 def _pairwise_iou(boxes: Tensor) -> Tensor:
@@ -85,8 +102,36 @@ def _pairwise_iou(boxes: Tensor) -> Tensor:
 def classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
     """
     Indices kept by per-class greedy NMS, by decreasing score (detectron2's ``batched_nms``).
-    Candidates are grouped by class into a padded (G, n, n) IoU block and suppressed for all
-    classes at once, n steps in all, instead of one NMS call per class.
+    The NMS depends on where it runs: torchvision's ``batched_nms`` on GPUs (one kernel, what
+    detectron2 uses), an exportable form of it while tracing or scripting, and on the CPU the
+    grouped suppression of :func:`_classwise_nms_grouped`, measured faster there.
+    """
+    if _in_graph():
+        return _batched_nms_in_graph(boxes, scores, classes, iou_threshold)
+    if boxes.device.type != "cpu":
+        return batched_nms(boxes, scores, classes, iou_threshold)
+    return _classwise_nms_grouped(boxes, scores, classes, iou_threshold)
+
+
+def _batched_nms_in_graph(
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
+) -> Tensor:
+    """
+    torchvision's coordinate trick (each class shifted to its own region, then one ``nms``)
+    without a branch on the count: the shift comes from max(|coordinate|, 0) so that an empty
+    input also works. ``nms`` exports to ONNX's NonMaxSuppression.
+    """
+    largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
+    shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
+def _classwise_nms_grouped(
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
+) -> Tensor:
+    """
+    CPU class-wise NMS: candidates are grouped by class into a padded (G, n, n) IoU block and
+    suppressed for all classes at once, n steps in all, instead of one NMS call per class.
     """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -121,6 +166,42 @@ def _nms_per_class_slices(boxes, scores, order, counts, iou_threshold) -> Tensor
     return keep[scores[keep].argsort(descending=True)]
 
 
+def fcos_detections(
+    locations: Sequence[Tensor],
+    strides: Sequence[int],
+    logits: Sequence[Tensor],
+    box_reg: Sequence[Tensor],
+    ctr_logits: Sequence[Tensor],
+    *,
+    score_thresh: float,
+    topk: int,
+    nms_thresh: float,
+    max_detections: int,
+    thresh_with_ctr: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """
+    Detections of one image from per-level outputs: locations (Ri, 2), logits (K, Ri),
+    box_reg (4, Ri) in strides, ctr_logits (Ri,). Score = sqrt(cls * ctr); class-wise NMS on the
+    unclipped boxes; the best ``max_detections`` are kept (clipping is left to
+    ``detector_postprocess``). Returns boxes (D, 4) XYXY, scores (D,) and classes (D,), by
+    decreasing score; traceable (the same graph serves any input).
+    """
+    boxes_all: List[Tensor] = []
+    scores_all: List[Tensor] = []
+    classes_all: List[Tensor] = []
+    for loc, stride, cls_l, reg_l, ctr_l in zip(locations, strides, logits, box_reg, ctr_logits):
+        loc_idx, cls_idx, joint = select_candidates(
+            cls_l, ctr_l, score_thresh, topk, thresh_with_ctr
+        )
+        boxes_all.append(decode_boxes(loc[loc_idx], reg_l[:, loc_idx].t() * stride))
+        scores_all.append(torch.sqrt(joint))
+        classes_all.append(cls_idx)
+    boxes, scores, classes = (torch.cat(x) for x in (boxes_all, scores_all, classes_all))
+    boxes, scores = boxes.float(), scores.float()
+    keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+    return boxes[keep], scores[keep], classes[keep]
+
+
 def fcos_inference_single_image(
     locations: Sequence[Tensor],
     strides: Sequence[int],
@@ -135,27 +216,18 @@ def fcos_inference_single_image(
     max_detections: int,
     thresh_with_ctr: bool = False,
 ) -> Instances:
-    """
-    Detections of one image from per-level outputs: locations (Ri, 2), logits (K, Ri),
-    box_reg (4, Ri) in strides, ctr_logits (Ri,). Score = sqrt(cls * ctr); class-wise NMS on the
-    unclipped boxes; the best ``max_detections`` are kept (clipping is left to
-    ``detector_postprocess``).
-    """
-    boxes_all: List[Tensor] = []
-    scores_all: List[Tensor] = []
-    classes_all: List[Tensor] = []
-    for loc, stride, cls_l, reg_l, ctr_l in zip(locations, strides, logits, box_reg, ctr_logits):
-        loc_idx, cls_idx, joint = select_candidates(
-            cls_l, ctr_l, score_thresh, topk, thresh_with_ctr
-        )
-        boxes_all.append(decode_boxes(loc[loc_idx], reg_l[:, loc_idx].t() * stride))
-        scores_all.append(torch.sqrt(joint))
-        classes_all.append(cls_idx)
-    boxes, scores, classes = (torch.cat(x) for x in (boxes_all, scores_all, classes_all))
-    keep = classwise_nms(boxes.float(), scores.float(), classes, nms_thresh)[:max_detections]
-    return Instances(
-        image_size,
-        pred_boxes=Boxes(boxes[keep].float()),
-        scores=scores[keep].float(),
-        pred_classes=classes[keep],
+    """:func:`fcos_detections` as ``Instances`` of ``image_size`` (pred_boxes, scores,
+    pred_classes)."""
+    boxes, scores, classes = fcos_detections(
+        locations,
+        strides,
+        logits,
+        box_reg,
+        ctr_logits,
+        score_thresh=score_thresh,
+        topk=topk,
+        nms_thresh=nms_thresh,
+        max_detections=max_detections,
+        thresh_with_ctr=thresh_with_ctr,
     )
+    return Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
