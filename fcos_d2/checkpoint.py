@@ -19,6 +19,8 @@ __all__ = [
     "to_native",
     "from_native",
     "install_foreign_checkpoint_hook",
+    "describe_format",
+    "load_for_inference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,24 +142,47 @@ def from_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]
     return {prefix + _rename(fmt, k, to_foreign=True): v for k, v in state_dict.items()}
 
 
+def describe_format(fmt: str, keys: Iterable[str]) -> str:
+    """How log messages name a checkpoint of format ``fmt`` with these keys."""
+    if fmt == "d2" and not any(_strip_module(k).startswith("head.ctrness.") for k in keys):
+        # detectron2's RetinaNet shares the built-in FCOS head names but has no centre-ness.
+        return (
+            "detectron2 RetinaNet-style checkpoint (head.cls_subnet.* keys but no head.ctrness.*: "
+            "not an FCOS checkpoint)"
+        )
+    return f"{fmt} FCOS checkpoint"
+
+
 def _foreign_keys_hook(module: nn.Module, state_dict, prefix, *args) -> None:
-    """Rename foreign keys in place before ``load_state_dict`` reads them; check shapes."""
+    """
+    Rename foreign keys in place before ``load_state_dict`` reads them. A tensor whose shape
+    does not fit the model (e.g. another class count) is skipped with a warning naming the key
+    and both shapes, so it is reported as missing (detectron2's fine-tuning convention).
+    """
     own = [k for k in state_dict if k.startswith(prefix)]
     fmt = detect_format([k[len(prefix) :] for k in own])
     if fmt == "native":
         return
-    logger.info(f"Recognised a {fmt} FCOS checkpoint; converting its keys to fcos_d2's.")
+    logger.info(f"Recognised a {describe_format(fmt, own)}; converting its keys to fcos_d2's.")
     converted = to_native({k[len(prefix) :]: state_dict.pop(k) for k in own}, fmt)
     expected = module.state_dict()
     for key, value in converted.items():
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            raise ValueError(
-                f"checkpoint tensor {key!r} ({fmt} format) has shape {tuple(value.shape)}, but "
-                f"the model built from the config needs {tuple(expected[key].shape)}"
+            logger.warning(
+                f"Skipped checkpoint tensor {key!r} ({fmt} format): shape {tuple(value.shape)} "
+                f"in the checkpoint, {tuple(expected[key].shape)} in the model built from the config"
             )
+            continue
         state_dict[prefix + key] = value
 
 
 def install_foreign_checkpoint_hook(module: nn.Module) -> None:
     """Make ``module.load_state_dict`` (and detectron2 checkpointers) accept foreign layouts."""
     module.register_load_state_dict_pre_hook(_foreign_keys_hook)
+
+
+def load_for_inference(model: nn.Module, path: str):
+    """Strict loading for evaluation/inference; see ``fcos_d2.engine.checkpointer``."""
+    from .engine.checkpointer import load_for_inference as load
+
+    return load(model, path)
