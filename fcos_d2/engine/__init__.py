@@ -6,10 +6,17 @@ from .checkpointer import (
     IncompleteCheckpointError,
     load_for_inference,
 )
+from .ddp import create_ddp_model
+from .sampler import ResumableBatchSampler, build_resumable_loader
+from .trainer import FCOSTrainer
 
 __all__ = [
     "CheckpointReadError",
     "FCOSCheckpointer",
     "IncompleteCheckpointError",
     "load_for_inference",
+    "create_ddp_model",
+    "ResumableBatchSampler",
+    "build_resumable_loader",
+    "FCOSTrainer",
 ]

@@ -1,0 +1,193 @@
+"""
+A training data stream that can resume exactly: which images a batch holds, and how each image is
+augmented, depend only on (seed, batch number), never on when the run was interrupted or on
+``DATALOADER.NUM_WORKERS``.
+
+Shape shorthand: S images in the dataset, B images per process and batch, W processes.
+"""
+
+import contextlib
+import logging
+import random
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
+from detectron2.data.common import DatasetFromList
+from detectron2.utils import comm
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["ResumableBatchSampler", "PositionSeededDataset", "seeded_rng", "build_resumable_loader"]
+
+logger = logging.getLogger(__name__)
+
+Item = Tuple[int, int]  # (position in the global image stream, dataset index)
+
+
+def _derive_seed(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+class ResumableBatchSampler(Sampler):
+    """
+    Infinite stream of batches for one process, each a list of B ``(position, index)`` items.
+
+    The global image stream is epoch after epoch of a permutation of range(S), epoch e shuffled by
+    a generator seeded with (seed, e); position p of that stream goes to process p % W. Like
+    detectron2's aspect-ratio grouping, each process fills one bucket for landscape (w > h) and one
+    for portrait images and emits a bucket when it holds B items (``group_ids`` None: one bucket).
+
+    ``skip(n)`` makes the next iteration start after the first n batches; those are replayed on
+    indices only, so no skipped image is read. ``state_dict`` holds what must not change for the
+    replay to be exact (seed, S, B, W); ``load_state_dict`` restores the seed.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        group_ids: Optional[Sequence[int]] = None,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ):
+        if size <= 0:
+            raise ValueError(f"cannot sample from an empty dataset (size {size})")
+        if batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, int(seed), shuffle
+        self.group_ids = None if group_ids is None else list(group_ids)
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        self.start_batch = 0
+
+    def skip(self, num_batches: int) -> None:
+        """The next ``iter(self)`` starts with batch ``num_batches`` (0-based)."""
+        self.start_batch = int(num_batches)
+
+    def _epoch(self, epoch: int) -> List[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator()
+        g.manual_seed(_derive_seed(self.seed, epoch))
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def _batches(self) -> Iterator[List[Item]]:
+        buckets: Dict[int, List[Item]] = {}
+        epoch = 0
+        while True:
+            order = self._epoch(epoch)
+            # this process's positions p = epoch * S + j are those with p % W == rank
+            start = (self.rank - epoch * self.size) % self.world_size
+            for j in range(start, self.size, self.world_size):
+                index = order[j]
+                group = 0 if self.group_ids is None else self.group_ids[index]
+                bucket = buckets.setdefault(group, [])
+                bucket.append((epoch * self.size + j, index))
+                if len(bucket) == self.batch_size:
+                    yield bucket[:]
+                    del bucket[:]
+            epoch += 1
+
+    def __iter__(self) -> Iterator[List[Item]]:
+        batches = self._batches()
+        for _ in range(self.start_batch):
+            next(batches)
+        return batches
+
+    def state_dict(self) -> Dict[str, int]:
+        return {
+            "seed": self.seed,
+            "size": self.size,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+        mine = self.state_dict()
+        keys = ("size", "batch_size", "world_size")
+        changed = [f"{k} {state[k]} -> {mine[k]}" for k in keys if state[k] != mine[k]]
+        if changed:
+            logger.warning(
+                "the data stream differs from the checkpoint's (" + ", ".join(changed) + "): "
+                "training resumes, but not with the batches an uninterrupted run would have seen"
+            )
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int):
+    """Seed python's, numpy's and torch's (CPU) global RNGs inside the block; restore them after."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class PositionSeededDataset(Dataset):
+    """
+    ``dataset[(position, index)]`` = ``map_func(records[index])`` with every global RNG seeded from
+    (seed, position), so random augmentations repeat exactly for a stream position, whichever
+    worker process maps it.
+    """
+
+    def __init__(self, records: Sequence[Dict[str, Any]], map_func: Callable, seed: int):
+        self.records = DatasetFromList(list(records), copy=False, serialize=True)
+        self.map_func = map_func
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: Item):
+        position, index = item
+        with seeded_rng(_derive_seed(self.seed, position)):
+            return self.map_func(self.records[index])
+
+
+def _group_ids(records: Sequence[Dict[str, Any]]) -> Optional[List[int]]:
+    if not all("width" in r and "height" in r for r in records):
+        return None
+    return [0 if r["width"] > r["height"] else 1 for r in records]
+
+
+def build_resumable_loader(
+    records: Sequence[Dict[str, Any]],
+    mapper: Callable,
+    *,
+    total_batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    aspect_ratio_grouping: bool = True,
+) -> DataLoader:
+    """
+    Training loader over ``records`` (detectron2 dataset dicts): batches of B = total / W mapped
+    records (lists, not collated). Its ``batch_sampler`` is a :class:`ResumableBatchSampler`.
+    """
+    world = comm.get_world_size()
+    if total_batch_size % world:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH={total_batch_size} is not divisible by the {world} processes"
+        )
+    sampler = ResumableBatchSampler(
+        len(records),
+        total_batch_size // world,
+        seed=seed,
+        group_ids=_group_ids(records) if aspect_ratio_grouping else None,
+    )
+    return DataLoader(
+        PositionSeededDataset(records, mapper, seed),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=trivial_batch_collator,
+        worker_init_fn=worker_init_reset_seed,
+    )
