@@ -107,7 +107,10 @@ class FCOSCheckpointer(DetectionCheckpointer):
                 "no weights given (MODEL.WEIGHTS is empty): refusing to evaluate a model whose "
                 "tensors are all random"
             )
-        return super().load(path, checkpointables)
+        try:
+            return super().load(path, checkpointables)
+        finally:
+            self._parsed_url_during_load = None  # detectron2 leaves it set when a load fails
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
@@ -156,7 +159,7 @@ class FCOSCheckpointer(DetectionCheckpointer):
             for f in self.get_all_checkpoint_files()
             if os.path.abspath(f) != os.path.abspath(exclude)
         ]
-        for path in sorted(files, key=os.path.getmtime, reverse=True):
+        for path in sorted(files, key=lambda f: (os.path.getmtime(f), f), reverse=True):
             try:
                 torch.load(path, map_location="cpu", weights_only=False)
             except Exception:

@@ -1,0 +1,191 @@
+"""Checkpoints: atomic writes, unreadable files named, strict loading for inference,
+detectron2's fine-tuning convention for other class counts."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, tiny_cfg
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from torch import nn
+
+from fcos_d2.checkpoint import from_native
+from fcos_d2.engine import (
+    CheckpointReadError,
+    FCOSCheckpointer,
+    IncompleteCheckpointError,
+    load_for_inference,
+)
+
+
+def _net(fill: float) -> nn.Module:
+    net = nn.Linear(300, 300)
+    with torch.no_grad():
+        net.weight.fill_(fill)
+        net.bias.fill_(fill)
+    return net
+
+
+def _truncate(path: str, keep: float = 0.5) -> None:
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * keep)])
+
+
+# A process that rewrites model_0000019.pth and is killed (SIGKILL) half-way through the write.
+_KILLED_WRITER = """
+import sys, time, torch
+sys.path.insert(0, {repo!r})
+from torch import nn
+from fcos_d2.engine import FCOSCheckpointer
+real_save = torch.save
+def slow_save(obj, f, *a, **k):
+    import io
+    buf = io.BytesIO(); real_save(obj, buf)
+    data = buf.getvalue()
+    f.write(data[: len(data) // 2]); f.flush()
+    print("half written", flush=True)
+    time.sleep(600)
+torch.save = slow_save
+net = nn.Linear(300, 300)
+FCOSCheckpointer(net, {out!r}).save("model_0000019")
+"""
+
+
+def test_kill_while_rewriting_a_checkpoint_leaves_the_previous_complete_file(tmp_path):
+    out = str(tmp_path)
+    FCOSCheckpointer(_net(1.0), out).save("model_0000019")  # the first run's checkpoint
+    script = _KILLED_WRITER.format(repo=REPO, out=out)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "half written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000019.pth"
+    net = _net(0.0)
+    FCOSCheckpointer(net, out).resume_or_load("", resume=True)
+    assert torch.all(net.weight == 1.0)  # the complete file of the first run, intact
+
+
+def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    FCOSCheckpointer(_net(1.0), out).save("model_final")
+    FCOSCheckpointer(_net(1.0), out).save("model_0000004")
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        FCOSCheckpointer(_net(2.0), out).save("model_final")
+    assert sorted(os.listdir(out)) == ["last_checkpoint", "model_0000004.pth", "model_final.pth"]
+    assert open(os.path.join(out, "last_checkpoint")).read() == "model_0000004.pth"
+    monkeypatch.undo()
+    net = _net(0.0)
+    FCOSCheckpointer(net).load(os.path.join(out, "model_final.pth"))
+    assert torch.all(net.weight == 1.0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_unreadable_checkpoint_error_names_the_file(tmp_path, damage):
+    path = str(tmp_path / "weights.pth")
+    torch.save({"model": _net(1.0).state_dict()}, path)
+    _truncate(path, 0.5 if damage == "truncated" else 0.0)
+    with pytest.raises(CheckpointReadError) as err:
+        FCOSCheckpointer(_net(0.0)).load(path)
+    assert path in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    path = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        FCOSCheckpointer(_net(0.0)).load(path)
+
+
+def test_resume_falls_back_to_the_newest_readable_checkpoint_naming_both(tmp_path, caplog):
+    out = str(tmp_path)
+    FCOSCheckpointer(_net(1.0), out).save("model_0000004")
+    FCOSCheckpointer(_net(2.0), out).save("model_0000009")
+    time.sleep(0.01)
+    FCOSCheckpointer(_net(3.0), out).save("model_0000014")
+    _truncate(os.path.join(out, "model_0000014.pth"))  # damaged outside fcos_d2's control
+    net = _net(0.0)
+    with caplog.at_level(logging.WARNING):
+        FCOSCheckpointer(net, out).resume_or_load("", resume=True)
+    assert torch.all(net.weight == 2.0)
+    assert "model_0000014.pth" in caplog.text and "model_0000009.pth" in caplog.text
+
+
+def _state(num_classes: int, num_convs: int = 1):
+    cfg = tiny_cfg(num_classes)
+    cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = num_convs
+    torch.manual_seed(num_classes)
+    return build_model(cfg).state_dict()
+
+
+def test_fine_tuning_from_an_adelaidet_80_class_model_skips_only_the_classifier(tmp_path, caplog):
+    source = _state(80)
+    path = str(tmp_path / "adelaidet_coco.pth")
+    torch.save({"model": from_native(source, "adelaidet")}, path)
+    model = build_model(tiny_cfg(3))
+    with caplog.at_level(logging.WARNING):
+        FCOSCheckpointer(model).load(path)
+    mine = model.state_dict()
+    skipped = [k for k in mine if not torch.equal(mine[k], source[k])]
+    assert skipped == ["head.cls_logits.weight", "head.cls_logits.bias"]
+    assert "head.cls_logits.weight" in caplog.text and "(80, 32, 3, 3)" in caplog.text
+    # and it trains: one step gives finite losses
+    from test_reliability_ddp import _inputs
+
+    losses = model.train()(_inputs()[:2])
+    assert all(torch.isfinite(v) for v in losses.values())
+    # the same file is refused for inference, naming the tensors
+    with pytest.raises(IncompleteCheckpointError, match="head.cls_logits.weight"):
+        load_for_inference(build_model(tiny_cfg(3)), path)
+
+
+def test_inference_refuses_a_checkpoint_with_fewer_tower_convs(tmp_path):
+    path = str(tmp_path / "two_conv.pth")
+    torch.save({"model": _state(3, num_convs=1)}, path)
+    cfg = tiny_cfg(3)
+    cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
+    with pytest.raises(IncompleteCheckpointError) as err:
+        load_for_inference(build_model(cfg), path)
+    assert "head.cls_tower.3.weight" in str(err.value)
+    # a checkpoint that fits loads, and the model then equals it
+    ok = build_model(tiny_cfg(3))
+    load_for_inference(ok, path)
+    assert all(torch.equal(v, ok.state_dict()[k]) for k, v in torch.load(path)["model"].items())
+
+
+def test_inference_refuses_a_checkpoint_with_more_tower_convs(tmp_path):
+    path = str(tmp_path / "more.pth")
+    torch.save({"model": _state(3, num_convs=2)}, path)
+    with pytest.raises(IncompleteCheckpointError, match="no place for: .*head.cls_tower.3"):
+        load_for_inference(build_model(tiny_cfg(3)), path)
+
+
+def test_retinanet_checkpoint_is_not_called_an_fcos_checkpoint(tmp_path, caplog):
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
+    cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.OUT_FEATURES = cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.RETINANET.NUM_CLASSES = 3
+    path = str(tmp_path / "retinanet.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    with caplog.at_level(logging.INFO, logger="fcos_d2"):
+        with pytest.raises(IncompleteCheckpointError, match="head.ctrness.weight"):
+            load_for_inference(build_model(tiny_cfg(3)), path)
+    assert "RetinaNet" in caplog.text
+    assert "FCOS checkpoint;" not in caplog.text  # not "a d2 FCOS checkpoint; converting ..."
