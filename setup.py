@@ -11,4 +11,7 @@ setup(
     # (CUDA) builds. OpenCV (any flavour; only the demo data and pictures use it) is left to the
     # environment too, so as not to add a second cv2 next to a user's opencv-python.
     install_requires=["fvcore", "pycocotools", "tabulate"],
+    # python -m fcos_d2.export (ONNX graphs, ONNX Runtime, int8 quantization); not needed by
+    # import fcos_d2 or training. onnxscript: torch.onnx imports it.
+    extras_require={"export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript"]},
 )

@@ -1,0 +1,60 @@
+"""
+Export an FCOS model, whole (post-processing included), to ONNX or TorchScript.
+
+    python -m fcos_d2.export --config-file CFG --format {onnx,torchscript} --output DIR \
+        [--quantize int8 [--calibration-dataset NAME] [--calibration-images 64]] \
+        [--eval DATASET] [KEY VALUE ...]
+
+Writes DIR/model.onnx or DIR/model.ts and DIR/export.json; ``--eval`` then prints the exported
+model's COCO bbox AP on a registered dataset.
+"""
+
+import argparse
+import json
+
+from detectron2.evaluation import print_csv_format
+from detectron2.utils.logger import setup_logger
+
+import fcos_d2
+
+from .writers import FORMATS, export_model
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fcos_d2.export", description=__doc__.strip().splitlines()[0]
+    )
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--output", required=True, help="directory to write")
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only")
+    parser.add_argument("--calibration-dataset", default=None, help="default: DATASETS.TRAIN[0]")
+    parser.add_argument("--calibration-images", type=int, default=64)
+    parser.add_argument("--eval", default=None, metavar="DATASET", help="evaluate after export")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logger(name="fcos_d2")
+    cfg = fcos_d2.load_config(args.config_file, args.opts)
+    info = export_model(
+        cfg,
+        args.format,
+        args.output,
+        quantize=args.quantize,
+        calibration_dataset=args.calibration_dataset,
+        calibration_images=args.calibration_images,
+    )
+    summary = {k: v for k, v in info.items() if k != "config"}
+    print(json.dumps(summary, indent=2))
+    if args.eval:
+        from .evaluate import evaluate_exported
+
+        setup_logger(name="detectron2")
+        print_csv_format(evaluate_exported(args.output, args.eval))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""
+The deployable form of an FCOS model: one tensor in, three tensors out, no Python data structures
+and no branch on data, so that one trace serves every image size and every detection count.
+
+Shape shorthand: H, W the (already resized) image size, D detections.
+"""
+
+from typing import Tuple
+
+import torch
+from detectron2.config import CfgNode
+from torch import Tensor, nn
+
+__all__ = ["DeployFCOS", "check_exportable", "INPUT_NAME", "OUTPUT_NAMES"]
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores", "classes")
+
+
+class DeployFCOS(nn.Module):
+    """
+    An eval-mode FCOS model as ``image -> (boxes, scores, classes)``:
+
+    - image: uint8 (3, H, W), channels in the model's ``INPUT.FORMAT``, any H and W;
+    - boxes: float32 (D, 4) XYXY in the image's pixels, clipped to it, empty boxes dropped (as
+      detectron2's ``detector_postprocess`` does); scores: float32 (D,); classes: int64 (D,);
+      D <= ``TEST.DETECTIONS_PER_IMAGE``, by decreasing score.
+
+    It runs the model's own ``forward`` (normalisation, padding to the backbone's size
+    divisibility, backbone, head, decoding, thresholds, per-level top-k, class-wise NMS, top-N,
+    clipping): eager results and graph results come from the same code.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if model.training:
+            raise ValueError("DeployFCOS needs a model in eval mode (call model.eval())")
+        self.model = model
+        self.train(False)  # exporters restore this mode afterwards, on the wrapped model too
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        instances = self.model([{"image": image}])[0]["instances"]
+        return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def check_exportable(cfg: CfgNode) -> None:
+    """One-line ``ValueError`` naming the config key when ``cfg`` asks for something the exported
+    graph cannot express."""
+    problems = []
+    if cfg.MODEL.META_ARCHITECTURE != "FCOS":
+        problems.append(f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}: only 'FCOS'")
+    if cfg.MODEL.FCOS.INFERENCE_DTYPE != "float32":
+        problems.append(
+            f"MODEL.FCOS.INFERENCE_DTYPE={cfg.MODEL.FCOS.INFERENCE_DTYPE!r}: graphs are exported "
+            "in float32 (use --quantize int8 for a smaller, faster ONNX model)"
+        )
+    if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+        problems.append(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r}: only 'BGR' or 'RGB'")
+    if cfg.TEST.AUG.ENABLED:
+        problems.append("TEST.AUG.ENABLED=True: test-time augmentation is not exported")
+    if problems:
+        raise ValueError("cannot export this config: " + "; ".join(problems))
+
+
+def sample_image(height: int, width: int, seed: int = 0) -> Tensor:
+    """A deterministic uint8 (3, height, width) image to trace with."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, height, width), generator=gen, dtype=torch.uint8)

@@ -1,0 +1,89 @@
+"""
+``ExportedPredictor``: detectron2's ``DefaultPredictor`` calling convention over a directory
+written by ``python -m fcos_d2.export`` (ONNX in ONNX Runtime, or TorchScript).
+"""
+
+import os
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+
+from ..predictor import check_image
+from .writers import read_export_json
+
+__all__ = ["ExportedPredictor"]
+
+Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _onnx_runner(path: str, num_threads: Optional[int]) -> Callable[[np.ndarray], Outputs]:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError(f"running {path} needs onnxruntime: pip install 'fcos_d2[export]'") from e
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda image: tuple(session.run(None, {"image": image}))
+
+
+def _torchscript_runner(path: str, num_threads: Optional[int]) -> Callable[[np.ndarray], Outputs]:
+    import torchvision  # noqa: F401  (registers torchvision::nms, which the graph calls)
+
+    module = torch.jit.load(path, map_location="cpu").eval()
+
+    def run(image: np.ndarray) -> Outputs:
+        with torch.no_grad():
+            return tuple(t.numpy() for t in module(torch.from_numpy(image)))
+
+    return run
+
+
+class ExportedPredictor:
+    """
+    ``predictor(image)`` -> ``{"instances": Instances}`` like ``DefaultPredictor``: ``image`` is a
+    BGR uint8 numpy array (H, W, 3) (float arrays with 0..255 values are rounded to uint8); it is
+    resized by the rule recorded in ``export.json``, run through the exported graph, and the
+    boxes come back in ``image``'s coordinates (scaled, clipped, empty boxes dropped, as
+    detectron2's ``detector_postprocess`` does).
+
+    Attributes: ``info`` (the ``export.json`` content), ``class_names`` (or None).
+    """
+
+    def __init__(self, directory: str, num_threads: Optional[int] = None):
+        self.info = read_export_json(directory)
+        path = os.path.join(directory, self.info["file"])
+        make_runner = _onnx_runner if self.info["format"] == "onnx" else _torchscript_runner
+        self._run = make_runner(path, num_threads)
+        resize = self.info["resize"]
+        min_size = resize["min_size_test"]
+        self.aug = T.ResizeShortestEdge([min_size, min_size], resize["max_size_test"])
+        self.input_format = self.info["input"]["format"]
+        self.class_names = self.info.get("class_names")
+
+    def run_resized(self, image: np.ndarray) -> Instances:
+        """The graph on an already resized uint8 (3, h, w) image in the model's channel order:
+        ``Instances`` of (h, w) with pred_boxes, scores, pred_classes."""
+        boxes, scores, classes = self._run(np.ascontiguousarray(image))
+        return Instances(
+            tuple(image.shape[1:]),
+            pred_boxes=Boxes(torch.from_numpy(boxes)),
+            scores=torch.from_numpy(scores),
+            pred_classes=torch.from_numpy(classes),
+        )
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
+        image = check_image(original_image, "BGR")
+        if image.dtype != np.uint8:
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        resized = self.aug.get_transform(image).apply_image(image)
+        instances = self.run_resized(resized.transpose(2, 0, 1))
+        return {"instances": detector_postprocess(instances, height, width)}

@@ -1,0 +1,193 @@
+"""
+Writing an exported directory: ``model.onnx`` (ONNX, opset 17) or ``model.ts`` (TorchScript),
+plus ``export.json`` with what a runtime needs to feed the graph and read its outputs.
+"""
+
+import json
+import os
+import warnings
+from typing import Any, Dict, Optional
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from torch import nn
+
+from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, check_exportable, sample_image
+
+__all__ = [
+    "FORMATS",
+    "MODEL_FILES",
+    "build_deploy_model",
+    "trace",
+    "write_onnx",
+    "export_model",
+    "read_export_json",
+]
+
+FORMATS = ("onnx", "torchscript")
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+ONNX_OPSET = 17
+EXPORT_JSON = "export.json"
+
+
+def build_deploy_model(cfg: CfgNode) -> DeployFCOS:
+    """The eval-mode model of ``cfg`` on the CPU, with ``MODEL.WEIGHTS`` loaded (any layout that
+    key accepts), wrapped as a :class:`DeployFCOS`."""
+    from ..engine.checkpointer import load_for_inference
+
+    check_exportable(cfg)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        load_for_inference(model, cfg.MODEL.WEIGHTS)
+    return DeployFCOS(model)
+
+
+def trace(module: nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
+    """``torch.jit.trace`` of a :class:`DeployFCOS` (its graph has no data-dependent branch, so
+    the trace serves every image size and detection count)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.trace(module, (image,), check_trace=False)
+
+
+def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> None:
+    """ONNX export with dynamic H, W and detection count (TorchScript-based exporter: the graph's
+    data-dependent sizes (nonzero, top-k, NMS) export as ONNX ops)."""
+    import onnx
+
+    dynamic = {INPUT_NAME: {1: "height", 2: "width"}}
+    dynamic.update({name: {0: "detections"} for name in OUTPUT_NAMES})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and exporter deprecation warnings
+        torch.onnx.export(
+            module,
+            (image,),
+            path,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+        )
+    onnx.checker.check_model(path)
+
+
+def _class_names(cfg: CfgNode) -> Optional[list]:
+    """thing_classes of the config's datasets (a COCO-format dataset fills them when loaded);
+    None when no dataset has them or their files are not there."""
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        if not MetadataCatalog.get(name).get("thing_classes") and name in DatasetCatalog.list():
+            try:
+                DatasetCatalog.get(name)
+            except (OSError, ValueError, KeyError):
+                continue
+        names = MetadataCatalog.get(name).get("thing_classes")
+        if names:
+            return list(names)
+    return None
+
+
+def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, Any]) -> Dict:
+    import fcos_d2
+
+    info = {
+        "format": fmt,
+        "file": MODEL_FILES[fmt],
+        "precision": "float32",
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "shape": [3, "height", "width"],
+            "format": cfg.INPUT.FORMAT,
+        },
+        "outputs": {
+            "boxes": "float32 (D, 4) XYXY in the input image's pixels, clipped to it",
+            "scores": "float32 (D,), by decreasing score",
+            "classes": "int64 (D,)",
+        },
+        "resize": {
+            "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+        },
+        "class_names": _class_names(cfg),
+        "score_thresh": cfg.MODEL.FCOS.SCORE_THRESH_TEST,
+        "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        "trace_size": list(sample.shape[1:]),
+        "fcos_d2_version": fcos_d2.__version__,
+        "torch_version": torch.__version__,
+        "config": cfg.dump(),
+    }
+    if fmt == "onnx":
+        info["opset"] = ONNX_OPSET
+    info.update(extra)
+    return info
+
+
+def export_model(
+    cfg: CfgNode,
+    fmt: str,
+    output_dir: str,
+    *,
+    quantize: Optional[str] = None,
+    calibration_dataset: Optional[str] = None,
+    calibration_images: int = 64,
+) -> Dict[str, Any]:
+    """
+    Export the model of ``cfg`` (with ``MODEL.WEIGHTS``) to ``output_dir``: the model file and
+    ``export.json``, whose content is returned.
+
+    Args:
+        fmt: "onnx" or "torchscript".
+        quantize: None, or "int8" (ONNX only): static post-training quantization calibrated on
+            ``calibration_images`` images of the registered dataset ``calibration_dataset``
+            (default: the first of ``DATASETS.TRAIN``).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {list(FORMATS)}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r} is not one of [None, 'int8']")
+    if quantize and fmt != "onnx":
+        raise ValueError("--quantize int8 needs --format onnx (int8 runs in ONNX Runtime)")
+    extra: Dict[str, Any] = {}
+    if quantize:
+        from .quantize import check_calibration_dataset
+
+        calibration_dataset = check_calibration_dataset(cfg, calibration_dataset)
+    deploy = build_deploy_model(cfg)
+    min_size = cfg.INPUT.MIN_SIZE_TEST
+    sample = sample_image(min_size, min_size * 4 // 3 + 3)  # an odd width, like real images
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, MODEL_FILES[fmt])
+    if fmt == "torchscript":
+        trace(deploy, sample).save(path)
+    elif quantize:
+        from .quantize import quantize_int8
+
+        float_path = os.path.join(output_dir, "model_float32.onnx")
+        write_onnx(deploy, sample, float_path)
+        extra = quantize_int8(cfg, float_path, path, calibration_dataset, calibration_images)
+        os.remove(float_path)
+    else:
+        write_onnx(deploy, sample, path)
+    info = _export_json(cfg, fmt, sample, extra)
+    with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def read_export_json(directory: str) -> Dict[str, Any]:
+    """``export.json`` of an exported directory; a one-line error naming what is missing."""
+    path = os.path.join(directory, EXPORT_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: not a directory written by fcos_d2.export")
+    with open(path) as f:
+        info = json.load(f)
+    model_path = os.path.join(directory, info["file"])
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path} (named in {path}) not found")
+    return info

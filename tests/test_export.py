@@ -1,0 +1,184 @@
+"""
+Whole-detector export (ONNX in ONNX Runtime, TorchScript) against the eager model, on image
+sizes other than the one traced, including an image where nothing passes the threshold.
+
+Random-weight models get detections by a wider spread of the class logits (the predictor's
+weights drawn with a larger std); the prior bias (-4.6, p = 0.01 < 0.05) stays. The test configs
+use an integer PIXEL_MEAN, so that an image at the pixel mean normalises to exactly zero: with
+bias-free (or zero-bias) convs and norms at their initial statistics every feature is then zero,
+every class logit equals the prior bias and nothing passes the threshold (the eager model is
+checked to give D = 0 there).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+import fcos_d2
+from fcos_d2.export.compare import matched_fractions
+from fcos_d2.export.graph import DeployFCOS
+from fcos_d2.export.writers import export_model, trace, write_onnx
+
+pytest.importorskip("onnxruntime", reason="pip install 'fcos_d2[export]' (make setup does)")
+import onnxruntime as ort  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
+R50 = os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml")
+
+
+def shapes_image(height, width, seed):
+    """uint8 (3, H, W): flat background with a few coloured squares (edges give detections)."""
+    gen = np.random.default_rng(seed)
+    a = np.full((height, width, 3), 100, np.uint8)
+    for _ in range(6):
+        x, y = gen.integers(0, width - 12), gen.integers(0, height - 12)
+        s = gen.integers(10, 80)
+        a[y : y + s, x : x + s] = gen.integers(0, 256, 3)
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+def load_test_config(path, *opts):
+    cfg = fcos_d2.load_config(path, ["MODEL.DEVICE", "cpu", *opts])
+    cfg.MODEL.PIXEL_MEAN = [round(m) for m in cfg.MODEL.PIXEL_MEAN]  # see the module docstring
+    return cfg
+
+
+def mean_image(cfg, height, width):
+    """uint8 (3, H, W) at the config's (integer) pixel mean."""
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).to(torch.uint8)
+    return mean[:, None, None].expand(3, height, width).contiguous()
+
+
+def random_model(cfg, cls_std):
+    """Eval model with random weights whose class logits spread (see the module docstring)."""
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.head.cls_logits.weight.normal_(0, cls_std)
+        model.head.ctrness.weight.normal_(0, 0.05)
+    return model
+
+
+def eager(model, image):
+    with torch.no_grad():
+        return DeployFCOS(model)(image)
+
+
+def assert_same_detections(expected, got, what):
+    fa, fb = matched_fractions(expected, got)
+    n = (len(expected[0]), len(got[0]))
+    assert fa >= 0.98 and fb >= 0.98, f"{what}: matched {fa:.3f} / {fb:.3f} of {n}"
+
+
+def onnx_runner(path):
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert names == ["boxes", "scores", "classes"]
+
+    def run(image):
+        out = session.run(None, {"image": image.numpy()})
+        assert (out[0].dtype, out[1].dtype, out[2].dtype) == (np.float32, np.float32, np.int64)
+        return tuple(torch.from_numpy(o) for o in out)
+
+    return run
+
+
+def check_parity(model, cfg, run, sizes, what):
+    """Exported ``run`` vs eager on shapes images of ``sizes`` and one mean image (D = 0)."""
+    counts = []
+    for i, (h, w) in enumerate(sizes):
+        expected = eager(model, shapes_image(h, w, seed=i))
+        got = run(shapes_image(h, w, seed=i))
+        assert 0 < len(expected[0]) <= cfg.TEST.DETECTIONS_PER_IMAGE
+        boxes, scores = got[0], got[1]
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+        assert (scores[:-1] >= scores[1:]).all()
+        assert_same_detections(expected, got, f"{what} {h}x{w}")
+        counts.append(len(expected[0]))
+    h, w = sizes[0][1], sizes[0][0]  # another size again
+    empty = mean_image(cfg, h, w)
+    assert len(eager(model, empty)[0]) == 0  # the D = 0 case really is one
+    got = run(empty)
+    assert [tuple(t.shape) for t in got] == [(0, 4), (0,), (0,)]
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory):
+    """The demo config, random weights saved as a checkpoint, exported by export_model."""
+    out = tmp_path_factory.mktemp("demo_export")
+    cfg = load_test_config(DEMO)
+    model = random_model(cfg, cls_std=0.2)
+    weights = str(out / "weights.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    cfg.MODEL.WEIGHTS = weights
+    infos = {fmt: export_model(cfg, fmt, str(out / fmt)) for fmt in ("onnx", "torchscript")}
+    return cfg, model, out, infos
+
+
+# Sizes the demo model sees after resizing (short side 224, long side <= 320), none equal to the
+# traced one (224 x 301), odd ones included.
+DEMO_SIZES = [(224, 299), (177, 320), (224, 224)]
+
+
+def test_demo_onnx_in_onnxruntime_matches_eager(demo_export):
+    cfg, model, out, _ = demo_export
+    counts = check_parity(
+        model, cfg, onnx_runner(str(out / "onnx" / "model.onnx")), DEMO_SIZES, "onnx"
+    )
+    assert max(counts) >= 10
+
+
+def test_demo_torchscript_matches_eager(demo_export):
+    cfg, model, out, _ = demo_export
+    module = torch.jit.load(str(out / "torchscript" / "model.ts"))
+
+    def run(image):
+        with torch.no_grad():
+            return module(image)
+
+    check_parity(model, cfg, run, DEMO_SIZES, "torchscript")
+
+
+def test_export_json_records_what_a_runtime_needs(demo_export):
+    cfg, _, out, _ = demo_export
+    with open(out / "onnx" / "export.json") as f:
+        info = json.load(f)
+    assert info["format"] == "onnx" and info["file"] == "model.onnx"
+    assert info["input"]["format"] == "BGR" and info["input"]["dtype"] == "uint8"
+    assert info["resize"] == {"min_size_test": 224, "max_size_test": 320}  # the demo YAML's
+    assert info["class_names"] == ["circle", "square", "triangle"]  # fcos_d2.data.shapes
+    assert info["score_thresh"] == 0.05 and info["detections_per_image"] == 100
+    assert info["fcos_d2_version"] == fcos_d2.__version__
+    assert "FCOS_R18" not in info["config"] and "NUM_CLASSES: 3" in info["config"]
+    assert tuple(info["trace_size"]) not in DEMO_SIZES
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_r50_fpn_random_weights_export_matches_eager(tmp_path, fmt):
+    """The default R-50-FPN (five levels, GN head, folded FrozenBN, channels_last) at small
+    image sizes."""
+    cfg = load_test_config(R50, "MODEL.WEIGHTS", "")
+    model = random_model(cfg, cls_std=0.02)
+    deploy = DeployFCOS(model)
+    sample = shapes_image(150, 211, seed=7)
+    if fmt == "onnx":
+        path = str(tmp_path / "model.onnx")
+        write_onnx(deploy, sample, path)
+        run = onnx_runner(path)
+    else:
+        module = trace(deploy, sample)
+
+        def run(image):
+            with torch.no_grad():
+                return module(image)
+
+    counts = check_parity(model, cfg, run, [(128, 193), (161, 129), (200, 136)], f"R-50 {fmt}")
+    assert max(counts) >= 10
