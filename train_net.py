@@ -1,33 +1,36 @@
 #!/usr/bin/env python
 """
-Train or evaluate FCOS with detectron2's DefaultTrainer.
+Train or evaluate FCOS with fcos_d2's FCOSTrainer (detectron2's DefaultTrainer with exact
+--resume, atomic checkpoints and multi-process CPU training; see README "Reliability").
 
     python train_net.py --config-file configs/FCOS_R_50_FPN_1x.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS /path/to/model.pth
 """
 
+import logging
 import os
+from collections import OrderedDict
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, verify_results
+from detectron2.engine import default_argument_parser, default_setup, hooks, launch
+from detectron2.evaluation import verify_results
 
 import fcos_d2
-from fcos_d2.data import check_num_classes
+from fcos_d2.engine import FCOSCheckpointer, FCOSTrainer
+from fcos_d2.tta import FCOSWithTTA
 
 
-class Trainer(DefaultTrainer):
+class Trainer(FCOSTrainer):
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return DatasetEvaluators([COCOEvaluator(dataset_name, output_dir=output_folder)])
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        loader = super().build_train_loader(cfg)
-        check_num_classes(cfg)  # datasets are loaded now, so their categories are known
-        return loader
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate with test-time augmentation (TEST.AUG.*), results under inference_TTA/."""
+        logging.getLogger("detectron2.trainer").info(
+            "Running inference with test-time augmentation ..."
+        )
+        out = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
+        evaluators = [cls.build_evaluator(cfg, name, out) for name in cfg.DATASETS.TEST]
+        res = cls.test(cfg, FCOSWithTTA(cfg, model), evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 
 def setup(args):
@@ -42,16 +45,23 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # strict: refuses weights that leave model tensors unloaded, naming them
+        FCOSCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
 
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
     return trainer.train()
 
 
