@@ -1,8 +1,10 @@
 """The ``MODEL.FCOS`` config subtree."""
 
+from typing import Optional, Sequence
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_fcos_config"]
+__all__ = ["add_fcos_config", "check_fcos_config", "FCOS_CHOICES"]
 
 
 def add_fcos_config(cfg: CN) -> None:
@@ -69,3 +71,67 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.TRAIN_DTYPE = "float32"
     # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
     _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"
+
+
+# Allowed values of the choice keys of ``MODEL.FCOS``: the one list users and the code read.
+FCOS_CHOICES = {
+    "NORM": ("GN", "BN", "SyncBN", ""),
+    "BOX_LOSS_TYPE": ("iou", "linear_iou", "giou"),
+    "BOX_QUALITY": ("ctrness", "iou"),
+    "LOSS_NORMALIZER_CLS": ("fg", "moving_fg"),
+    "INFERENCE_DTYPE": ("float32", "bfloat16", "float16"),
+    # No float16: without loss scaling its gradients underflow (detectron2's SOLVER.AMP does that
+    # on CUDA); bfloat16 has float32's range.
+    "TRAIN_DTYPE": ("float32", "bfloat16"),
+    "TOP_BLOCK_IN_FEATURE": ("p5", "res5", ""),
+}
+
+# (key, test, what the value must be) for the numeric keys.
+_RANGES = (
+    ("NUM_CLASSES", lambda v: v >= 1, "at least 1"),
+    ("NUM_CLS_CONVS", lambda v: v >= 0, "at least 0"),
+    ("NUM_BOX_CONVS", lambda v: v >= 0, "at least 0"),
+    ("NUM_SHARE_CONVS", lambda v: v >= 0, "at least 0"),
+    ("PRIOR_PROB", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("CENTER_SAMPLING_RADIUS", lambda v: v >= 0, "at least 0"),
+    ("FOCAL_LOSS_GAMMA", lambda v: v >= 0, "at least 0"),
+    ("SCORE_THRESH_TEST", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("TOPK_CANDIDATES_TEST", lambda v: v >= 1, "at least 1"),
+    ("NMS_THRESH_TEST", lambda v: 0 <= v <= 1, "in [0, 1]"),
+)
+
+
+def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None) -> None:
+    """
+    Raise a one-line ``ValueError`` naming key, value and what is allowed for any ``MODEL.FCOS``
+    value the model cannot be built with. ``backbone_features``: the features the built backbone
+    produces; with them ``IN_FEATURES`` and the level count of ``SIZES_OF_INTEREST`` are checked
+    too (before the backbone exists only the values that it needs are).
+    """
+    fcos = cfg.MODEL.FCOS
+    for key, allowed in FCOS_CHOICES.items():
+        if fcos[key] not in allowed:
+            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(allowed)}")
+    for key, ok, what in _RANGES:
+        if not ok(fcos[key]):
+            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} must be {what}")
+    if fcos.TOP_BLOCK_IN_FEATURE == "res5" and "res5" not in cfg.MODEL.RESNETS.OUT_FEATURES:
+        raise ValueError(
+            "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES="
+            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+        )
+    if backbone_features is None:
+        return
+    missing = [f for f in fcos.IN_FEATURES if f not in backbone_features]
+    if missing or not fcos.IN_FEATURES:
+        raise ValueError(
+            f"MODEL.FCOS.IN_FEATURES={list(fcos.IN_FEATURES)}: {missing or 'empty'} not produced "
+            f"by the backbone, which gives {list(backbone_features)}"
+        )
+    num_levels = len(fcos.IN_FEATURES)
+    if len(fcos.SIZES_OF_INTEREST) != num_levels - 1:
+        raise ValueError(
+            f"MODEL.FCOS.SIZES_OF_INTEREST={list(fcos.SIZES_OF_INTEREST)} has "
+            f"{len(fcos.SIZES_OF_INTEREST)} values; the {num_levels} levels of "
+            f"MODEL.FCOS.IN_FEATURES need {num_levels - 1}"
+        )

@@ -7,20 +7,17 @@ import pytest
 import torch
 from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
-from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, RPN, build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 import fcos_d2
 from fcos_d2.data import check_num_classes
-from fcos_d2.modeling import FCOS
-
-try:
-    import detectron2._C  # noqa: F401
-
-    _HAS_D2_OPS = True
-except ImportError:
-    _HAS_D2_OPS = False
+from fcos_d2.modeling import FCOS, FCOSProposalGenerator
+from fcos_d2.modeling.deform_resnet import TorchvisionDeformBottleneckBlock
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+PROPOSAL_GENERATORS = {"FCOS": FCOSProposalGenerator, "RPN": RPN}
 
 
 def test_registered():
@@ -39,18 +36,35 @@ def test_add_fcos_config_adds_only_model_fcos():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
-def test_every_yaml_merges_and_builds(path):
+def test_every_yaml_builds_and_trains_one_step_on_a_tiny_image(path):
+    # Built as shipped (X-101 with deformable res4/res5 on torchvision included); one 64x72 image.
+    torch.manual_seed(0)
     cfg = fcos_d2.load_config(path)
     cfg.MODEL.DEVICE = "cpu"
-    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) and not _HAS_D2_OPS:
-        # Deformable ResNet stages are detectron2 compiled ops: a clear error without them.
-        with pytest.raises(ImportError, match="detectron2._C"):
-            build_model(cfg)
-        cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False] * 4
+    cfg.MODEL.WEIGHTS = ""
     model = build_model(cfg)
-    assert isinstance(model, FCOS)
-    assert model.head.cls_logits.out_channels == cfg.MODEL.FCOS.NUM_CLASSES
-    assert len(model.strides) == len(cfg.MODEL.FCOS.IN_FEATURES)
+    if cfg.MODEL.META_ARCHITECTURE == "FCOS":
+        assert model.head.cls_logits.out_channels == cfg.MODEL.FCOS.NUM_CLASSES
+        assert len(model.strides) == len(cfg.MODEL.FCOS.IN_FEATURES)
+    else:  # configs/FCOS-RPN: detectron2's Faster R-CNN
+        generator = cfg.MODEL.PROPOSAL_GENERATOR.NAME
+        assert isinstance(model.proposal_generator, PROPOSAL_GENERATORS[generator])
+    deformable = [m for m in model.modules() if isinstance(m, TorchvisionDeformBottleneckBlock)]
+    assert len(deformable) == _num_deformable_blocks(cfg.MODEL.RESNETS)
+    image = torch.randint(0, 256, (3, 64, 72), dtype=torch.uint8)
+    gt = Instances((64, 72), gt_boxes=Boxes(torch.tensor([[8.0, 10.0, 40.0, 50.0]])))
+    gt.gt_classes = torch.tensor([0])
+    model.train()
+    with EventStorage():
+        losses = model([{"image": image, "instances": gt, "height": 64, "width": 72}])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+
+
+def _num_deformable_blocks(resnets) -> int:
+    blocks = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}.get(resnets.DEPTH)
+    return sum(n for n, on in zip(blocks or [0] * 4, resnets.DEFORM_ON_PER_STAGE) if on)
 
 
 def test_r50_default_strides_and_head():
@@ -118,3 +132,18 @@ def test_num_classes_smaller_than_dataset():
         check_num_classes(cfg)
     cfg.MODEL.FCOS.NUM_CLASSES = 3
     check_num_classes(cfg)
+
+
+def test_import_keeps_datasets_the_user_registered_first(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from detectron2.data import DatasetCatalog\n"
+        "DatasetCatalog.register('shapes_train', lambda: ['mine'])\n"
+        "import fcos_d2\n"
+        "assert DatasetCatalog.get('shapes_train') == ['mine'], 'replaced'\n"
+        "assert 'shapes_val' in DatasetCatalog.list()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]

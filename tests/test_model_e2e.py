@@ -3,11 +3,12 @@
 import pytest
 import torch
 from conftest import tiny_cfg
-from detectron2.data import DatasetMapper
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from fcos_d2.data.mapper import FCOSDatasetMapper
 
 
 def _image(h, w, boxes=(), classes=()):
@@ -74,8 +75,9 @@ def test_zero_size_and_partly_outside_boxes():
 
 
 def test_crowd_annotations_are_dropped_by_the_mapper():
+    # fcos_d2's own training mapper (the one FCOSTrainer builds), not detectron2's.
     cfg = tiny_cfg()
-    mapper = DatasetMapper(cfg, is_train=True, augmentations=[])
+    mapper = FCOSDatasetMapper(cfg, is_train=True, augmentations=[])
     import numpy as np
 
     record = {
@@ -117,7 +119,8 @@ def test_inference_odd_sizes_and_rescale():
         assert inst.image_size == (h, w)
         assert 0 < len(inst) <= 100
         b = inst.pred_boxes.tensor
-        assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
+        assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+        assert (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
         assert (inst.scores[:-1] >= inst.scores[1:]).all()
         assert set(inst.pred_classes.tolist()) <= {0, 1, 2}
 
@@ -138,11 +141,16 @@ def test_channels_last_gives_the_same_detections():
     with torch.no_grad():
         model.head.cls_logits.bias.fill_(0.0)
     model.eval()
+    plain = _same_weights(model, CHANNELS_LAST=False)
     fast = _same_weights(model, CHANNELS_LAST=True)
-    assert fast.head.cls_logits.weight.is_contiguous(memory_format=torch.channels_last)
+    for m, channels_last in ((plain, False), (fast, True)):
+        weight = m.head.cls_logits.weight  # (K, C, 3, 3) with C > 1: the two layouts differ
+        assert m.channels_last == channels_last
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert weight.is_contiguous() != channels_last
     batch = [_image(97, 131)]
     with torch.no_grad():
-        a, b = model(batch)[0]["instances"], fast(batch)[0]["instances"]
+        a, b = plain(batch)[0]["instances"], fast(batch)[0]["instances"]
     assert len(a) == len(b) > 0
     assert torch.allclose(a.scores, b.scores, atol=1e-4)
     assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2)
@@ -180,3 +188,62 @@ def test_bfloat16_training_keeps_float32_weights_gradients_and_losses():
     # bfloat16 keeps ~3 significant digits; the losses of the same weights stay close
     for name, value in losses.items():
         assert abs(value.item() - reference[name]) <= 0.03 * abs(reference[name]), name
+
+
+def test_head_outputs_share_one_dtype_under_autocast():
+    # detectron2's autocast test, on the CPU in bfloat16: the head's outputs all in the autocast
+    # dtype (the float32 Scale must not promote box regression), detections in float32.
+    model = _model().eval()
+    seen = []
+    model.head.register_forward_hook(
+        lambda m, i, out: seen.append({t.dtype for level in out for t in level})
+    )
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        inst = model([_image(67, 83)])[0]["instances"]
+    assert seen == [{torch.bfloat16}]
+    assert inst.pred_boxes.tensor.dtype == torch.float32 and inst.scores.dtype == torch.float32
+
+
+def test_low_precision_stops_at_the_head_outputs():
+    # INFERENCE_DTYPE bfloat16: the head runs in bfloat16; decoding gets float32 predictions.
+    model = _same_weights(_model(), INFERENCE_DTYPE="bfloat16").eval()
+    head_dtypes, decode_dtypes = [], []
+    model.head.register_forward_hook(
+        lambda m, i, out: head_dtypes.append({t.dtype for level in out for t in level})
+    )
+    decode = model.forward_inference
+
+    def spy(images, features, predictions):
+        decode_dtypes.append({t.dtype for level in predictions for t in level})
+        return decode(images, features, predictions)
+
+    model.forward_inference = spy
+    with torch.no_grad():
+        model([_image(67, 83)])
+    assert head_dtypes == [{torch.bfloat16}] and decode_dtypes == [{torch.float32}]
+
+
+def test_construction_leaves_the_given_modules_unchanged():
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling import build_backbone
+
+    from fcos_d2.modeling import FCOS
+    from fcos_d2.modeling.frozen_bn import FrozenBNConv2d
+
+    cfg = tiny_cfg()
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.FCOS.FOLD_FROZEN_BN = True
+    cfg.MODEL.FCOS.CHANNELS_LAST = True
+    args = FCOS.from_config(cfg)
+    # from_config applies the speed settings to the modules it builds itself ...
+    built = args["backbone"]
+    assert any(type(m) is FrozenBNConv2d for m in built.modules())
+    assert built.bottom_up.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # ... while the constructor uses a backbone passed in as it is.
+    backbone = build_backbone(cfg)
+    types = [type(m) for m in backbone.modules()]
+    assert FrozenBatchNorm2d in types and FrozenBNConv2d not in types
+    model = FCOS(**{**args, "backbone": backbone})
+    assert model.backbone is backbone
+    assert [type(m) for m in backbone.modules()] == types
+    assert backbone.bottom_up.stem.conv1.weight.is_contiguous()

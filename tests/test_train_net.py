@@ -31,9 +31,9 @@ def datasets(tmp_path_factory):
     return str(root)
 
 
-def _run(datasets, *args):
+def _run(datasets, *args, config_file=CFG):
     env = dict(os.environ, DETECTRON2_DATASETS=datasets, PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", CFG, *args]
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config_file, *args]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -77,19 +77,8 @@ MODEL:
 def test_adelaidet_yaml_through_train_net(datasets, tmp_path):
     cfg = tmp_path / "adet.yaml"
     cfg.write_text(ADET_DEMO.format(base=CFG))
-    env = dict(os.environ, DETECTRON2_DATASETS=datasets, PYTHONWARNINGS="ignore")
-    cmd = [
-        sys.executable,
-        os.path.join(REPO, "train_net.py"),
-        "--config-file",
-        str(cfg),
-        *SMALL,
-        "SOLVER.MAX_ITER",
-        "2",
-        "OUTPUT_DIR",
-        str(tmp_path / "out"),
-    ]
-    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = str(tmp_path / "out")
+    res = _run(datasets, *SMALL, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", out, config_file=str(cfg))
     assert res.returncode == 0, res.stderr[-3000:]
     saved = (tmp_path / "out" / "config.yaml").read_text()  # written by default_setup
     assert "META_ARCHITECTURE: FCOS" in saved

@@ -1,5 +1,6 @@
 """Registration of the synthetic shapes dataset, and dataset/config consistency checks."""
 
+import logging
 import os
 from typing import Optional
 
@@ -9,16 +10,23 @@ from detectron2.data.datasets import register_coco_instances
 
 __all__ = ["register_shapes", "check_num_classes"]
 
+logger = logging.getLogger(__name__)
 
-def register_shapes(root: Optional[str] = None) -> None:
+
+def register_shapes(root: Optional[str] = None, replace: bool = True) -> None:
     """
     Register ``shapes_train`` and ``shapes_val`` (made by ``python -m fcos_d2.data.shapes``) under
     ``root``, by default ``$DETECTRON2_DATASETS/shapes`` like detectron2's built-in datasets.
+    A dataset already registered under one of these names is replaced, or with
+    ``replace=False`` kept (with a log line).
     """
     root = root or os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "shapes")
     for split in ("train", "val"):
         name = f"shapes_{split}"
         if name in DatasetCatalog.list():
+            if not replace:
+                logger.info("Dataset %r is already registered; fcos_d2 keeps it", name)
+                continue
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         json_file = os.path.join(root, f"{split}.json")

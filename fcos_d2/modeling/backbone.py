@@ -2,12 +2,13 @@
 
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone, build_resnet_backbone
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-__all__ = ["build_fcos_resnet_fpn_backbone"]
+from ..config import check_fcos_config
+from .deform_resnet import build_resnet_backbone_torchvision_dcn
 
-_TOP_BLOCK_SOURCES = ("p5", "res5", "")
+__all__ = ["build_fcos_resnet_fpn_backbone"]
 
 
 @BACKBONE_REGISTRY.register()
@@ -17,21 +18,15 @@ def build_fcos_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Back
     "p5" (the FPN output, as in the FCOS paper), "res5" (C5, as in RetinaNet) or "" (no P6/P7,
     e.g. for FCOS-RT).
     """
+    check_fcos_config(cfg)  # also when the backbone is built on its own
     source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
-    if source not in _TOP_BLOCK_SOURCES:
-        raise ValueError(
-            f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE={source!r} is not one of {list(_TOP_BLOCK_SOURCES)}"
-        )
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    # Deformable stages (MODEL.RESNETS.DEFORM_ON_PER_STAGE) on torchvision, not detectron2._C.
+    bottom_up = build_resnet_backbone_torchvision_dcn(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     top_block = None
     if source == "p5":
         top_block = LastLevelP6P7(out_channels, out_channels, in_feature="p5")
     elif source == "res5":
-        if "res5" not in bottom_up.output_shape():
-            raise ValueError(
-                "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES"
-            )
         in_channels = bottom_up.output_shape()["res5"].channels
         top_block = LastLevelP6P7(in_channels, out_channels, in_feature="res5")
     return FPN(

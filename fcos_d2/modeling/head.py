@@ -13,10 +13,7 @@ from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-__all__ = ["FCOSHead", "Scale", "DeformConv3x3", "NORM_TYPES"]
-
-# "BN"/"SyncBN" use one norm per level: statistics of P3 and P7 differ too much to share.
-NORM_TYPES = ("GN", "BN", "SyncBN", "")
+__all__ = ["FCOSHead", "Scale", "DeformConv3x3"]
 
 
 class Scale(nn.Module):
@@ -27,14 +24,18 @@ class Scale(nn.Module):
         self.scale = nn.Parameter(torch.tensor([float(init_value)]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale
+        # In x's dtype: a float32 scalar must not promote low-precision (autocast) outputs.
+        return x * self.scale.to(x.dtype)
 
 
 def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
     if norm == "GN":
         return nn.GroupNorm(32, channels)
-    bn_class = nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm
-    return nn.ModuleList([bn_class(channels) for _ in range(num_levels)])
+    # "BN"/"SyncBN" use one norm per level: statistics of P3 and P7 differ too much to share.
+    bn_classes = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
+    if norm not in bn_classes:
+        raise ValueError(f"norm={norm!r} is not one of ['GN', 'BN', 'SyncBN', '']")
+    return nn.ModuleList([bn_classes[norm](channels) for _ in range(num_levels)])
 
 
 class DeformConv3x3(nn.Module):
@@ -104,8 +105,6 @@ class FCOSHead(nn.Module):
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"FCOSHead needs equal channels on all levels, got {channels}")
-        if norm not in NORM_TYPES:
-            raise ValueError(f"MODEL.FCOS.NORM={norm!r} is not one of {list(NORM_TYPES)}")
         ch, num_levels = channels.pop(), len(input_shape)
         self.num_classes = num_classes
         self.share_tower = _make_tower(num_share_convs, ch, norm, num_levels)

@@ -15,10 +15,7 @@ from torch import Tensor
 
 from .targets import centerness_targets
 
-__all__ = ["BOX_LOSS_TYPES", "BOX_QUALITIES", "box_ious", "iou_loss", "reduce_mean", "fcos_losses"]
-
-BOX_LOSS_TYPES = ("iou", "linear_iou", "giou")
-BOX_QUALITIES = ("ctrness", "iou")
+__all__ = ["box_ious", "iou_loss", "reduce_mean", "fcos_losses"]
 
 
 def box_ious(pred: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
@@ -43,14 +40,14 @@ def iou_loss(pred: Tensor, target: Tensor, loss_type: str) -> Tensor:
     (P,) IoU-family losses of (P, 4) (l, t, r, b) predictions and targets: "iou" is -log(IoU),
     "linear_iou" 1 - IoU, "giou" 1 - GIoU (see :func:`box_ious`).
     """
-    if loss_type not in BOX_LOSS_TYPES:
-        raise ValueError(f"MODEL.FCOS.BOX_LOSS_TYPE={loss_type!r} is not one of {BOX_LOSS_TYPES}")
     ious, gious = box_ious(pred, target)
     if loss_type == "iou":
         return -torch.log(ious)
     if loss_type == "linear_iou":
         return 1.0 - ious
-    return 1.0 - gious
+    if loss_type == "giou":
+        return 1.0 - gious
+    raise ValueError(f"loss_type={loss_type!r} is not one of ['iou', 'linear_iou', 'giou']")
 
 
 def reduce_mean(value: Tensor) -> Tensor:
@@ -90,8 +87,8 @@ def fcos_losses(
         ``loss_fcos_iou`` (BCE against the detached IoU, / positives).
         Normalisers are averaged over workers so the loss does not depend on the GPU count.
     """
-    if box_quality not in BOX_QUALITIES:
-        raise ValueError(f"MODEL.FCOS.BOX_QUALITY={box_quality!r} is not one of {BOX_QUALITIES}")
+    if box_quality not in ("ctrness", "iou"):
+        raise ValueError(f"box_quality={box_quality!r} is not one of ['ctrness', 'iou']")
     num_classes = logits.shape[-1]
     fg = labels != num_classes  # (N, R)
     if num_pos is None:
@@ -102,8 +99,8 @@ def fcos_losses(
     )
     losses = {"loss_fcos_cls": loss_cls / (num_pos if cls_normalizer is None else cls_normalizer)}
 
-    pos_reg, pos_targets = box_reg[fg].float(), reg_targets[fg]  # (P, 4)
-    pos_quality = ctr_logits[fg].float()  # (P,)
+    pos_reg, pos_targets = box_reg[fg], reg_targets[fg]  # (P, 4)
+    pos_quality = ctr_logits[fg]  # (P,)
     box_losses = iou_loss(pos_reg, pos_targets, box_loss_type)
     if box_quality == "iou":
         ious = box_ious(pos_reg, pos_targets)[0].detach()

@@ -4,52 +4,28 @@ The FCOS meta-architecture.
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
 
+import contextlib
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from ..checkpoint import install_foreign_checkpoint_hook
+from ..config import check_fcos_config
 from .frozen_bn import fold_frozen_batchnorm
 from .head import FCOSHead
-from .losses import BOX_LOSS_TYPES, BOX_QUALITIES, fcos_losses, reduce_mean
+from .losses import fcos_losses, reduce_mean
 from .postprocess import fcos_inference_single_image
-from .targets import compute_locations, compute_targets, flatten_levels, level_size_ranges
+from .targets import LevelGrid, batch_targets, compute_locations, level_size_ranges
 
 __all__ = ["FCOS"]
 
-CLS_NORMALIZERS = ("fg", "moving_fg")
-INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# No float16: without loss scaling its gradients underflow (detectron2's SOLVER.AMP does that on
-# CUDA); bfloat16 has float32's range.
-TRAIN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def _check_config(cfg: CfgNode, backbone_features: Sequence[str]) -> None:
-    """One-line errors for config values the model cannot be built with."""
-    fcos = cfg.MODEL.FCOS
-    missing = [f for f in fcos.IN_FEATURES if f not in backbone_features]
-    if missing or not fcos.IN_FEATURES:
-        raise ValueError(
-            f"MODEL.FCOS.IN_FEATURES={list(fcos.IN_FEATURES)}: {missing or 'empty'} not produced "
-            f"by the backbone, which gives {list(backbone_features)}"
-        )
-    choices = (
-        ("BOX_LOSS_TYPE", BOX_LOSS_TYPES),
-        ("BOX_QUALITY", BOX_QUALITIES),
-        ("LOSS_NORMALIZER_CLS", CLS_NORMALIZERS),
-        ("INFERENCE_DTYPE", tuple(INFERENCE_DTYPES)),
-        ("TRAIN_DTYPE", tuple(TRAIN_DTYPES)),
-    )
-    for key, allowed in choices:
-        if fcos[key] not in allowed:
-            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(allowed)}")
-    if fcos.NUM_CLASSES < 1:
-        raise ValueError(f"MODEL.FCOS.NUM_CLASSES={fcos.NUM_CLASSES} must be at least 1")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -81,8 +57,7 @@ class FCOS(DenseDetector):
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
-        channels_last: bool = True,
-        fold_frozen_bn: bool = True,
+        channels_last: bool = False,
         box_quality: str = "ctrness",
         loss_normalizer_cls: str = "fg",
         inference_dtype: str = "float32",
@@ -93,7 +68,14 @@ class FCOS(DenseDetector):
             backbone: produces the features named in ``head_in_features``.
             head: maps the list of those features to (logits, box_reg, ctr_logits) per level,
                 shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
+            channels_last: give the network its input in channels_last memory format (use it
+                with a backbone and head converted to that format, as ``from_config`` does).
             Others: see the ``MODEL.FCOS`` keys of the same name in :mod:`fcos_d2.config`.
+
+        The modules passed in are used as they are. The one thing construction adds is a
+        state-dict pre-hook on this model, so that checkpoints in the layouts of AdelaiDet,
+        detectron2's built-in FCOS and maskrcnn-benchmark load wherever ``MODEL.WEIGHTS`` is
+        read (``DetectionCheckpointer``, ``DefaultPredictor``, ``train_net.py``).
         """
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
@@ -101,10 +83,10 @@ class FCOS(DenseDetector):
         shapes = backbone.output_shape()
         self.strides = [shapes[f].stride for f in head_in_features]
         self.size_ranges = level_size_ranges(sizes_of_interest, len(head_in_features))
-        if box_loss_type not in BOX_LOSS_TYPES:
-            raise ValueError(f"box_loss_type={box_loss_type!r} is not one of {BOX_LOSS_TYPES}")
         self.num_classes = num_classes
         self.center_sampling_radius = center_sampling_radius
+        # Sparse matching visits only cells near box centres; it needs centre sampling.
+        self.matching_method = "sparse" if center_sampling_radius > 0 else "dense"
         self.box_loss_type = box_loss_type
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
@@ -117,24 +99,27 @@ class FCOS(DenseDetector):
         self.channels_last = channels_last
         self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
-        self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
-        self.train_dtype = TRAIN_DTYPES[train_dtype]
-        if fold_frozen_bn:
-            fold_frozen_batchnorm(self.backbone)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        # AdelaiDet / detectron2-built-in / maskrcnn-benchmark checkpoints load as they are.
+        self.inference_dtype = _DTYPES[inference_dtype]
+        self.train_dtype = _DTYPES[train_dtype]
         install_foreign_checkpoint_hook(self)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
+        check_fcos_config(cfg)
+        fcos = cfg.MODEL.FCOS
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
-        _check_config(cfg, list(shapes))
-        fcos = cfg.MODEL.FCOS
+        check_fcos_config(cfg, list(shapes))
+        head = FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES])
+        # Speed settings, applied to the modules built here (never to modules passed in).
+        if fcos.FOLD_FROZEN_BN:
+            fold_frozen_batchnorm(backbone)
+        if fcos.CHANNELS_LAST:
+            backbone.to(memory_format=torch.channels_last)
+            head.to(memory_format=torch.channels_last)
         return {
             "backbone": backbone,
-            "head": FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES]),
+            "head": head,
             "head_in_features": list(fcos.IN_FEATURES),
             "num_classes": fcos.NUM_CLASSES,
             "sizes_of_interest": list(fcos.SIZES_OF_INTEREST),
@@ -151,7 +136,6 @@ class FCOS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": fcos.CHANNELS_LAST,
-            "fold_frozen_bn": fcos.FOLD_FROZEN_BN,
             "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
@@ -159,23 +143,46 @@ class FCOS(DenseDetector):
         }
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        """
+        detectron2's dense-detector forward, with one precision boundary: backbone and head run
+        in ``TRAIN_DTYPE`` / ``INFERENCE_DTYPE`` (autocast), their outputs are cast to float32
+        once, and matching, losses and decoding always run in float32.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features, predictions = self._network(images.tensor)
+        if self.training:
+            if "instances" not in batched_inputs[0]:
+                raise ValueError("FCOS training needs 'instances' in every input dict")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            return self.forward_training(images, features, predictions, gt_instances)
+        results = self.forward_inference(images, features, predictions)
+        if torch.jit.is_scripting():
+            return results
+        return [
+            {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
+            for r, x, hw in zip(results, batched_inputs, images.image_sizes)
+        ]
+
+    def _network(self, images: Tensor) -> Tuple[List[Tensor], Tuple[List[Tensor], ...]]:
+        """
+        Backbone and head on normalised (N, 3, H, W) images: the features of ``head_in_features``
+        and the head's predictions, all in float32.
+        """
         dtype = self.train_dtype if self.training else self.inference_dtype
-        if dtype == torch.float32:
-            return super().forward(batched_inputs)
-        # Backbone and head in low precision; forward_training and forward_inference switch
-        # back to float32 for matching, losses and decoding.
-        with torch.autocast(self.device.type, dtype=dtype):
-            return super().forward(batched_inputs)
+        precision = contextlib.nullcontext()
+        if dtype != torch.float32:
+            precision = torch.autocast(self.device.type, dtype=dtype)
+        with precision:
+            features = self.backbone(images)
+            features = [features[f] for f in self.head_in_features]
+            predictions = self.head(features)
+        return features, tuple([p.float() for p in level] for level in predictions)
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         images = super().preprocess_image(batched_inputs)
         if self.channels_last:
             images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
-
-    def _locations(self, features: List[Tensor]) -> List[Tensor]:
-        sizes = [tuple(f.shape[-2:]) for f in features]
-        return compute_locations(sizes, self.strides, features[0].device)
 
     def forward_training(
         self,
@@ -184,11 +191,6 @@ class FCOS(DenseDetector):
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
         gt_instances: List[Instances],
     ) -> Dict[str, Tensor]:
-        predictions = tuple([p.float() for p in level] for level in predictions)
-        with torch.autocast(self.device.type, enabled=False):
-            return self._losses(features, predictions, gt_instances)
-
-    def _losses(self, features, predictions, gt_instances) -> Dict[str, Tensor]:
         logits, box_reg, ctr = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
@@ -221,24 +223,27 @@ class FCOS(DenseDetector):
         Feature sizes (Hi, Wi) per level and ground truth -> labels (N, R) with K for
         background, and stride-normalised regression targets (N, R, 4).
         """
-        device = self.pixel_mean.device
-        locations = compute_locations(level_sizes, self.strides, device)
-        points, strides, ranges = flatten_levels(locations, self.strides, self.size_ranges)
-        labels, reg_targets = [], []
-        for gt in gt_instances:
-            lab, reg = compute_targets(
-                points,
-                strides,
-                ranges,
-                gt.gt_boxes.tensor,
-                gt.gt_classes,
-                self.num_classes,
-                self.center_sampling_radius,
-                level_sizes,
+        self._check_gt_classes(gt_instances)
+        return batch_targets(
+            LevelGrid.build(level_sizes, self.strides, self.size_ranges, self.device),
+            [gt.gt_boxes.tensor for gt in gt_instances],
+            [gt.gt_classes for gt in gt_instances],
+            self.num_classes,
+            self.center_sampling_radius,
+            self.matching_method,
+        )
+
+    def _check_gt_classes(self, gt_instances: List[Instances]) -> None:
+        """Class ids outside [0, K) are an error; checked once per batch (one host sync)."""
+        classes = torch.cat([gt.gt_classes for gt in gt_instances])
+        if len(classes) == 0:
+            return
+        lo, hi = torch.stack([classes.min(), classes.max()]).tolist()
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(
+                f"ground-truth class id {hi if hi >= self.num_classes else lo} is outside "
+                f"[0, MODEL.FCOS.NUM_CLASSES={self.num_classes})"
             )
-            labels.append(lab)
-            reg_targets.append(reg)
-        return torch.stack(labels), torch.stack(reg_targets)
 
     def forward_inference(
         self,
@@ -246,12 +251,11 @@ class FCOS(DenseDetector):
         features: List[Tensor],
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
     ) -> List[Instances]:
-        predictions = tuple([p.float() for p in level] for level in predictions)
         # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
         logits, box_reg, ctr = ([p.flatten(2) for p in level] for level in predictions)
-        locations = self._locations(features)
-        with torch.autocast(self.device.type, enabled=False):
-            return self._decode(images, locations, logits, box_reg, ctr)
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        locations = compute_locations(sizes, self.strides, features[0].device)
+        return self._decode(images, locations, logits, box_reg, ctr)
 
     def _decode(self, images, locations, logits, box_reg, ctr) -> List[Instances]:
         return [

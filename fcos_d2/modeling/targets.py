@@ -8,7 +8,8 @@ Boxes are XYXY in pixels of the (padded) input; regression targets are (l, t, r,
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -16,9 +17,11 @@ from torch import Tensor
 __all__ = [
     "compute_locations",
     "level_size_ranges",
-    "flatten_levels",
+    "LevelGrid",
+    "MATCHING_METHODS",
     "match_locations",
     "compute_targets",
+    "batch_targets",
     "centerness_targets",
 ]
 
@@ -50,45 +53,82 @@ def level_size_ranges(sizes_of_interest: Sequence[float], num_levels: int) -> Li
     """[lo, hi] of max(l*, t*, r*, b*) per level: [-1, s0], [s0, s1], ..., [s_{L-2}, inf]."""
     if len(sizes_of_interest) != num_levels - 1:
         raise ValueError(
-            f"MODEL.FCOS.SIZES_OF_INTEREST has {len(sizes_of_interest)} values; "
+            f"sizes_of_interest has {len(sizes_of_interest)} values; "
             f"{num_levels} levels need {num_levels - 1}"
         )
     bounds = [-1.0] + [float(s) for s in sizes_of_interest] + [math.inf]
     return [[bounds[i], bounds[i + 1]] for i in range(num_levels)]
 
 
-def flatten_levels(
-    locations: List[Tensor], strides: Sequence[int], size_ranges: Sequence[Sequence[float]]
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Concatenate per-level locations into (R, 2), with (R,) strides and (R, 2) size ranges."""
-    counts = [len(loc) for loc in locations]
-    device = locations[0].device
-    stride_t = torch.tensor(strides, dtype=torch.float32, device=device)
-    range_t = torch.tensor(size_ranges, dtype=torch.float32, device=device)
-    counts_t = torch.tensor(counts, device=device)
-    return (
-        torch.cat(locations, dim=0),
-        stride_t.repeat_interleave(counts_t),
-        range_t.repeat_interleave(counts_t, dim=0),
-    )
+@dataclass(frozen=True)
+class LevelGrid:
+    """
+    The locations of all levels of one (padded) input size, with what matching needs of each.
+
+    Attributes:
+        sizes: (Hi, Wi) per level; strides: per level; size_ranges: inclusive [lo, hi] of
+            max(l*, t*, r*, b*) per level;
+        points: (R, 2) (x, y) of every location, level after level, each level row-major;
+        point_strides: (R,) and point_ranges: (R, 2): the stride and size range of each point.
+    """
+
+    sizes: Tuple[Tuple[int, int], ...]
+    strides: Tuple[int, ...]
+    size_ranges: Tuple[Tuple[float, float], ...]
+    points: Tensor
+    point_strides: Tensor
+    point_ranges: Tensor
+
+    @classmethod
+    def build(
+        cls,
+        sizes: Sequence[Tuple[int, int]],
+        strides: Sequence[int],
+        size_ranges: Sequence[Sequence[float]],
+        device: torch.device,
+    ) -> "LevelGrid":
+        """The grid of levels of sizes (Hi, Wi), with the given strides and size ranges."""
+        if not len(sizes) == len(strides) == len(size_ranges):
+            raise ValueError(
+                f"{len(sizes)} level sizes, {len(strides)} strides and {len(size_ranges)} size "
+                "ranges: need one of each per level"
+            )
+        counts = torch.tensor([h * w for h, w in sizes], device=device)
+        stride_t = torch.tensor(strides, dtype=torch.float32, device=device)
+        range_t = torch.tensor(size_ranges, dtype=torch.float32, device=device)
+        return cls(
+            sizes=tuple((int(h), int(w)) for h, w in sizes),
+            strides=tuple(int(s) for s in strides),
+            size_ranges=tuple((float(lo), float(hi)) for lo, hi in size_ranges),
+            points=torch.cat(compute_locations(sizes, strides, device), dim=0),
+            point_strides=stride_t.repeat_interleave(counts),
+            point_ranges=range_t.repeat_interleave(counts, dim=0),
+        )
+
+    def __len__(self) -> int:
+        return len(self.points)
 
 
-def _pair_ok(locations, strides, size_ranges, boxes, loc_idx, box_idx, radius) -> Tensor:
+MATCHING_METHODS = ("sparse", "dense")
+
+
+def _pair_ok(grid: LevelGrid, boxes, loc_idx, box_idx, radius: float) -> Tensor:
     """(P,) bool: the (location, box) pairs that pass the centre-region and size tests."""
-    pts, b = locations[loc_idx], boxes[box_idx]  # (P, 2), (P, 4)
+    pts, b = grid.points[loc_idx], boxes[box_idx]  # (P, 2), (P, 4)
     ltrb = torch.cat([pts - b[:, :2], b[:, 2:] - pts], dim=1)
     max_dist = ltrb.amax(dim=1)
-    ok = (max_dist >= size_ranges[loc_idx, 0]) & (max_dist <= size_ranges[loc_idx, 1])
+    ranges = grid.point_ranges[loc_idx]
+    ok = (max_dist >= ranges[:, 0]) & (max_dist <= ranges[:, 1])
     if radius <= 0:
         return ok & (ltrb.amin(dim=1) > 0)
     centers = (b[:, :2] + b[:, 2:]) / 2
-    half = strides[loc_idx, None] * radius
+    half = grid.point_strides[loc_idx, None] * radius
     lo = torch.maximum(centers - half, b[:, :2])
     hi = torch.minimum(centers + half, b[:, 2:])
     return ok & (torch.cat([pts - lo, hi - pts], dim=1).amin(dim=1) > 0)
 
 
-def _sparse_pairs(level_sizes, level_strides, boxes: Tensor, radius: float):
+def _sparse_pairs(grid: LevelGrid, boxes: Tensor, radius: float):
     """
     (location index, box index) pairs that can pass the centre-region test: per level and box a
     small window of cells around the box centre (a superset; the exact test comes after).
@@ -97,9 +137,9 @@ def _sparse_pairs(level_sizes, level_strides, boxes: Tensor, radius: float):
     width = int(math.ceil(2 * radius)) + 3
     loc_all, box_all, base = [], [], 0
     box_ids = torch.arange(len(boxes), device=boxes.device)
-    for (height, w), s in zip(level_sizes, level_strides):
+    steps = torch.arange(width, device=boxes.device)
+    for (height, w), s in zip(grid.sizes, grid.strides):
         first = torch.floor((centers - s * radius - s // 2) / s).long()  # (M, 2) cell x, y
-        steps = torch.arange(width, device=boxes.device)
         xs = first[:, 0, None] + steps  # (M, width)
         ys = first[:, 1, None] + steps
         valid = ((xs >= 0) & (xs < w))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
@@ -107,38 +147,7 @@ def _sparse_pairs(level_sizes, level_strides, boxes: Tensor, radius: float):
         loc_all.append(cells[valid])
         box_all.append(box_ids[:, None, None].expand_as(cells)[valid])
         base += height * w
-    return torch.cat(loc_all), torch.cat(box_all)
-
-
-def match_locations(
-    locations: Tensor,
-    strides: Tensor,
-    size_ranges: Tensor,
-    boxes: Tensor,
-    radius: float,
-    level_sizes: Optional[Sequence[Tuple[int, int]]] = None,
-) -> Tensor:
-    """
-    Assign each location to at most one box.
-
-    Args:
-        locations: (R, 2); strides: (R,); size_ranges: (R, 2) inclusive [lo, hi];
-        boxes: (M, 4) XYXY; radius: centre-sampling radius in strides (0 = whole box);
-        level_sizes: (Hi, Wi) per level, in the order of ``locations``. With centre sampling
-            it lets the matching visit only cells near each box centre (O(M), not O(R * M)).
-    Returns:
-        (R,) int64 index of the matched box, -1 for background. Among several candidates the
-        box of smallest area wins, the first one on equal areas.
-    """
-    matched = torch.full((len(locations),), -1, dtype=torch.long, device=locations.device)
-    if len(boxes) == 0:
-        return matched
-    if radius > 0 and level_sizes is not None:
-        level_strides = strides[torch.tensor([0] + [h * w for h, w in level_sizes[:-1]]).cumsum(0)]
-        pairs = [_sparse_pairs(level_sizes, level_strides.tolist(), boxes, radius)]
-    else:
-        pairs = _dense_pairs(len(locations), len(boxes), locations.device)
-    return _assign(locations, strides, size_ranges, boxes, radius, pairs, matched)
+    yield torch.cat(loc_all), torch.cat(box_all)
 
 
 def _dense_pairs(num_locations: int, num_boxes: int, device):
@@ -151,7 +160,36 @@ def _dense_pairs(num_locations: int, num_boxes: int, device):
         )
 
 
-def _assign(locations, strides, size_ranges, boxes, radius, pairs, matched) -> Tensor:
+def match_locations(
+    grid: LevelGrid, boxes: Tensor, radius: float, method: str = "sparse"
+) -> Tensor:
+    """
+    Assign each location of ``grid`` to at most one of the (M, 4) XYXY ``boxes``.
+
+    Args:
+        radius: centre-sampling radius in strides (0 = whole box).
+        method: "sparse" visits only the cells near each box centre (O(M) work; needs
+            radius > 0); "dense" tests every (location, box) pair in memory-bounded chunks
+            (O(R * M); the reference the sparse method is tested against).
+    Returns:
+        (R,) int64 index of the matched box, -1 for background. Among several candidates the
+        box of smallest area wins, the first one on equal areas.
+    """
+    if method not in MATCHING_METHODS:
+        raise ValueError(f"method={method!r} is not one of {list(MATCHING_METHODS)}")
+    if method == "sparse" and radius <= 0:
+        raise ValueError(f"sparse matching needs a centre-sampling radius > 0, got {radius}")
+    matched = torch.full((len(grid),), -1, dtype=torch.long, device=grid.points.device)
+    if len(boxes) == 0:
+        return matched
+    if method == "sparse":
+        pairs = _sparse_pairs(grid, boxes, radius)
+    else:
+        pairs = _dense_pairs(len(grid), len(boxes), grid.points.device)
+    return _assign(grid, boxes, radius, pairs, matched)
+
+
+def _assign(grid: LevelGrid, boxes, radius, pairs, matched) -> Tensor:
     """
     Smallest-area candidate per location, first box on ties, over batches of (location index,
     box index) pairs; fills and returns ``matched``.
@@ -160,9 +198,9 @@ def _assign(locations, strides, size_ranges, boxes, radius, pairs, matched) -> T
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
     # Dense pairs come in chunks of whole locations, so batches never share a location.
     for loc, box in pairs:
-        ok = _pair_ok(locations, strides, size_ranges, boxes, loc, box, radius)
+        ok = _pair_ok(grid, boxes, loc, box, radius)
         loc, box = loc[ok], box[ok]
-        best = torch.full((len(locations),), math.inf, device=locations.device)
+        best = torch.full((len(grid),), math.inf, device=boxes.device)
         best = best.scatter_reduce(0, loc, areas[box], "amin")
         tied = areas[box] == best[loc]
         first = torch.full_like(matched, num_boxes).scatter_reduce(0, loc[tied], box[tied], "amin")
@@ -171,41 +209,49 @@ def _assign(locations, strides, size_ranges, boxes, radius, pairs, matched) -> T
 
 
 def compute_targets(
-    locations: Tensor,
-    strides: Tensor,
-    size_ranges: Tensor,
+    grid: LevelGrid,
     boxes: Tensor,
     classes: Tensor,
     num_classes: int,
     radius: float,
-    level_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+    method: str = "sparse",
 ) -> Tuple[Tensor, Tensor]:
     """
     Training targets of one image.
 
     Args:
-        locations, strides, size_ranges, boxes, radius: as in :func:`match_locations`;
-        classes: (M,) int64 in [0, num_classes); level_sizes: see :func:`match_locations`.
+        grid, boxes, radius, method: as in :func:`match_locations`;
+        classes: (M,) int64 in [0, num_classes) (not checked here: the caller checks a batch once).
     Returns:
         labels: (R,) int64, ``num_classes`` for background;
         reg_targets: (R, 4) (l, t, r, b) of the matched box divided by the stride (0 if none).
     """
-    if len(classes) and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
-        raise ValueError(
-            f"ground-truth class id {int(classes.max())} (min {int(classes.min())}) is outside "
-            f"[0, MODEL.FCOS.NUM_CLASSES={num_classes})"
-        )
-    matched = match_locations(locations, strides, size_ranges, boxes, radius, level_sizes)
+    matched = match_locations(grid, boxes, radius, method)
     fg = matched >= 0
-    labels = torch.full_like(matched, num_classes)
-    labels[fg] = classes[matched[fg]]
-    reg_targets = torch.zeros((len(locations), 4), device=locations.device)
-    if fg.any():
-        fg_boxes = boxes[matched[fg]]
-        pts = locations[fg]
-        ltrb = torch.cat([pts - fg_boxes[:, :2], fg_boxes[:, 2:] - pts], dim=1)
-        reg_targets[fg] = ltrb / strides[fg, None]
+    safe = matched.clamp(min=0)
+    # Gathers with a clamped index and a mask, no boolean indexing: no host sync.
+    labels = torch.where(fg, classes[safe] if len(classes) else matched, num_classes)
+    if len(boxes) == 0:
+        return labels, torch.zeros((len(grid), 4), device=grid.points.device)
+    box = boxes[safe]  # (R, 4)
+    ltrb = torch.cat([grid.points - box[:, :2], box[:, 2:] - grid.points], dim=1)
+    reg_targets = torch.where(fg[:, None], ltrb / grid.point_strides[:, None], 0.0)
     return labels, reg_targets
+
+
+def batch_targets(
+    grid: LevelGrid,
+    boxes: Sequence[Tensor],
+    classes: Sequence[Tensor],
+    num_classes: int,
+    radius: float,
+    method: str = "sparse",
+) -> Tuple[Tensor, Tensor]:
+    """:func:`compute_targets` of N images on one grid: labels (N, R), reg_targets (N, R, 4)."""
+    per_image = [
+        compute_targets(grid, b, c, num_classes, radius, method) for b, c in zip(boxes, classes)
+    ]
+    return torch.stack([t[0] for t in per_image]), torch.stack([t[1] for t in per_image])
 
 
 def centerness_targets(reg_targets: Tensor) -> Tensor:
