@@ -130,12 +130,14 @@ def _pair_ok(grid: LevelGrid, boxes, loc_idx, box_idx, radius: float) -> Tensor:
 
 def _sparse_pairs(grid: LevelGrid, boxes: Tensor, radius: float):
     """
-    (location index, box index) pairs that can pass the centre-region test: per level and box a
-    small window of cells around the box centre (a superset; the exact test comes after).
+    (location index, box index, valid) triples that can pass the centre-region test: per level
+    and box a small window of cells around the box centre (a superset; the exact test comes
+    after). Window cells outside the level are clamped onto it and marked invalid rather than
+    removed, so no data-dependent shape (and no host sync on GPUs) arises.
     """
     centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
     width = int(math.ceil(2 * radius)) + 3
-    loc_all, box_all, base = [], [], 0
+    loc_all, box_all, valid_all, base = [], [], [], 0
     box_ids = torch.arange(len(boxes), device=boxes.device)
     steps = torch.arange(width, device=boxes.device)
     for (height, w), s in zip(grid.sizes, grid.strides):
@@ -143,21 +145,22 @@ def _sparse_pairs(grid: LevelGrid, boxes: Tensor, radius: float):
         xs = first[:, 0, None] + steps  # (M, width)
         ys = first[:, 1, None] + steps
         valid = ((xs >= 0) & (xs < w))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-        cells = base + ys[:, :, None] * w + xs[:, None, :]  # (M, width, width)
-        loc_all.append(cells[valid])
-        box_all.append(box_ids[:, None, None].expand_as(cells)[valid])
+        cells = base + ys.clamp(0, height - 1)[:, :, None] * w + xs.clamp(0, w - 1)[:, None, :]
+        loc_all.append(cells.flatten())  # (M * width * width,)
+        box_all.append(box_ids[:, None, None].expand_as(cells).flatten())
+        valid_all.append(valid.flatten())
         base += height * w
-    yield torch.cat(loc_all), torch.cat(box_all)
+    yield torch.cat(loc_all), torch.cat(box_all), torch.cat(valid_all)
 
 
 def _dense_pairs(num_locations: int, num_boxes: int, device):
-    """All (location, box) pairs, lazily in chunks that bound memory."""
+    """All (location, box, valid) pairs, lazily in chunks that bound memory."""
     chunk = max(1, _MATCH_CHUNK_ELEMENTS // num_boxes)
     for start in range(0, num_locations, chunk):
         loc = torch.arange(start, min(start + chunk, num_locations), device=device)
-        yield loc.repeat_interleave(num_boxes), torch.arange(num_boxes, device=device).repeat(
-            len(loc)
-        )
+        loc = loc.repeat_interleave(num_boxes)
+        box = torch.arange(num_boxes, device=device).repeat(len(loc) // num_boxes)
+        yield loc, box, torch.ones_like(loc, dtype=torch.bool)
 
 
 def match_locations(
@@ -192,18 +195,20 @@ def match_locations(
 def _assign(grid: LevelGrid, boxes, radius, pairs, matched) -> Tensor:
     """
     Smallest-area candidate per location, first box on ties, over batches of (location index,
-    box index) pairs; fills and returns ``matched``.
+    box index, valid) pairs; fills and returns ``matched``. Pairs that fail the tests are masked,
+    never removed: no host syncs.
     """
     num_boxes = len(boxes)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
     # Dense pairs come in chunks of whole locations, so batches never share a location.
-    for loc, box in pairs:
-        ok = _pair_ok(grid, boxes, loc, box, radius)
-        loc, box = loc[ok], box[ok]
+    for loc, box, valid in pairs:
+        ok = valid & _pair_ok(grid, boxes, loc, box, radius)
+        pair_area = torch.where(ok, areas[box], math.inf)
         best = torch.full((len(grid),), math.inf, device=boxes.device)
-        best = best.scatter_reduce(0, loc, areas[box], "amin")
-        tied = areas[box] == best[loc]
-        first = torch.full_like(matched, num_boxes).scatter_reduce(0, loc[tied], box[tied], "amin")
+        best = best.scatter_reduce(0, loc, pair_area, "amin")
+        tied = ok & (pair_area == best[loc])
+        first = torch.full_like(matched, num_boxes)
+        first = first.scatter_reduce(0, loc, torch.where(tied, box, num_boxes), "amin")
         matched = torch.where(first < num_boxes, first, matched)
     return matched
 
