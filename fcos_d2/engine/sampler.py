@@ -18,11 +18,11 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["ResumableBatchSampler", "PositionSeededDataset", "seeded_rng", "build_resumable_loader"]
+__all__ = ["ResumableBatchSampler", "SeededMapDataset", "seeded_rng", "build_resumable_loader"]
 
 logger = logging.getLogger(__name__)
 
-Item = Tuple[int, int]  # (position in the global image stream, dataset index)
+Item = Tuple[int, int]  # (RNG seed of this sample, dataset index)
 
 
 def _derive_seed(*values: int) -> int:
@@ -31,12 +31,14 @@ def _derive_seed(*values: int) -> int:
 
 class ResumableBatchSampler(Sampler):
     """
-    Infinite stream of batches for one process, each a list of B ``(position, index)`` items.
+    Infinite stream of batches for one process, each a list of B ``(sample seed, index)`` items.
 
     The global image stream is epoch after epoch of a permutation of range(S), epoch e shuffled by
     a generator seeded with (seed, e); position p of that stream goes to process p % W. Like
     detectron2's aspect-ratio grouping, each process fills one bucket for landscape (w > h) and one
     for portrait images and emits a bucket when it holds B items (``group_ids`` None: one bucket).
+    The sample seed of position p is derived from (seed, p): it seeds the augmentation of that
+    image (see :class:`SeededMapDataset`).
 
     ``skip(n)`` makes the next iteration start after the first n batches; those are replayed on
     indices only, so no skipped image is read. ``state_dict`` holds what must not change for the
@@ -86,7 +88,7 @@ class ResumableBatchSampler(Sampler):
                 index = order[j]
                 group = 0 if self.group_ids is None else self.group_ids[index]
                 bucket = buckets.setdefault(group, [])
-                bucket.append((epoch * self.size + j, index))
+                bucket.append((_derive_seed(self.seed, epoch * self.size + j), index))
                 if len(bucket) == self.batch_size:
                     yield bucket[:]
                     del bucket[:]
@@ -133,24 +135,23 @@ def seeded_rng(seed: int):
             np.random.set_state(np_state)
 
 
-class PositionSeededDataset(Dataset):
+class SeededMapDataset(Dataset):
     """
-    ``dataset[(position, index)]`` = ``map_func(records[index])`` with every global RNG seeded from
-    (seed, position), so random augmentations repeat exactly for a stream position, whichever
+    ``dataset[(sample_seed, index)]`` = ``map_func(records[index])`` with every global RNG seeded
+    with ``sample_seed``, so random augmentations repeat exactly for a stream position, whichever
     worker process maps it.
     """
 
-    def __init__(self, records: Sequence[Dict[str, Any]], map_func: Callable, seed: int):
+    def __init__(self, records: Sequence[Dict[str, Any]], map_func: Callable):
         self.records = DatasetFromList(list(records), copy=False, serialize=True)
         self.map_func = map_func
-        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, item: Item):
-        position, index = item
-        with seeded_rng(_derive_seed(self.seed, position)):
+        sample_seed, index = item
+        with seeded_rng(sample_seed):
             return self.map_func(self.records[index])
 
 
@@ -185,7 +186,7 @@ def build_resumable_loader(
         group_ids=_group_ids(records) if aspect_ratio_grouping else None,
     )
     return DataLoader(
-        PositionSeededDataset(records, mapper, seed),
+        SeededMapDataset(records, mapper),
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=trivial_batch_collator,

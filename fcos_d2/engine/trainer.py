@@ -8,7 +8,11 @@ import logging
 import os
 import weakref
 
-from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
@@ -21,6 +25,8 @@ from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
 __all__ = ["FCOSTrainer"]
+
+logger = logging.getLogger(__name__)
 
 
 class FCOSTrainer(DefaultTrainer):
@@ -69,10 +75,17 @@ class FCOSTrainer(DefaultTrainer):
         records = drop_invalid_annotations(
             records, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
+        mapper = FCOSDatasetMapper(cfg, is_train=True)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            logger.warning(
+                f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: using detectron2's "
+                "loader; --resume will not continue with the same batches"
+            )
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         return build_resumable_loader(
             records,
-            FCOSDatasetMapper(cfg, is_train=True),
+            mapper,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             seed=seed,
             num_workers=cfg.DATALOADER.NUM_WORKERS,

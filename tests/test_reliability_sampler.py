@@ -1,0 +1,97 @@
+"""The resumable data stream: skipping reads nothing, batches do not depend on the number of
+loader workers, the seed travels in the checkpoint, processes share the stream."""
+
+import itertools
+import os
+
+import cv2
+import numpy as np
+import torch
+from conftest import tiny_cfg
+from detectron2.structures import BoxMode
+
+from fcos_d2.data.mapper import FCOSDatasetMapper
+from fcos_d2.engine import ResumableBatchSampler, build_resumable_loader
+
+
+def _records(root, num=6):
+    rng = np.random.RandomState(1)
+    out = []
+    for i in range(num):
+        h, w = (45, 71) if i % 2 else (67, 39)
+        path = os.path.join(root, f"{i}.png")
+        cv2.imwrite(path, rng.randint(0, 255, (h, w, 3), dtype=np.uint8))
+        ann = {"id": i, "bbox": [3, 4, 20, 15], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+        out.append(
+            {"file_name": path, "image_id": i, "height": h, "width": w, "annotations": [ann]}
+        )
+    return out
+
+
+def _mapper():
+    cfg = tiny_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (24, 32, 40), 64
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    return FCOSDatasetMapper(cfg, is_train=True)
+
+
+class Counting:
+    def __init__(self, mapper):
+        self.mapper, self.calls = mapper, 0
+
+    def __call__(self, record):
+        self.calls += 1
+        return self.mapper(record)
+
+
+def _summary(batch):
+    return [(d["image_id"], d["image"].shape, d["image"].float().sum().item()) for d in batch]
+
+
+def test_skipped_batches_are_not_read_and_the_next_one_is_the_same(tmp_path):
+    records = _records(str(tmp_path))
+    full = build_resumable_loader(records, _mapper(), total_batch_size=2, seed=4)
+    expected = [_summary(b) for b in itertools.islice(full, 5)]
+    counting = Counting(_mapper())
+    resumed = build_resumable_loader(records, counting, total_batch_size=2, seed=4)
+    resumed.batch_sampler.skip(4)
+    assert _summary(next(iter(resumed))) == expected[4]
+    assert counting.calls == 2  # only the two images of batch 4 were read
+
+
+def test_batches_do_not_depend_on_the_number_of_loader_workers(tmp_path):
+    records = _records(str(tmp_path))
+    batches = {}
+    for workers in (0, 2):
+        loader = build_resumable_loader(
+            records, _mapper(), total_batch_size=2, seed=4, num_workers=workers
+        )
+        batches[workers] = [_summary(b) for b in itertools.islice(loader, 4)]
+    assert batches[0] == batches[2]
+    sizes = {shape for b in batches[0] for _, shape, _ in b}
+    assert len(sizes) > 1  # random resizing happened
+
+
+def test_the_seed_is_restored_from_the_state_dict():
+    saved = ResumableBatchSampler(10, 2, seed=11, rank=0, world_size=1)
+    other = ResumableBatchSampler(10, 2, seed=99, rank=0, world_size=1)
+    other.load_state_dict(saved.state_dict())
+    other.skip(3)
+    assert list(itertools.islice(other, 4)) == list(itertools.islice(saved, 7))[3:]
+
+
+def test_processes_split_each_epoch_without_overlap():
+    size = 7  # not a multiple of the process count
+    ranks = [ResumableBatchSampler(size, 1, seed=2, rank=r, world_size=2) for r in range(2)]
+    single = ResumableBatchSampler(size, 1, seed=2, rank=0, world_size=1)
+    taken = [b[0] for r in ranks for b in itertools.islice(r, size)]  # 2 epochs in all
+    assert sorted(taken) == sorted(b[0] for b in itertools.islice(single, 2 * size))
+    first_epoch = [b[0][1] for b in itertools.islice(single, size)]
+    assert sorted(first_epoch) == list(range(size))
+
+
+def test_aspect_ratio_groups_are_never_mixed_in_a_batch():
+    groups = [0, 1, 1, 0, 1, 0, 0, 1, 1]
+    sampler = ResumableBatchSampler(len(groups), 3, seed=0, group_ids=groups, rank=0, world_size=1)
+    for batch in itertools.islice(sampler, 12):
+        assert len({groups[i] for _, i in batch}) == 1
