@@ -60,7 +60,10 @@ def is_adelaidet_config(raw: Dict[str, Any]) -> bool:
     """Whether a YAML dict (bases merged) is an AdelaiDet FCOS config."""
     model = raw.get("MODEL", {}) or {}
     generator = (model.get("PROPOSAL_GENERATOR", {}) or {}).get("NAME")
-    return model.get("META_ARCHITECTURE") == "OneStageDetector" or generator == "FCOS"
+    meta_arch = model.get("META_ARCHITECTURE")
+    # detectron2's two-stage models with fcos_d2's FCOS proposal generator are fcos_d2 files.
+    two_stage = meta_arch in ("GeneralizedRCNN", "ProposalNetwork")
+    return meta_arch == "OneStageDetector" or (generator == "FCOS" and not two_stage)
 
 
 def _translate_fcos(adet: Dict[str, Any], dropped: List[str]) -> Tuple[Dict, Dict]:

@@ -83,7 +83,7 @@ class TorchvisionDeformBottleneckBlock(CNNBlockBase):
     detectron2's ``DeformBottleneckBlock`` (same constructor arguments, parameters and results)
     with the 3x3 conv on torchvision: 1x1 conv1, deformable 3x3 conv2 whose offsets (and, when
     modulated, mask logits) come from the plain 3x3 conv ``conv2_offset``, 1x1 conv3, shortcut.
-    ``conv2_offset`` starts at zero, so a new block starts as a plain bottleneck.
+    ``conv2_offset`` starts at zero: zero offsets (and, modulated, a mask of 0.5), as detectron2.
     """
 
     def __init__(

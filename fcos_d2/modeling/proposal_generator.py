@@ -1,0 +1,229 @@
+"""
+FCOS as the region-proposal generator of detectron2's two-stage models (``GeneralizedRCNN``,
+``ProposalNetwork``): ``MODEL.PROPOSAL_GENERATOR.NAME: "FCOS"``.
+
+The FCOS head with one foreground class, FCOS's matching and losses, and proposals as detectron2's
+RPN returns them (``proposal_boxes``, ``objectness_logits``).
+
+Shape shorthand: N images, L levels, Ri locations of level i, R locations over all levels,
+k proposals kept per image.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
+from detectron2.structures import ImageList, Instances
+from torch import Tensor, nn
+
+from ..config import check_fcos_config
+from .head import FCOSHead
+from .losses import fcos_losses
+from .postprocess import decode_boxes
+from .targets import LevelGrid, batch_targets, compute_locations, level_size_ranges
+
+__all__ = ["FCOSProposalGenerator", "proposal_objectness_logits"]
+
+
+def proposal_objectness_logits(cls_logits: Tensor, ctr_logits: Tensor) -> Tensor:
+    """
+    Log-odds of FCOS's score p = sqrt(sigmoid(cls) * sigmoid(ctr)), elementwise: the proposal's
+    ``objectness_logits``, ordered as the score is and finite for any finite input.
+    """
+    log_p = 0.5 * (F.logsigmoid(cls_logits) + F.logsigmoid(ctr_logits))
+    log_p = log_p.clamp(max=-1e-7)  # p = 1 would give an infinite logit
+    return log_p - torch.log1p(-torch.exp(log_p))
+
+
+class FCOSProposalGenerator(nn.Module):
+    """
+    Class-agnostic FCOS: each location of each level scores "object" (one sigmoid classifier),
+    regresses (l, t, r, b) and predicts centre-ness; proposals are ranked by
+    sqrt(objectness * centre-ness). Per image: the ``pre_nms_topk`` best locations of each level,
+    decoded, clipped to the image, boxes smaller than ``min_box_size`` dropped, one NMS over all
+    levels (FCOS's; detectron2's RPN runs it per level), the best ``post_nms_topk`` kept.
+    In training, proposals are returned too (without gradient), as the ROI heads need them.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        head: nn.Module,
+        strides: Sequence[int],
+        sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
+        center_sampling_radius: float = 1.5,
+        box_loss_type: str = "giou",
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        box_quality: str = "ctrness",
+        pre_nms_topk: Tuple[int, int] = (2000, 1000),
+        post_nms_topk: Tuple[int, int] = (1000, 1000),
+        nms_thresh: float = 0.7,
+        min_box_size: float = 0.0,
+        loss_weight: float = 1.0,
+    ):
+        """
+        Args:
+            in_features: backbone features the head runs on, finest first.
+            head: maps those features to (logits, box_reg, ctr_logits) per level, shaped
+                (N, 1, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi) (an FCOSHead with one
+                class).
+            strides: stride of each feature.
+            pre_nms_topk, post_nms_topk: (training, inference) counts; pre-NMS per level.
+            loss_weight: multiplies every loss.
+            Others: the ``MODEL.FCOS`` keys of the same name.
+        """
+        super().__init__()
+        self.in_features = list(in_features)
+        self.head = head
+        self.strides = list(strides)
+        self.size_ranges = level_size_ranges(sizes_of_interest, len(self.in_features))
+        self.center_sampling_radius = center_sampling_radius
+        self.loss_options = {
+            "box_loss_type": box_loss_type,
+            "focal_alpha": focal_loss_alpha,
+            "focal_gamma": focal_loss_gamma,
+            "box_quality": box_quality,
+        }
+        self.pre_nms_topk = {True: pre_nms_topk[0], False: pre_nms_topk[1]}
+        self.post_nms_topk = {True: post_nms_topk[0], False: post_nms_topk[1]}
+        self.nms_thresh = nms_thresh
+        self.min_box_size = min_box_size
+        self.loss_weight = loss_weight
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict:
+        fcos, rpn = cfg.MODEL.FCOS, cfg.MODEL.RPN
+        check_fcos_config(cfg, list(input_shape))
+        if fcos.LOSS_NORMALIZER_CLS != "fg":
+            raise ValueError(
+                f"MODEL.FCOS.LOSS_NORMALIZER_CLS={fcos.LOSS_NORMALIZER_CLS!r}: the FCOS proposal "
+                "generator supports only 'fg'"
+            )
+        shapes = [input_shape[f] for f in fcos.IN_FEATURES]
+        head_args = FCOSHead.from_config(cfg, shapes)
+        head_args["num_classes"] = 1  # class-agnostic: one "object" classifier
+        return {
+            "in_features": list(fcos.IN_FEATURES),
+            "head": FCOSHead(**head_args),
+            "strides": [s.stride for s in shapes],
+            "sizes_of_interest": list(fcos.SIZES_OF_INTEREST),
+            "center_sampling_radius": fcos.CENTER_SAMPLING_RADIUS,
+            "box_loss_type": fcos.BOX_LOSS_TYPE,
+            "focal_loss_alpha": fcos.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": fcos.FOCAL_LOSS_GAMMA,
+            "box_quality": fcos.BOX_QUALITY,
+            "pre_nms_topk": (rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST),
+            "post_nms_topk": (rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST),
+            "nms_thresh": rpn.NMS_THRESH,
+            "min_box_size": cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE,
+            "loss_weight": rpn.LOSS_WEIGHT,
+        }
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        gt_instances: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        """
+        Returns:
+            N Instances with ``proposal_boxes`` (Boxes, XYXY in input pixels, clipped) and
+            ``objectness_logits`` (see :func:`proposal_objectness_logits`), best first; and the
+            losses (training only) ``loss_fcos_rpn_cls``, ``loss_fcos_rpn_loc`` and
+            ``loss_fcos_rpn_ctr`` (``loss_fcos_rpn_iou`` with ``BOX_QUALITY: "iou"``).
+        """
+        feats = [features[f] for f in self.in_features]
+        logits, box_reg, ctr = self.head(feats)
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        losses = {}
+        if self.training:
+            if gt_instances is None:
+                raise ValueError("FCOS proposal generator: training needs gt_instances")
+            losses = self.losses(sizes, logits, box_reg, ctr, gt_instances)
+        proposals = self.predict_proposals(sizes, logits, box_reg, ctr, images.image_sizes)
+        return proposals, losses
+
+    def losses(
+        self,
+        sizes: List[Tuple[int, int]],
+        logits: List[Tensor],
+        box_reg: List[Tensor],
+        ctr: List[Tensor],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
+        """FCOS's losses with every ground-truth box of class 0, renamed loss_fcos_rpn_*."""
+        labels, reg_targets = self._targets(sizes, gt_instances, logits[0].device)
+        losses = fcos_losses(
+            torch.cat([permute_to_N_HWA_K(x, 1) for x in logits], dim=1).float(),  # (N, R, 1)
+            torch.cat([permute_to_N_HWA_K(x, 4) for x in box_reg], dim=1).float(),  # (N, R, 4)
+            torch.cat([permute_to_N_HWA_K(x, 1) for x in ctr], dim=1)[..., 0].float(),  # (N, R)
+            labels,
+            reg_targets,
+            **self.loss_options,
+        )
+        return {
+            name.replace("loss_fcos_", "loss_fcos_rpn_"): value * self.loss_weight
+            for name, value in losses.items()
+        }
+
+    @torch.no_grad()
+    def _targets(
+        self, sizes: List[Tuple[int, int]], gt_instances: List[Instances], device: torch.device
+    ) -> Tuple[Tensor, Tensor]:
+        """Labels (N, R), 1 for background, and stride-normalised targets (N, R, 4)."""
+        return batch_targets(
+            LevelGrid.build(sizes, self.strides, self.size_ranges, device),
+            [gt.gt_boxes.tensor for gt in gt_instances],
+            [torch.zeros(len(gt), dtype=torch.long, device=device) for gt in gt_instances],
+            1,
+            self.center_sampling_radius,
+            "sparse" if self.center_sampling_radius > 0 else "dense",
+        )
+
+    @torch.no_grad()
+    def predict_proposals(
+        self,
+        sizes: List[Tuple[int, int]],
+        logits: List[Tensor],
+        box_reg: List[Tensor],
+        ctr: List[Tensor],
+        image_sizes: List[Tuple[int, int]],
+    ) -> List[Instances]:
+        """Per level (N, 1, Hi, Wi), (N, 4, Hi, Wi), (N, 1, Hi, Wi) -> N proposal Instances."""
+        locations = compute_locations(sizes, self.strides, logits[0].device)
+        pre_nms_topk = self.pre_nms_topk[self.training]
+        boxes, scores = [], []
+        for loc, stride, cls_l, reg_l, ctr_l in zip(locations, self.strides, logits, box_reg, ctr):
+            objectness = proposal_objectness_logits(cls_l.flatten(1), ctr_l.flatten(1)).float()
+            top, idx = objectness.topk(min(pre_nms_topk, objectness.shape[1]), dim=1)  # (N, k)
+            dist = permute_to_N_HWA_K(reg_l, 4).float()  # (N, Ri, 4)
+            dist = dist.gather(1, idx[..., None].expand(-1, -1, 4)) * stride
+            level_boxes = decode_boxes(loc[idx].flatten(0, 1), dist.flatten(0, 1))
+            boxes.append(level_boxes.view(*idx.shape, 4))
+            scores.append(top)
+        boxes, scores = torch.cat(boxes, dim=1), torch.cat(scores, dim=1)
+        # One "level" holding every level's candidates: one NMS across levels.
+        return find_top_rpn_proposals(
+            [boxes],
+            [scores],
+            image_sizes,
+            self.nms_thresh,
+            scores.shape[1],
+            self.post_nms_topk[self.training],
+            self.min_box_size,
+            self.training,
+        )
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+def FCOS(cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> FCOSProposalGenerator:  # noqa: N802
+    """``MODEL.PROPOSAL_GENERATOR.NAME: "FCOS"``: builds :class:`FCOSProposalGenerator`."""
+    return FCOSProposalGenerator(cfg, input_shape)
