@@ -1,6 +1,7 @@
 """Bad data: invalid boxes are dropped with a warning naming them, never rewritten; unreadable
 images stop with an error naming the file."""
 
+import json
 import logging
 import math
 import os
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
 from fcos_d2.data.mapper import FCOSDatasetMapper, drop_invalid_annotations
@@ -97,6 +99,38 @@ def test_training_batches_keep_the_valid_box_and_never_a_rewritten_one(tmp_path,
     boxes = batch[0]["instances"].gt_boxes.tensor.tolist()
     assert boxes == [[10.0, 20.0, 40.0, 60.0]]
     assert "annotation id 2 in" in caplog.text and "img.png" in caplog.text
+
+
+def test_coco_json_annotation_ids_are_named(tmp_path, caplog):
+    cv2.imwrite(str(tmp_path / "one.png"), np.full((60, 90, 3), 90, np.uint8))
+    coco = {
+        "images": [{"id": 5, "file_name": "one.png", "height": 60, "width": 90}],
+        "annotations": [
+            {"id": 7, "image_id": 5, "bbox": [10, 10, 20, 20], "category_id": 1, "iscrowd": 0,
+             "area": 400},
+            {"id": 8, "image_id": 5, "bbox": [60, 5, -40, 30], "category_id": 1, "iscrowd": 0,
+             "area": 1200},
+            {"id": 9, "image_id": 5, "bbox": [1, 1, 0, 0], "category_id": 1, "iscrowd": 0,
+             "area": 0},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(coco))
+    name = "reliability_coco_bad"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, str(tmp_path / "train.json"), str(tmp_path))
+    cfg = tiny_cfg()
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (60,), 1000  # no resize
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 1, 0
+    with caplog.at_level(logging.WARNING):
+        batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
+    assert batch[0]["instances"].gt_boxes.tensor.tolist() == [[10.0, 10.0, 30.0, 30.0]]
+    assert "annotation id 8 in" in caplog.text and "annotation id 9 in" in caplog.text
+    assert "one.png" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an image", "missing"])

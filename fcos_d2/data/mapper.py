@@ -4,6 +4,7 @@ annotation id and the image file (never rewritten into another box), and an imag
 be read stops the run with an error naming the file.
 """
 
+import json
 import logging
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -52,7 +53,7 @@ def invalid_box_reason(
 
 
 def drop_invalid_annotations(
-    records: Sequence[Dict[str, Any]], *, filter_empty: bool = True
+    records: Sequence[Dict[str, Any]], *, filter_empty: bool = True, json_files: Sequence[str] = ()
 ) -> List[Dict[str, Any]]:
     """
     Copies of ``records`` (detectron2 dataset dicts) without their invalid box annotations, with
@@ -60,8 +61,12 @@ def drop_invalid_annotations(
     count). With ``filter_empty``, a record left without annotations is removed too, as detectron2's
     ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` removes images without annotations. Valid annotations
     are passed on unchanged; ``records`` are not modified.
+
+    detectron2's COCO loader does not keep annotation ids; for an invalid annotation without
+    ``"id"``, the id is looked up (by image id and bbox) in ``json_files``, the COCO files the
+    records came from, read only when such an annotation is found.
     """
-    problems, out, removed = [], [], 0
+    invalid, out, removed = [], [], 0  # invalid: (record, annotation, reason)
     for record in records:
         annotations = record.get("annotations")
         if not annotations:
@@ -69,7 +74,7 @@ def drop_invalid_annotations(
             continue
         size = (
             (record["height"], record["width"])
-            if "height" in record and "width" in record
+            if "width" in record and "height" in record
             else None
         )
         kept = []
@@ -80,25 +85,54 @@ def drop_invalid_annotations(
             if reason is None:
                 kept.append(ann)
             else:
-                problems.append(
-                    f"annotation id {ann.get('id', '?')} in {record.get('file_name')!r}: bbox "
-                    f"{ann.get('bbox')} {reason}"
-                )
+                invalid.append((record, ann, reason))
         if len(kept) == len(annotations):
             out.append(record)
         elif kept or not filter_empty:
             out.append({**record, "annotations": kept})
         else:
             removed += 1
-    if problems:
-        lines = problems[:_SHOWN]
-        if len(problems) > _SHOWN:
-            lines.append(f"... and {len(problems) - _SHOWN} more")
-        tail = f"; {removed} image(s) left without annotations were removed" if removed else ""
-        logger.warning(
-            f"Dropped {len(problems)} invalid box annotation(s){tail}:\n  " + "\n  ".join(lines)
-        )
+    if invalid:
+        _warn_dropped(invalid, removed, json_files)
     return out
+
+
+def _bbox_key(image_id: Any, bbox: Any) -> Tuple[str, ...]:
+    values = bbox if isinstance(bbox, (list, tuple)) else [bbox]
+    return (str(image_id),) + tuple(repr(float(v)) if _is_number(v) else repr(v) for v in values)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _coco_ids(json_files: Sequence[str], wanted: set) -> Dict[Tuple[str, ...], Any]:
+    found = {}
+    for path in json_files:
+        with open(path) as f:
+            for ann in json.load(f).get("annotations", []):
+                key = _bbox_key(ann.get("image_id"), ann.get("bbox"))
+                if key in wanted and "id" in ann:
+                    found.setdefault(key, ann["id"])
+    return found
+
+
+def _warn_dropped(invalid, removed: int, json_files: Sequence[str]) -> None:
+    shown = invalid[:_SHOWN]
+    wanted = {_bbox_key(r.get("image_id"), a.get("bbox")) for r, a, _ in shown if "id" not in a}
+    ids = _coco_ids(json_files, wanted) if wanted and json_files else {}
+    lines = []
+    for record, ann, reason in shown:
+        ann_id = ann.get("id", ids.get(_bbox_key(record.get("image_id"), ann.get("bbox")), "?"))
+        lines.append(
+            f"annotation id {ann_id} in {record.get('file_name')!r}: bbox {ann.get('bbox')} {reason}"
+        )
+    if len(invalid) > _SHOWN:
+        lines.append(f"... and {len(invalid) - _SHOWN} more")
+    tail = f"; {removed} image(s) left without annotations were removed" if removed else ""
+    logger.warning(
+        f"Dropped {len(invalid)} invalid box annotation(s){tail}:\n  " + "\n  ".join(lines)
+    )
 
 
 class FCOSDatasetMapper(DatasetMapper):

@@ -9,6 +9,7 @@ import os
 import weakref
 
 from detectron2.data import (
+    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -72,8 +73,11 @@ class FCOSTrainer(DefaultTrainer):
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
         check_num_classes(cfg)  # datasets are loaded now, so their categories are known
+        json_files = [MetadataCatalog.get(n).get("json_file", None) for n in cfg.DATASETS.TRAIN]
         records = drop_invalid_annotations(
-            records, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            records,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            json_files=[f for f in json_files if f and os.path.isfile(f)],
         )
         mapper = FCOSDatasetMapper(cfg, is_train=True)
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
