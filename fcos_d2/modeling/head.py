@@ -28,6 +28,29 @@ class Scale(nn.Module):
         return x * self.scale.to(x.dtype)
 
 
+class PerLevel(nn.ModuleList):
+    """One module per level; ``forward(x, level)`` applies that level's (TorchScript-friendly:
+    no indexing of a ModuleList by a variable)."""
+
+    def forward(self, x: Tensor, level: int) -> Tensor:
+        for i, module in enumerate(self):
+            if i == level:
+                x = module(x)
+        return x
+
+
+class Tower(nn.ModuleList):
+    """Blocks run in turn on one level's feature; ``PerLevel`` blocks get the level index."""
+
+    def forward(self, x: Tensor, level: int) -> Tensor:
+        for layer in self:
+            if isinstance(layer, PerLevel):
+                x = layer(x, level)
+            else:
+                x = layer(x)
+        return x
+
+
 def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
     if norm == "GN":
         return nn.GroupNorm(32, channels)
@@ -35,7 +58,7 @@ def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
     bn_classes = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
     if norm not in bn_classes:
         raise ValueError(f"norm={norm!r} is not one of ['GN', 'BN', 'SyncBN', '']")
-    return nn.ModuleList([bn_classes[norm](channels) for _ in range(num_levels)])
+    return PerLevel([bn_classes[norm](channels) for _ in range(num_levels)])
 
 
 class DeformConv3x3(nn.Module):
@@ -59,7 +82,7 @@ class DeformConv3x3(nn.Module):
 
 def _make_tower(
     num_convs: int, channels: int, norm: str, num_levels: int, deformable: bool = False
-) -> nn.ModuleList:
+) -> Tower:
     # Layout (conv, [norm], ReLU) per block, so indices match AdelaiDet's checkpoint keys.
     layers: List[nn.Module] = []
     for i in range(num_convs):
@@ -70,14 +93,7 @@ def _make_tower(
         if norm:
             layers.append(_make_norm(norm, channels, num_levels))
         layers.append(nn.ReLU(inplace=True))
-    return nn.ModuleList(layers)
-
-
-def _run_tower(tower: nn.ModuleList, x: Tensor, level: int) -> Tensor:
-    for layer in tower:
-        # A ModuleList here is a per-level norm.
-        x = layer[level](x) if isinstance(layer, nn.ModuleList) else layer(x)
-    return x
+    return Tower(layers)
 
 
 class FCOSHead(nn.Module):
@@ -113,7 +129,7 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(ch, num_classes, kernel_size=3, padding=1)
         self.bbox_pred = nn.Conv2d(ch, 4, kernel_size=3, padding=1)
         self.ctrness = nn.Conv2d(ch, 1, kernel_size=3, padding=1)
-        self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
+        self.scales = PerLevel([Scale(1.0) for _ in range(num_levels)]) if use_scale else None
         self._init_weights(prior_prob)
 
     def _init_weights(self, prior_prob: float) -> None:
@@ -142,12 +158,12 @@ class FCOSHead(nn.Module):
     def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         logits, box_reg, ctrness = [], [], []
         for level, feature in enumerate(features):
-            x = _run_tower(self.share_tower, feature, level)
-            cls_x = _run_tower(self.cls_tower, x, level)
-            box_x = _run_tower(self.bbox_tower, x, level)
+            x = self.share_tower(feature, level)
+            cls_x = self.cls_tower(x, level)
+            box_x = self.bbox_tower(x, level)
             reg = self.bbox_pred(box_x)
             if self.scales is not None:
-                reg = self.scales[level](reg)
+                reg = self.scales(reg, level)
             logits.append(self.cls_logits(cls_x))
             box_reg.append(torch.relu(reg))
             ctrness.append(self.ctrness(box_x))
