@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
-from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, RPN, build_model
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
+from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
