@@ -166,6 +166,17 @@ def test_inference_refuses_a_checkpoint_with_fewer_tower_convs(tmp_path):
     assert all(torch.equal(v, ok.state_dict()[k]) for k, v in torch.load(path)["model"].items())
 
 
+def test_inference_accepts_a_checkpoint_without_batchnorm_step_counters(tmp_path):
+    cfg = tiny_cfg(3)
+    cfg.MODEL.RESNETS.NORM = "BN"
+    state = build_model(cfg).state_dict()
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert counters  # the model has BatchNorm layers
+    path = str(tmp_path / "no_counters.pth")
+    torch.save({"model": {k: v for k, v in state.items() if k not in counters}}, path)
+    load_for_inference(build_model(cfg), path)  # does not raise
+
+
 def test_inference_refuses_a_checkpoint_with_more_tower_convs(tmp_path):
     path = str(tmp_path / "more.pth")
     torch.save({"model": _state(3, num_convs=2)}, path)

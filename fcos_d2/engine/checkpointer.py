@@ -175,7 +175,12 @@ def _refuse_incomplete(incompatible) -> None:
         )
         problems.append(f"tensors of another shape (checkpoint vs model): {shapes}")
     wrong = {k for k, _, _ in incompatible.incorrect_shapes}
-    missing = [k for k in incompatible.missing_keys if k not in wrong]
+    # BatchNorm's step counter is not a weight (checkpoints of FrozenBN models lack it)
+    missing = [
+        k
+        for k in incompatible.missing_keys
+        if k not in wrong and not k.endswith("num_batches_tracked")
+    ]
     if missing:
         problems.append(f"model tensors missing from the checkpoint: {', '.join(missing)}")
     if incompatible.unexpected_keys:
