@@ -65,16 +65,9 @@ class DeformConvWithNorm(nn.Module):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def forward(self, x: Tensor, offset: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        x = deform_conv2d(
-            x,
-            offset,
-            self.weight,
-            self.bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            mask=mask,
-        )
+        # torchvision's order: input, offset, weight, bias, stride, padding, dilation, mask.
+        args = (self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        x = deform_conv2d(x, offset, *args)
         return x if self.norm is None else self.norm(x)
 
 
