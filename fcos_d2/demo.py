@@ -1,0 +1,319 @@
+"""
+Run a trained FCOS on images, folders, globs or a video; draw the detections and optionally
+write them as COCO-format results.
+
+    python -m fcos_d2.demo --config-file CFG --input a.jpg photos/ "more/*.png" --output OUT/ \
+        [--confidence-threshold 0.5] [--json dets.json] --opts MODEL.WEIGHTS model.pth
+    python -m fcos_d2.demo --config-file CFG --video-input clip.mp4 --output OUT/ --opts ...
+
+The exit status is 0 when every input was processed, 1 when some input could not be read
+(each is named and skipped), 2 for a usage or set-up error (one line).
+"""
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.data.detection_utils import read_image
+from detectron2.structures import Instances
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from tqdm import tqdm
+
+import fcos_d2
+
+from .engine.checkpointer import CheckpointReadError, IncompleteCheckpointError
+from .predictor import Predictor
+
+__all__ = [
+    "DemoError",
+    "coco_results",
+    "dataset_ids",
+    "expand_inputs",
+    "get_parser",
+    "main",
+    "run_on_images",
+    "run_on_video",
+    "setup_cfg",
+]
+
+logger = logging.getLogger("fcos_d2.demo")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Writers that the OpenCV wheels (FFmpeg backend) open everywhere; other extensions get mp4v.
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "mp4v"}
+
+
+class DemoError(Exception):
+    """A set-up error that stops the demo; printed as one line."""
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="fcos_d2 demo: detect objects, draw them")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
+    parser.add_argument(
+        "--input", nargs="+", help="image files, folders (their images) or quoted glob patterns"
+    )
+    parser.add_argument("--video-input", help="a video file")
+    parser.add_argument(
+        "--output",
+        help="folder for the drawn images / video (created if missing), or a file name for a "
+        "single input; without it nothing is drawn",
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="minimum class probability of a detection (sets MODEL.FCOS.SCORE_THRESH_TEST)",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the detections as COCO-format results"
+    )
+    parser.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ..."
+    )
+    return parser
+
+
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
+    """The frozen config; a missing config or weights file is a :class:`DemoError`."""
+    if not os.path.isfile(args.config_file):
+        raise DemoError(f"config file {args.config_file!r} not found")
+    if not 0.0 <= args.confidence_threshold <= 1.0:
+        raise DemoError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
+    cfg = fcos_d2.load_config(args.config_file, list(args.opts))
+    # FCOS thresholds the class probability itself (not the reported score, which is
+    # sqrt(probability x centre-ness)), as AdelaiDet's demo does.
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = args.confidence_threshold
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        raise DemoError("no weights: MODEL.WEIGHTS is empty (add --opts MODEL.WEIGHTS FILE)")
+    if "://" not in weights and not os.path.isfile(weights):
+        raise DemoError(f"weights file {weights!r} (MODEL.WEIGHTS) not found")
+    cfg.freeze()
+    return cfg
+
+
+def expand_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """
+    Image files named by ``patterns`` (files, folders -> their image files, glob patterns),
+    in order, each once; and the patterns that matched nothing.
+    """
+    files: List[str] = []
+    unmatched: List[str] = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = [
+                os.path.join(pattern, f)
+                for f in sorted(os.listdir(pattern))
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            ]
+        elif os.path.exists(pattern):
+            found = [pattern]
+        else:
+            found = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not found:
+            unmatched.append(pattern)
+        files.extend(f for f in found if f not in files)
+    return files, unmatched
+
+
+def _output_is_folder(output: str, num_inputs: int) -> bool:
+    return num_inputs > 1 or os.path.isdir(output) or not os.path.splitext(output)[1]
+
+
+def _output_path(output: str, input_path: str, folder: bool, extension: str = "") -> str:
+    if not folder:
+        return output
+    name = os.path.basename(input_path)
+    if extension:
+        name = os.path.splitext(name)[0] + extension
+    return os.path.join(output, name)
+
+
+def coco_results(
+    instances: Instances,
+    category_ids: Dict[int, int],
+    file_name: str,
+    image_id: Optional[int] = None,
+    frame: Optional[int] = None,
+) -> List[Dict]:
+    """
+    One COCO result dict per detection: "file_name", "category_id" (the dataset's id of the
+    predicted class, via ``category_ids``; the class index itself where that has none), "bbox"
+    (XYWH), "score"; plus "image_id" and "frame" when given.
+    """
+    boxes = instances.pred_boxes.tensor.tolist()
+    extra = {k: v for k, v in (("image_id", image_id), ("frame", frame)) if v is not None}
+    return [
+        {
+            "file_name": file_name,
+            **extra,
+            "category_id": category_ids.get(c, c),
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "score": s,
+        }
+        for (x0, y0, x1, y1), s, c in zip(
+            boxes, instances.scores.tolist(), instances.pred_classes.tolist()
+        )
+    ]
+
+
+def dataset_ids(metadata: Metadata) -> Tuple[Dict[int, int], Dict[str, int]]:
+    """
+    The test dataset's (class index -> category id, image file base name -> image id).
+    Category ids come from ``thing_dataset_id_to_contiguous_id`` or else, as detectron2's
+    ``load_coco_json`` numbers them (sorted ids), from the COCO json the metadata names.
+    """
+    category_ids = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+    category_ids = {v: k for k, v in category_ids.items()} if category_ids else {}
+    json_file = getattr(metadata, "json_file", None)
+    if not json_file or not os.path.isfile(json_file):
+        return category_ids, {}
+    with open(json_file) as f:
+        coco = json.load(f)
+    if not category_ids:
+        category_ids = dict(enumerate(sorted(c["id"] for c in coco.get("categories", []))))
+    images = {os.path.basename(im["file_name"]): im["id"] for im in coco.get("images", [])}
+    return category_ids, images
+
+
+def run_on_images(
+    predictor: Callable,
+    metadata: Metadata,
+    paths: Sequence[str],
+    output: Optional[str],
+    results: Optional[List[Dict]],
+) -> int:
+    """Detect on each image, draw into ``output``; return how many could not be read."""
+    folder = bool(output) and _output_is_folder(output, len(paths))
+    if folder:
+        os.makedirs(output, exist_ok=True)
+    category_ids, image_ids = dataset_ids(metadata) if results is not None else ({}, {})
+    failed = 0
+    for path in tqdm(paths, disable=len(paths) < 2):
+        try:
+            image = read_image(path, format="BGR")
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            logger.error(f"cannot read image {path!r}, skipped: {e}")
+            failed += 1
+            continue
+        start = time.perf_counter()
+        instances = predictor(image)["instances"].to("cpu")
+        logger.info(f"{path}: {len(instances)} detections in {time.perf_counter() - start:.2f}s")
+        if results is not None:
+            image_id = image_ids.get(os.path.basename(path))
+            results.extend(coco_results(instances, category_ids, path, image_id=image_id))
+        if output:
+            vis = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
+            drawn = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1]
+            cv2.imwrite(_output_path(output, path, folder), drawn)
+    return failed
+
+
+def _frames(video: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            return
+        yield frame
+
+
+def run_on_video(
+    predictor: Callable,
+    metadata: Metadata,
+    path: str,
+    output: Optional[str],
+    results: Optional[List[Dict]],
+) -> int:
+    """
+    Detect on every frame, write the drawn video into ``output``; return the frame count, or
+    -1 when the video cannot be opened (named in the log).
+    """
+    video = cv2.VideoCapture(path)
+    if not video.isOpened():
+        logger.error(f"cannot open video {path!r}")
+        return -1
+    width = int(video.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    writer = None
+    if output:
+        folder = _output_is_folder(output, 1)
+        if folder:
+            os.makedirs(output, exist_ok=True)
+        out_path = _output_path(output, path, folder, extension=".mp4")
+        codec = VIDEO_CODECS.get(os.path.splitext(out_path)[1].lower(), "mp4v")
+        writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+        if not writer.isOpened():
+            raise DemoError(f"cannot write video {out_path!r} with codec {codec}")
+    visualizer = VideoVisualizer(metadata, ColorMode.IMAGE)
+    category_ids = dataset_ids(metadata)[0] if results is not None else {}
+    count = 0
+    try:
+        for count, frame in enumerate(tqdm(_frames(video), total=total or None), start=1):
+            instances = predictor(frame)["instances"].to("cpu")
+            if results is not None:
+                results.extend(coco_results(instances, category_ids, path, frame=count - 1))
+            if writer is not None:
+                rgb = frame[:, :, ::-1]
+                drawn = visualizer.draw_instance_predictions(rgb, instances).get_image()
+                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+    logger.info(f"{path}: {count} frames")
+    return count
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="fcos_d2")
+    if bool(args.input) == bool(args.video_input):
+        print("fcos_d2.demo: error: give either --input or --video-input", file=sys.stderr)
+        return 2
+    try:
+        cfg = setup_cfg(args)
+        predictor = Predictor(cfg)
+    except (DemoError, FileNotFoundError, CheckpointReadError, IncompleteCheckpointError) as e:
+        print(f"fcos_d2.demo: error: {e}", file=sys.stderr)
+        return 2
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
+    results: Optional[List[Dict]] = [] if args.json else None
+    failed = 0
+    try:
+        if args.input:
+            paths, unmatched = expand_inputs(args.input)
+            for pattern in unmatched:
+                logger.error(f"no image found for --input {pattern!r}")
+            failed = len(unmatched)
+            failed += run_on_images(predictor, metadata, paths, args.output, results)
+        elif run_on_video(predictor, metadata, args.video_input, args.output, results) < 0:
+            failed = 1
+    except DemoError as e:
+        print(f"fcos_d2.demo: error: {e}", file=sys.stderr)
+        return 2
+    if results is not None:
+        with open(args.json, "w") as f:
+            json.dump(results, f)
+        logger.info(f"{len(results)} detections written to {args.json}")
+    if failed:
+        logger.error(f"{failed} input(s) could not be read or opened (named above)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

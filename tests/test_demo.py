@@ -1,0 +1,231 @@
+"""python -m fcos_d2.demo on a folder, a single image and a video, with a model trained here."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, tiny_cfg
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data.datasets import register_coco_instances
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from fcos_d2.data.shapes import generate_split
+from fcos_d2.demo import main
+from fcos_d2.predictor import Predictor
+
+THRESH = 0.2
+DATASET = "fcos_demo_test_shapes"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny FCOS trained for 40 iterations on 3 generated images, saved with its config."""
+    root = tmp_path_factory.mktemp("demo")
+    json_file = generate_split(
+        str(root), "train", 3, seed=3, image_size=(81, 99), max_shapes=3, size_range=(20, 50)
+    )
+    register_coco_instances(DATASET, {}, json_file, str(root / "train"))
+    cfg = tiny_cfg()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
+    cfg.DATASETS.TEST = (DATASET,)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    mapper = DatasetMapper(cfg, is_train=False)
+    mapper.is_train = True  # keep the annotations, resize as at test time
+    data = [mapper(d) for d in DatasetCatalog.get(DATASET)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    with EventStorage():
+        for it in range(40):
+            for group in opt.param_groups:
+                group["lr"] = 0.01 * min(1.0, (it + 1) / 20)
+            loss = sum(model(data).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    DetectionCheckpointer(model, save_dir=str(root)).save("model_final")
+    config = root / "config.yaml"
+    config.write_text(cfg.dump())
+    return {
+        "root": root,
+        "cfg": cfg,
+        "config": str(config),
+        "weights": str(root / "model_final.pth"),
+        "images": sorted(str(p) for p in (root / "train").iterdir()),
+        "json": json.loads(open(json_file).read()),
+    }
+
+
+@pytest.fixture
+def demo_log():
+    """The demo's log records (detectron2's logger set-up does not propagate to caplog)."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("fcos_d2.demo")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def _demo(trained, *args, weights=None):
+    opts = ["MODEL.WEIGHTS", trained["weights"] if weights is None else weights]
+    argv = ["--config-file", trained["config"], "--confidence-threshold", str(THRESH)]
+    return main([*argv, *args, "--opts", *opts])
+
+
+def _predictor(trained):
+    cfg = trained["cfg"].clone()
+    cfg.MODEL.WEIGHTS = trained["weights"]
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = THRESH
+    return Predictor(cfg)
+
+
+def _expected(instances, category_of_class):
+    """(category id, XYWH box, score) per detection, worked out from the predictor's output."""
+    rows = []
+    for (x0, y0, x1, y1), s, c in zip(
+        instances.pred_boxes.tensor.tolist(),
+        instances.scores.tolist(),
+        instances.pred_classes.tolist(),
+    ):
+        rows.append((category_of_class[c], [x0, y0, x1 - x0, y1 - y0], s))
+    return rows
+
+
+def _assert_same_detections(records, expected):
+    assert len(records) == len(expected)
+    got = sorted(((r["category_id"], r["bbox"], r["score"]) for r in records), key=lambda r: r[2])
+    expected = sorted(expected, key=lambda r: r[2])
+    for (cat, box, score), (cat_e, box_e, score_e) in zip(got, expected):
+        assert cat == cat_e
+        np.testing.assert_allclose(box, box_e, atol=1e-3)
+        assert abs(score - score_e) < 1e-6
+
+
+def test_folder_drawn_at_input_size_and_json_boxes_are_the_predictors(trained, tmp_path):
+    out, json_path = tmp_path / "vis", tmp_path / "dets.json"
+    folder = os.path.dirname(trained["images"][0])
+    assert _demo(trained, "--input", folder, "--output", str(out), "--json", str(json_path)) == 0
+    records = json.loads(json_path.read_text())
+    assert len(records) > 0
+    # The shapes json numbers its categories 1, 2, 3 for classes 0, 1, 2.
+    category_of_class = {0: 1, 1: 2, 2: 3}
+    image_id = {im["file_name"]: im["id"] for im in trained["json"]["images"]}
+    predictor = _predictor(trained)
+    for path in trained["images"]:
+        image = cv2.imread(path)
+        drawn = cv2.imread(str(out / os.path.basename(path)))
+        assert drawn is not None and drawn.shape == image.shape
+        mine = [r for r in records if r["file_name"] == path]
+        assert all(r["image_id"] == image_id[os.path.basename(path)] for r in mine)
+        expected = _expected(predictor(image)["instances"], category_of_class)
+        _assert_same_detections(mine, expected)
+
+
+def test_single_image_to_an_output_file(trained, tmp_path):
+    path = trained["images"][1]
+    out = tmp_path / "drawn.jpg"
+    assert _demo(trained, "--input", path, "--output", str(out)) == 0
+    assert cv2.imread(str(out)).shape == cv2.imread(path).shape
+
+
+def _write_video(trained, path, frames=5, size=(112, 96)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(cv2.resize(cv2.imread(trained["images"][i % 3]), size))
+    writer.release()
+
+
+def _read_video(path):
+    video = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def test_video_drawn_with_its_frame_count_and_size(trained, tmp_path):
+    video = tmp_path / "clip.avi"
+    _write_video(trained, video)
+    out, json_path = tmp_path / "out", tmp_path / "video.json"
+    args = ["--video-input", str(video), "--output", str(out), "--json", str(json_path)]
+    assert _demo(trained, *args) == 0
+    frames = _read_video(out / "clip.mp4")
+    assert len(frames) == 5
+    assert all(f.shape == (96, 112, 3) for f in frames)
+    records = json.loads(json_path.read_text())
+    assert {r["frame"] for r in records} <= set(range(5)) and records
+    first = _read_video(video)[0]
+    expected = _expected(_predictor(trained)(first)["instances"], {0: 1, 1: 2, 2: 3})
+    _assert_same_detections([r for r in records if r["frame"] == 0], expected)
+
+
+def test_unreadable_image_is_named_skipped_and_fails_the_run(trained, tmp_path, demo_log):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    args = ["--input", trained["images"][0], str(broken), str(tmp_path / "none*.jpg")]
+    assert _demo(trained, *args, "--output", str(out)) == 1
+    assert os.path.exists(out / os.path.basename(trained["images"][0]))
+    assert not os.path.exists(out / "broken.png")
+    assert any(str(broken) in m and "cannot read image" in m for m in demo_log)
+    assert any("none*.jpg" in m for m in demo_log)
+
+
+def test_unopenable_video_is_named(trained, tmp_path, demo_log):
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"\x00" * 100)
+    for video in (bad, tmp_path / "missing.mp4"):
+        assert _demo(trained, "--video-input", str(video), "--output", str(tmp_path)) == 1
+        assert any(f"cannot open video {str(video)!r}" in m for m in demo_log)
+
+
+def test_missing_weights_is_a_one_line_error(trained, tmp_path, capsys):
+    missing = str(tmp_path / "nope.pth")
+    assert _demo(trained, "--input", trained["images"][0], weights=missing) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.pth" in err
+    assert _demo(trained, "--input", trained["images"][0], weights="") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "MODEL.WEIGHTS" in err
+
+
+def test_missing_config_is_a_one_line_error_from_the_command_line(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "fcos_d2.demo", "--config-file", str(tmp_path / "no.yaml")]
+    res = subprocess.run(
+        [*cmd, "--input", "x.jpg"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"fcos_d2.demo: error: config file {str(tmp_path / 'no.yaml')!r} not found"
+    ]
+
+
+def test_confidence_threshold_sets_the_fcos_score_threshold(trained, tmp_path):
+    path = trained["images"][0]
+    counts = []
+    for thresh in ("0.05", "0.9"):
+        json_path = tmp_path / f"{thresh}.json"
+        argv = ["--config-file", trained["config"], "--confidence-threshold", thresh]
+        argv += ["--input", path, "--json", str(json_path), "--opts", "MODEL.WEIGHTS"]
+        assert main([*argv, trained["weights"]]) == 0
+        counts.append(len(json.loads(json_path.read_text())))
+    cfg = trained["cfg"].clone()
+    cfg.MODEL.WEIGHTS = trained["weights"]
+    with torch.no_grad():
+        cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.9
+        high = len(Predictor(cfg)(cv2.imread(path))["instances"])
+    assert counts[1] == high < counts[0]
