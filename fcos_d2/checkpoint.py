@@ -170,7 +170,8 @@ def _foreign_keys_hook(module: nn.Module, state_dict, prefix, *args) -> None:
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):
             logger.warning(
                 f"Skipped checkpoint tensor {key!r} ({fmt} format): shape {tuple(value.shape)} "
-                f"in the checkpoint, {tuple(expected[key].shape)} in the model built from the config"
+                f"in the checkpoint, {tuple(expected[key].shape)} in the model built from the "
+                "config"
             )
             continue
         state_dict[prefix + key] = value

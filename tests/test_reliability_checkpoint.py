@@ -72,6 +72,17 @@ def test_kill_while_rewriting_a_checkpoint_leaves_the_previous_complete_file(tmp
     net = _net(0.0)
     FCOSCheckpointer(net, out).resume_or_load("", resume=True)
     assert torch.all(net.weight == 1.0)  # the complete file of the first run, intact
+    # the next save of that name clears the killed write's temporary file
+    assert len([f for f in os.listdir(out) if f.endswith(".tmp")]) == 1
+    FCOSCheckpointer(_net(2.0), out).save("model_0000019")
+    assert sorted(os.listdir(out)) == ["last_checkpoint", "model_0000019.pth"]
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    FCOSCheckpointer(_net(1.0), str(tmp_path)).save("model_final")
+    assert os.stat(tmp_path / "model_final.pth").st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -124,9 +124,8 @@ def _warn_dropped(invalid, removed: int, json_files: Sequence[str]) -> None:
     lines = []
     for record, ann, reason in shown:
         ann_id = ann.get("id", ids.get(_bbox_key(record.get("image_id"), ann.get("bbox")), "?"))
-        lines.append(
-            f"annotation id {ann_id} in {record.get('file_name')!r}: bbox {ann.get('bbox')} {reason}"
-        )
+        where = f"annotation id {ann_id} in {record.get('file_name')!r}"
+        lines.append(f"{where}: bbox {ann.get('bbox')} {reason}")
     if len(invalid) > _SHOWN:
         lines.append(f"... and {len(invalid) - _SHOWN} more")
     tail = f"; {removed} image(s) left without annotations were removed" if removed else ""

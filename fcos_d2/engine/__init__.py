@@ -1,4 +1,4 @@
-"""Training and checkpoint machinery for reliable runs (exact resume, atomic checkpoints, CPU DDP)."""
+"""Training machinery for reliable runs: exact resume, atomic checkpoints, CPU DDP."""
 
 from .checkpointer import (
     CheckpointReadError,

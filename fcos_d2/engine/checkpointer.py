@@ -4,10 +4,11 @@ falls back to the newest readable checkpoint on ``--resume``, converts foreign k
 shape matching, and (``strict=True``) refuses a checkpoint that does not fill the whole model.
 """
 
+import glob
 import logging
 import os
-import tempfile
-from typing import Any, Dict, List, Optional
+import uuid
+from typing import IO, Any, Callable, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -38,10 +39,17 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-def atomic_write(path: str, write, mode: str = "wb") -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it to path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+def atomic_write(path: str, write: Callable[[IO], None], mode: str = "wb") -> None:
+    """
+    Call ``write(f)`` on a temporary file next to ``path``, flush and fsync it, then rename it to
+    ``path``: readers see the old file or the complete new one, never a partial one. Temporary
+    files that a killed earlier write left for the same path are removed first.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    for stale in glob.glob(os.path.join(directory, f".{glob.escape(base)}.*.tmp")):
+        os.remove(stale)
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # usual umask permissions
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -128,9 +136,8 @@ class FCOSCheckpointer(DetectionCheckpointer):
         state = checkpoint["model"]
         fmt = detect_format(state.keys())
         if fmt != "native":
-            logger.info(
-                f"Recognised a {describe_format(fmt, state.keys())}; converting its keys to fcos_d2's."
-            )
+            name = describe_format(fmt, state.keys())
+            logger.info(f"Recognised a {name}; converting its keys to fcos_d2's.")
             checkpoint["model"] = to_native(state, fmt)
         incompatible = super()._load_model(checkpoint)
         if self.strict:
@@ -161,16 +168,22 @@ class FCOSCheckpointer(DetectionCheckpointer):
         ]
         for path in sorted(files, key=lambda f: (os.path.getmtime(f), f), reverse=True):
             try:
-                torch.load(path, map_location="cpu", weights_only=False)
+                self._torch_load(path)
             except Exception:
                 continue
             yield path
 
 
+def _names(items, limit: int = 20) -> str:
+    items = list(items)
+    more = f" ... ({len(items)} in all)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def _refuse_incomplete(incompatible) -> None:
     problems = []
     if incompatible.incorrect_shapes:
-        shapes = ", ".join(
+        shapes = _names(
             f"{k} {tuple(c)} vs {tuple(m)}" for k, c, m in incompatible.incorrect_shapes
         )
         problems.append(f"tensors of another shape (checkpoint vs model): {shapes}")
@@ -182,11 +195,10 @@ def _refuse_incomplete(incompatible) -> None:
         if k not in wrong and not k.endswith("num_batches_tracked")
     ]
     if missing:
-        problems.append(f"model tensors missing from the checkpoint: {', '.join(missing)}")
+        problems.append(f"model tensors missing from the checkpoint: {_names(missing)}")
     if incompatible.unexpected_keys:
-        problems.append(
-            f"checkpoint tensors the model has no place for: {', '.join(incompatible.unexpected_keys)}"
-        )
+        unexpected = _names(incompatible.unexpected_keys)
+        problems.append(f"checkpoint tensors the model has no place for: {unexpected}")
     if problems:
         raise IncompleteCheckpointError(
             "the checkpoint does not fit the model built from the config, refusing to run it "
