@@ -78,6 +78,7 @@ class ResumableBatchSampler(Sampler):
         return torch.randperm(self.size, generator=g).tolist()
 
     def _batches(self) -> Iterator[List[Item]]:
+        """Batches of (stream position, index); positions become seeds only for used batches."""
         buckets: Dict[int, List[Item]] = {}
         epoch = 0
         while True:
@@ -88,7 +89,7 @@ class ResumableBatchSampler(Sampler):
                 index = order[j]
                 group = 0 if self.group_ids is None else self.group_ids[index]
                 bucket = buckets.setdefault(group, [])
-                bucket.append((_derive_seed(self.seed, epoch * self.size + j), index))
+                bucket.append((epoch * self.size + j, index))
                 if len(bucket) == self.batch_size:
                     yield bucket[:]
                     del bucket[:]
@@ -98,7 +99,8 @@ class ResumableBatchSampler(Sampler):
         batches = self._batches()
         for _ in range(self.start_batch):
             next(batches)
-        return batches
+        for batch in batches:
+            yield [(_derive_seed(self.seed, p), index) for p, index in batch]
 
     def state_dict(self) -> Dict[str, int]:
         return {
@@ -151,8 +153,15 @@ class SeededMapDataset(Dataset):
 
     def __getitem__(self, item: Item):
         sample_seed, index = item
+        record = self.records[index]
         with seeded_rng(sample_seed):
-            return self.map_func(self.records[index])
+            mapped = self.map_func(record)
+        if mapped is None:
+            raise ValueError(
+                f"the mapper returned None for {record.get('file_name')!r}; the resumable loader "
+                "needs every image mapped (drop bad records before training instead)"
+            )
+        return mapped
 
 
 def _group_ids(records: Sequence[Dict[str, Any]]) -> Optional[List[int]]:
