@@ -2,6 +2,7 @@
 loader workers, the seed travels in the checkpoint, processes share the stream."""
 
 import itertools
+import logging
 import os
 
 import cv2
@@ -95,3 +96,27 @@ def test_aspect_ratio_groups_are_never_mixed_in_a_batch():
     sampler = ResumableBatchSampler(len(groups), 3, seed=0, group_ids=groups, rank=0, world_size=1)
     for batch in itertools.islice(sampler, 12):
         assert len({groups[i] for _, i in batch}) == 1
+
+
+def test_other_training_samplers_use_detectron2s_loader_with_a_warning(tmp_path, caplog):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from fcos_d2.engine import FCOSTrainer
+
+    records = _records(str(tmp_path))
+    name = "reliability_repeat_factor"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
+    MetadataCatalog.get(name).thing_classes = ["a", "b", "c"]
+    cfg = tiny_cfg()
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.REPEAT_THRESHOLD = (
+        "RepeatFactorTrainingSampler",
+        0.5,
+    )
+    cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 0, 2
+    with caplog.at_level(logging.WARNING):
+        batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
+    assert len(batch) == 2 and "will not continue with the same batches" in caplog.text
