@@ -112,6 +112,7 @@ def expand_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
     """
     files: List[str] = []
     unmatched: List[str] = []
+    seen = set()
     for pattern in patterns:
         if os.path.isdir(pattern):
             found = [
@@ -125,7 +126,8 @@ def expand_inputs(patterns: Sequence[str]) -> Tuple[List[str], List[str]]:
             found = sorted(glob.glob(os.path.expanduser(pattern)))
         if not found:
             unmatched.append(pattern)
-        files.extend(f for f in found if f not in files)
+        files.extend(f for f in found if f not in seen)
+        seen.update(found)
     return files, unmatched
 
 
@@ -218,7 +220,9 @@ def run_on_images(
         if output:
             vis = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
             drawn = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1]
-            cv2.imwrite(_output_path(output, path, folder), drawn)
+            out_path = _output_path(output, path, folder)
+            if not cv2.imwrite(out_path, drawn):
+                raise DemoError(f"cannot write image {out_path!r}")
     return failed
 
 

@@ -1,9 +1,11 @@
 """
-Test-time augmentation for FCOS (and any detector whose output is ``pred_boxes``, ``scores``,
-``pred_classes``), with the semantics of the original FCOS ``bbox_aug``: run the model on every
-test scale, each also flipped when ``TEST.AUG.FLIP`` is on, map the boxes back to the original
-image, pool all detections, then class-wise NMS at ``MODEL.FCOS.NMS_THRESH_TEST`` and keep the
-best ``TEST.DETECTIONS_PER_IMAGE``.
+Test-time augmentation for FCOS with the semantics of the original FCOS ``bbox_aug``: run the
+model on every ``TEST.AUG.MIN_SIZES`` scale, each also flipped when ``TEST.AUG.FLIP`` is on, map
+the boxes back to the original image, pool all detections, then class-wise NMS at
+``MODEL.FCOS.NMS_THRESH_TEST`` and keep the best ``TEST.DETECTIONS_PER_IMAGE``. Like the model's
+own NMS, the merging NMS sees unclipped boxes; boxes are clipped to the image last, as
+detectron2's ``detector_postprocess`` does. So one scale equal to the test size without flip
+gives the model's own detections.
 
 Shape shorthand: A augmented copies of one image, D detections pooled over them.
 """
@@ -26,10 +28,8 @@ from torchvision.ops import batched_nms
 
 __all__ = ["FCOSWithTTA", "merge_detections", "unflip_boxes"]
 
-# Transforms whose effect on boxes is undone by rescaling to the input's "height"/"width"
-# (which the model itself does) or by mirroring in the original image.
+# Transforms undone by rescaling boxes to the original "height" x "width" (flips are mirrored).
 _RESIZES = (ResizeTransform, NoOpTransform)
-_FLIPS = (HFlipTransform, VFlipTransform)
 
 
 def unflip_boxes(boxes: Tensor, transforms: TransformList, height: int, width: int) -> Tensor:
@@ -78,7 +78,9 @@ def merge_detections(
 
 class FCOSWithTTA(nn.Module):
     """
-    A detector with test-time augmentation; called like the detector in inference:
+    An FCOS model (any detectron2 ``DenseDetector``: the detections are read where its
+    ``forward_inference`` returns them) with test-time augmentation; called like the model in
+    inference:
     a list of input dicts ("image" CHW in the model's input format or "file_name"; optional
     "height", "width") -> a list of {"instances": Instances} in the original resolution.
     """

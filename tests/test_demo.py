@@ -12,10 +12,8 @@ import pytest
 import torch
 from conftest import REPO, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data.datasets import register_coco_instances
-from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
+from train_helpers import train_on_dataset
 
 from fcos_d2.data.shapes import generate_split
 from fcos_d2.demo import main
@@ -36,21 +34,7 @@ def trained(tmp_path_factory):
     cfg = tiny_cfg()
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
     cfg.DATASETS.TEST = (DATASET,)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    mapper = DatasetMapper(cfg, is_train=False)
-    mapper.is_train = True  # keep the annotations, resize as at test time
-    data = [mapper(d) for d in DatasetCatalog.get(DATASET)]
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    model.train()
-    with EventStorage():
-        for it in range(40):
-            for group in opt.param_groups:
-                group["lr"] = 0.01 * min(1.0, (it + 1) / 20)
-            loss = sum(model(data).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = train_on_dataset(cfg, DATASET, iterations=40)
     DetectionCheckpointer(model, save_dir=str(root)).save("model_final")
     config = root / "config.yaml"
     config.write_text(cfg.dump())
