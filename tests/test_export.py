@@ -1,67 +1,21 @@
 """
 Whole-detector export (ONNX in ONNX Runtime, TorchScript) against the eager model, on image
-sizes other than the one traced, including an image where nothing passes the threshold.
-
-Random-weight models get detections by a wider spread of the class logits (the predictor's
-weights drawn with a larger std); the prior bias (-4.6, p = 0.01 < 0.05) stays. The test configs
-use an integer PIXEL_MEAN, so that an image at the pixel mean normalises to exactly zero: with
-bias-free (or zero-bias) convs and norms at their initial statistics every feature is then zero,
-every class logit equals the prior bias and nothing passes the threshold (the eager model is
-checked to give D = 0 there).
+sizes other than the one traced, including an image where nothing passes the threshold
+(see export_helpers for how random weights get detections, and D = 0).
 """
 
 import json
-import os
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
-from detectron2.modeling import build_model
+from export_helpers import DEMO, R50, load_test_config, mean_image, random_model, shapes_image
 
 import fcos_d2
 from fcos_d2.export.compare import matched_fractions
 from fcos_d2.export.graph import DeployFCOS
 from fcos_d2.export.writers import export_model, trace, write_onnx
-
-pytest.importorskip("onnxruntime", reason="pip install 'fcos_d2[export]' (make setup does)")
-import onnxruntime as ort  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
-R50 = os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml")
-
-
-def shapes_image(height, width, seed):
-    """uint8 (3, H, W): flat background with a few coloured squares (edges give detections)."""
-    gen = np.random.default_rng(seed)
-    a = np.full((height, width, 3), 100, np.uint8)
-    for _ in range(6):
-        x, y = gen.integers(0, width - 12), gen.integers(0, height - 12)
-        s = gen.integers(10, 80)
-        a[y : y + s, x : x + s] = gen.integers(0, 256, 3)
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
-
-
-def load_test_config(path, *opts):
-    cfg = fcos_d2.load_config(path, ["MODEL.DEVICE", "cpu", *opts])
-    cfg.MODEL.PIXEL_MEAN = [round(m) for m in cfg.MODEL.PIXEL_MEAN]  # see the module docstring
-    return cfg
-
-
-def mean_image(cfg, height, width):
-    """uint8 (3, H, W) at the config's (integer) pixel mean."""
-    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).to(torch.uint8)
-    return mean[:, None, None].expand(3, height, width).contiguous()
-
-
-def random_model(cfg, cls_std):
-    """Eval model with random weights whose class logits spread (see the module docstring)."""
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        model.head.cls_logits.weight.normal_(0, cls_std)
-        model.head.ctrness.weight.normal_(0, 0.05)
-    return model
 
 
 def eager(model, image):

@@ -1,0 +1,101 @@
+"""
+int8 static post-training quantization of an exported ONNX graph with ONNX Runtime's quantization
+tools: QDQ format, convolutions only (the post-processing stays float32), per-channel int8
+weights, uint8 activations calibrated (min/max) on images of a registered dataset, resized and
+laid out exactly as the exported predictor feeds them. The head's three predictor convs (class,
+box, quality) stay float32 by default: they decide scores and box edges directly.
+"""
+
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, DatasetMapper
+
+__all__ = ["check_calibration_dataset", "calibration_images", "quantize_int8"]
+
+# Submodules of the head whose convs stay float32 (ONNX node names carry the module path).
+FLOAT_MODULES = ("head/cls_logits", "head/bbox_pred", "head/ctrness")
+
+
+def check_calibration_dataset(cfg: CfgNode, name: Optional[str]) -> str:
+    """The calibration dataset: ``name``, or the config's first training dataset; a one-line
+    error when it is not registered."""
+    name = name or (cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else None)
+    if not name:
+        raise ValueError("no calibration dataset: pass --calibration-dataset NAME")
+    if name not in DatasetCatalog.list():
+        raise KeyError(
+            f"calibration dataset {name!r} is not registered (register it with detectron2's "
+            "DatasetCatalog, e.g. register_coco_instances, before exporting)"
+        )
+    return name
+
+
+def calibration_images(cfg: CfgNode, dataset: str, count: int) -> List[np.ndarray]:
+    """``count`` images of ``dataset``, evenly spread over it, as uint8 (3, h, w) arrays resized
+    by the test-time rule (what the exported graph is given at run time)."""
+    records = DatasetCatalog.get(dataset)
+    if not records:
+        raise ValueError(f"calibration dataset {dataset!r} is empty")
+    step = max(1, len(records) // max(count, 1))
+    mapper = DatasetMapper(cfg, is_train=False)
+    return [mapper(dict(r))["image"].numpy() for r in records[::step][:count]]
+
+
+class _Reader:
+    """ONNX Runtime ``CalibrationDataReader`` protocol over a list of images."""
+
+    def __init__(self, images: List[np.ndarray]):
+        self._images: Iterator[np.ndarray] = iter(images)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        image = next(self._images, None)
+        return None if image is None else {"image": image}
+
+
+def _float_nodes(path: str, modules) -> List[str]:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "Conv" and any(m in n.name for m in modules)]
+
+
+def quantize_int8(
+    cfg: CfgNode,
+    float_path: str,
+    out_path: str,
+    dataset: str,
+    count: int = 64,
+    float_modules=FLOAT_MODULES,
+) -> Dict[str, Any]:
+    """Write the int8 (QDQ) form of the float32 ONNX graph ``float_path`` to ``out_path``; returns
+    what ``export.json`` records about it."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    images = calibration_images(cfg, dataset, count)
+    excluded = _float_nodes(float_path, float_modules)
+    quantize_static(
+        float_path,
+        out_path,
+        _Reader(images),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=excluded,
+    )
+    return {
+        "precision": "int8",
+        "quantization": {
+            "tool": "onnxruntime.quantization.quantize_static",
+            "format": "QDQ",
+            "weights": "int8 per channel",
+            "activations": "uint8 per tensor, min/max calibration",
+            "calibration_dataset": dataset,
+            "calibration_images": len(images),
+            "float_nodes": excluded,
+        },
+    }
