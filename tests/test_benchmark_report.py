@@ -63,3 +63,32 @@ def test_goal_ratios_and_verdicts():
     train = goals["training iteration, float32"]
     assert math.isclose(train["ratio"], 0.92) and train["met"] is False  # target 0.9
     assert math.isclose(goals["training iteration, bfloat16"]["ratio"], 0.5)
+
+
+def _deploy_rows():
+    return [
+        {"what": "deploy batch 1", "mode": "d2 built-in (float32, eager)", "min_s": 4.0},
+        {"what": "deploy batch 1", "mode": "fcos_d2 eager (float32, default)", "min_s": 3.0},
+        {"what": "deploy batch 1", "mode": "exported float32, ONNX Runtime 1.x", "min_s": 2.0},
+        {"what": "deploy batch 1", "mode": "exported int8, ONNX Runtime 1.x", "min_s": 1.4},
+        {"what": "bbox AP on shapes_val", "mode": "eager float32", "AP": 80.0},
+        {"what": "bbox AP on shapes_val", "mode": "exported float32", "AP": 80.05},
+        {"what": "bbox AP on shapes_val", "mode": "exported int8", "AP": 78.5},
+    ]
+
+
+def test_deploy_goals_are_ratios_to_the_builtin_and_ap_differences(tmp_path):
+    from fcos_d2.benchmark.report import write_chart
+
+    rows = _rows() + _deploy_rows()
+    goals = {g["goal"]: g for g in summarize(rows)}
+    fp32 = goals["deploy batch 1, exported float32 in ONNX Runtime"]
+    assert math.isclose(fp32["ratio"], 0.5) and fp32["met"] is True  # 2.0 / 4.0 <= 0.70
+    int8 = goals["deploy batch 1, exported int8 in ONNX Runtime"]
+    assert math.isclose(int8["ratio"], 0.35) and int8["met"] is False  # 1.4 / 4.0 > 0.30
+    same = goals["demo bbox AP |exported float32 - eager| (AP points, not a ratio)"]
+    assert math.isclose(same["ratio"], 0.05, abs_tol=1e-9) and same["met"] is True
+    drop = goals["demo bbox AP drop eager float32 -> int8 (AP points, not a ratio)"]
+    assert math.isclose(drop["ratio"], 1.5) and drop["met"] is False
+    write_chart(rows, str(tmp_path / "chart.png"))
+    assert (tmp_path / "chart.png").stat().st_size > 1000

@@ -136,3 +136,54 @@ def test_r50_fpn_random_weights_export_matches_eager(tmp_path, fmt):
 
     counts = check_parity(model, cfg, run, [(128, 193), (161, 129), (200, 136)], f"R-50 {fmt}")
     assert max(counts) >= 10
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_predictor_gives_default_predictor_detections(demo_export, fmt):
+    """BGR (H, W, 3) image of an odd size in, detections in its coordinates out, as detectron2's
+    DefaultPredictor with the same weights gives them (resizing done by both)."""
+    from detectron2.engine import DefaultPredictor
+
+    from fcos_d2.export.predictor import ExportedPredictor
+
+    cfg, _, out, _ = demo_export
+    image = shapes_image(263, 397, seed=21).permute(1, 2, 0).numpy()  # resized to 212 x 320
+    expected = DefaultPredictor(cfg)(image)["instances"]
+    got = ExportedPredictor(str(out / fmt))(image)["instances"]
+    assert got.image_size == (263, 397) and len(expected) > 0
+    fields = lambda x: (x.pred_boxes.tensor, x.scores, x.pred_classes)  # noqa: E731
+    assert_same_detections(fields(expected), fields(got), f"predictor {fmt}")
+
+
+def test_exported_predictor_rejects_wrong_channels_and_dtype(demo_export):
+    from fcos_d2.export.predictor import ExportedPredictor
+
+    predictor = ExportedPredictor(str(demo_export[2] / "onnx"))
+    with pytest.raises(ValueError, match="4 channels"):
+        predictor(np.zeros((20, 30, 4), np.uint8))
+    with pytest.raises(ValueError, match="int32"):
+        predictor(np.zeros((20, 30, 3), np.int32))
+
+
+def test_unknown_format_lists_the_choices(capsys):
+    from fcos_d2.export.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--config-file", DEMO, "--format", "tflite", "--output", "x"])
+    assert "choose from onnx, torchscript" in capsys.readouterr().err.replace("'", "")
+
+
+def test_config_the_graph_cannot_express_names_the_key(tmp_path):
+    cfg = load_test_config(DEMO, "MODEL.FCOS.INFERENCE_DTYPE", "bfloat16")
+    with pytest.raises(ValueError, match="MODEL.FCOS.INFERENCE_DTYPE='bfloat16'"):
+        export_model(cfg, "onnx", str(tmp_path))
+
+
+def test_unregistered_calibration_dataset_is_named(tmp_path):
+    cfg = load_test_config(DEMO)
+    with pytest.raises(KeyError, match="'no_such_dataset' is not registered"):
+        export_model(
+            cfg, "onnx", str(tmp_path), quantize="int8", calibration_dataset="no_such_dataset"
+        )
+    with pytest.raises(ValueError, match="needs --format onnx"):
+        export_model(cfg, "torchscript", str(tmp_path), quantize="int8")

@@ -2,6 +2,7 @@
 Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the same weights.
 
     python -m fcos_d2.benchmark [--device cpu|cuda] [--size 800 1216] [--iters 3] [--json F]
+        [--no-deploy] [--demo-weights output/demo/model_final.pth]
     python -m fcos_d2.benchmark --profile
 
 Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
@@ -14,6 +15,7 @@ from typing import Dict
 
 import torch
 
+from .deploy import bench_deploy, bench_deploy_ap
 from .harness import DEFAULT_CONFIG, build_models
 from .inference import bench_end_to_end, bench_postprocess
 from .matching import bench_matching
@@ -21,6 +23,10 @@ from .report import machine_info, print_profile, print_report, summarize, write_
 from .training import bench_train, profile_default, training_batch
 
 __all__ = ["main"]
+
+DEMO_CONFIG = os.path.join(
+    os.path.dirname(DEFAULT_CONFIG), os.pardir, "demo", "FCOS_R18_shapes_demo.yaml"
+)
 
 
 def main(argv=None) -> Dict:
@@ -31,6 +37,12 @@ def main(argv=None) -> Dict:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--output", default="output/benchmark")
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
+    parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
+    parser.add_argument(
+        "--demo-weights",
+        default="output/demo/model_final.pth",
+        help="trained demo model for the AP-per-format rows (skipped if missing)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="only profile fcos_d2's default model (~1 min)"
     )
@@ -45,6 +57,9 @@ def main(argv=None) -> Dict:
     rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
     rows += bench_matching(args.size, args.device, args.config)
     rows += bench_train(cfg, ours, d2, args.device, args.iters)
+    if not args.no_deploy and args.device == "cpu":
+        rows += bench_deploy(cfg, ours, d2, args.size, args.iters)
+        rows += bench_deploy_ap(DEMO_CONFIG, args.demo_weights, "shapes_val") or []
     result = {
         "machine": machine_info(args.device),
         "size": args.size,

@@ -113,29 +113,72 @@ def summarize(rows: List[Dict]) -> List[Dict]:
                 "ratio": _ratio(rows, "training iteration", f"fcos_d2 {mode}"),
             }
         )
+    goals += _deploy_goals(rows)
     for g in goals:
         g["met"] = None if g["target"] != g["target"] else bool(g["ratio"] <= g["target"])
     return goals
 
 
+def _deploy_goals(rows: List[Dict]) -> List[Dict]:
+    """Exported graphs in ONNX Runtime / the built-in, and the AP of each format (when
+    measured): the AP "ratio" is an absolute AP difference, as the goals state them."""
+    from .deploy import DEPLOY_TARGETS
+
+    goals = []
+    if any(r["what"] == "deploy batch 1" for r in rows):
+        for precision, target in DEPLOY_TARGETS.items():
+            goals.append(
+                {
+                    "goal": f"deploy batch 1, exported {precision} in ONNX Runtime",
+                    "target": target,
+                    "ratio": _ratio(rows, "deploy batch 1", f"exported {precision}", ref="d2"),
+                }
+            )
+    ap = {r["mode"]: r["AP"] for r in rows if r["what"].startswith("bbox AP")}
+    if ap:
+        goals.append(
+            {
+                "goal": "demo bbox AP |exported float32 - eager| (AP points, not a ratio)",
+                "target": 0.1,
+                "ratio": abs(ap["exported float32"] - ap["eager float32"]),
+            }
+        )
+        goals.append(
+            {
+                "goal": "demo bbox AP drop eager float32 -> int8 (AP points, not a ratio)",
+                "target": 1.0,
+                "ratio": ap["eager float32"] - ap["exported int8"],
+            }
+        )
+    return goals
+
+
 def write_chart(rows: List[Dict], path: str) -> None:
+    """Each speed or memory goal as measured / built-in, with its target marked: green bars met
+    it, red ones did not; the dotted line is the built-in (1.0)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [r for r in rows if "min_s" in r and not r["what"].startswith("matching M=0")]
-    labels = [f"{r['what']}\n{r['mode']}" for r in timed]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(timed) + 1))
+    goals = [g for g in summarize(rows) if g["target"] == g["target"] and "AP" not in g["goal"]]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(goals) + 1.2))
+    y = range(len(goals))
     ax.barh(
-        range(len(timed)),
-        [r["min_s"] * 1000 for r in timed],
-        color=["tab:gray" if r["mode"].startswith("d2") else "tab:blue" for r in timed],
+        y,
+        [g["ratio"] for g in goals],
+        color=["tab:green" if g["met"] else "tab:red" for g in goals],
     )
-    ax.set_yticks(range(len(timed)), labels, fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("milliseconds (min over runs; log scale); grey = detectron2 built-in FCOS")
+    ax.scatter(
+        [g["target"] for g in goals], y, marker="|", s=400, color="black", label="goal", zorder=3
+    )
+    for i, g in enumerate(goals):
+        ax.text(g["ratio"], i, f" {g['ratio']:.2f}", va="center", fontsize=7)
+    ax.axvline(1.0, color="gray", linestyle=":")
+    ax.set_yticks(list(y), [g["goal"] for g in goals], fontsize=7)
+    ax.set_xlabel("fcos_d2 / detectron2 built-in FCOS (lower is better); | = goal")
     ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -148,7 +191,10 @@ COLUMNS = (
     "gflops_per_s",
     "peak_extra_mib",
     "same_detections_as_d2",
+    "matched_to_eager",
     "detections",
+    "AP",
+    "AP50",
 )
 
 

@@ -6,6 +6,7 @@ laid out exactly as the exported predictor feeds them. The head's three predicto
 box, quality) stay float32 by default: they decide scores and box edges directly.
 """
 
+import os
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -54,6 +55,32 @@ class _Reader:
         return None if image is None else {"image": image}
 
 
+def _identities_to_initializers(src: str, dst: str) -> None:
+    """
+    Copy of the ONNX model ``src`` where every Identity of an initializer (the exporter writes
+    one per use of a shared tensor, e.g. the head's conv biases used on every level) becomes an
+    initializer of its own: ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into an
+    int8 QLinearConv only when the bias is an initializer (each conv quantizes its bias with its
+    own input scale, so shared biases must not stay shared).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(src)
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            array = numpy_helper.to_array(initializers[node.input[0]])
+            graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(model, dst)
+
+
 def _float_nodes(path: str, modules) -> List[str]:
     import onnx
 
@@ -75,8 +102,10 @@ def quantize_int8(
 
     images = calibration_images(cfg, dataset, count)
     excluded = _float_nodes(float_path, float_modules)
+    prepared = out_path + ".prepared.onnx"
+    _identities_to_initializers(float_path, prepared)
     quantize_static(
-        float_path,
+        prepared,
         out_path,
         _Reader(images),
         quant_format=QuantFormat.QDQ,
@@ -87,6 +116,7 @@ def quantize_int8(
         calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=excluded,
     )
+    os.remove(prepared)
     return {
         "precision": "int8",
         "quantization": {
