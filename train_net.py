@@ -17,7 +17,7 @@ from detectron2.evaluation import verify_results
 
 import fcos_d2
 from fcos_d2.engine import FCOSCheckpointer, FCOSTrainer
-from fcos_d2.tta import FCOSWithTTA
+from fcos_d2.tta import tta_model
 
 
 class Trainer(FCOSTrainer):
@@ -29,7 +29,7 @@ class Trainer(FCOSTrainer):
         )
         out = os.path.join(cfg.OUTPUT_DIR, "inference_TTA")
         evaluators = [cls.build_evaluator(cfg, name, out) for name in cfg.DATASETS.TEST]
-        res = cls.test(cfg, FCOSWithTTA(cfg, model), evaluators)
+        res = cls.test(cfg, tta_model(cfg, model), evaluators)
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 

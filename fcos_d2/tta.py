@@ -19,14 +19,14 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.data.detection_utils import read_image
 from detectron2.data.transforms import ResizeTransform, TransformList
-from detectron2.modeling import DatasetMapperTTA
+from detectron2.modeling import DatasetMapperTTA, GeneralizedRCNN, GeneralizedRCNNWithTTA
 from detectron2.structures import Boxes, Instances
 from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision.ops import batched_nms
 
-__all__ = ["FCOSWithTTA", "merge_detections", "unflip_boxes"]
+__all__ = ["FCOSWithTTA", "merge_detections", "tta_model", "unflip_boxes"]
 
 # Transforms undone by rescaling boxes to the original "height" x "width" (flips are mirrored).
 _RESIZES = (ResizeTransform, NoOpTransform)
@@ -107,6 +107,11 @@ class FCOSWithTTA(nn.Module):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
             model = model.module
+        if not hasattr(model, "forward_inference"):
+            raise ValueError(
+                f"FCOSWithTTA needs a dense detector such as FCOS, not {type(model).__name__} "
+                "(use tta_model(cfg, model), which picks the wrapper)"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
         self.model = model
@@ -203,6 +208,17 @@ def _unclipped_detections(model: nn.Module):
 def _copy(instances: Instances) -> Instances:
     fields = {k: v.clone() for k, v in instances.get_fields().items()}
     return Instances(instances.image_size, **fields)
+
+
+def tta_model(cfg: CfgNode, model: nn.Module) -> nn.Module:
+    """
+    ``model`` with test-time augmentation: :class:`FCOSWithTTA` for FCOS, detectron2's
+    ``GeneralizedRCNNWithTTA`` for R-CNN models (FCOS as their proposal generator included).
+    """
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if isinstance(inner, GeneralizedRCNN):
+        return GeneralizedRCNNWithTTA(cfg, model)
+    return FCOSWithTTA(cfg, model)
 
 
 def _same_size_batches(inputs: Sequence[Dict], batch_size: int) -> List[List[Dict]]:

@@ -10,15 +10,16 @@ import pytest
 import torch
 from conftest import REPO, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
 from detectron2.data.transforms import CropTransform, ResizeTransform, TransformList
-from detectron2.modeling import build_model
+from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 from detectron2.structures import Boxes, pairwise_iou
 from fvcore.transforms import HFlipTransform, VFlipTransform
 
 import fcos_d2
 from fcos_d2.data.shapes import generate_shapes_dataset, render_image
-from fcos_d2.tta import FCOSWithTTA, _unclipped_detections, unflip_boxes
+from fcos_d2.tta import FCOSWithTTA, _unclipped_detections, tta_model, unflip_boxes
 
 NMS = 0.6
 
@@ -196,3 +197,17 @@ def test_train_net_eval_only_with_tta_writes_inference_tta(tmp_path):
     assert os.path.exists(os.path.join(out, "inference_TTA", "coco_instances_results.json"))
     assert log.count("copypaste: Task: bbox") == 2
     assert "Running inference with test-time augmentation" in log
+
+
+def test_tta_model_picks_the_wrapper_of_the_meta_architecture():
+    fcos_cfg = _cfg()
+    assert isinstance(tta_model(fcos_cfg, _model(fcos_cfg)), FCOSWithTTA)
+    rcnn_cfg = get_cfg()
+    fcos_d2.add_fcos_config(rcnn_cfg)
+    rcnn_cfg.MODEL.DEVICE = "cpu"
+    rcnn_cfg.MODEL.RESNETS.DEPTH = 18
+    rcnn_cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    rcnn = build_model(rcnn_cfg)
+    assert isinstance(tta_model(rcnn_cfg, rcnn), GeneralizedRCNNWithTTA)
+    with pytest.raises(ValueError, match="GeneralizedRCNN"):
+        FCOSWithTTA(rcnn_cfg, rcnn)
