@@ -5,6 +5,7 @@ write them as COCO-format results.
     python -m fcos_d2.demo --config-file CFG --input a.jpg photos/ "more/*.png" --output OUT/ \
         [--confidence-threshold 0.5] [--json dets.json] --opts MODEL.WEIGHTS model.pth
     python -m fcos_d2.demo --config-file CFG --video-input clip.mp4 --output OUT/ --opts ...
+    python -m fcos_d2.demo --exported EXPORT_DIR --input ... (a directory from fcos_d2.export)
 
 The exit status is 0 when every input was processed, 1 when some input could not be read
 (each is named and skipped), 2 for a usage or set-up error (one line).
@@ -55,13 +56,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "mp4v"}
 
 
+DEFAULT_THRESHOLD = 0.5
+
+
 class DemoError(Exception):
     """A set-up error that stops the demo; printed as one line."""
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="fcos_d2 demo: detect objects, draw them")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="config file")
+    parser.add_argument(
+        "--config-file",
+        metavar="FILE",
+        help="config file (with --exported: only its DATASETS.TEST metadata is used)",
+    )
+    parser.add_argument(
+        "--exported", metavar="DIR", help="run the model exported to DIR by fcos_d2.export"
+    )
     parser.add_argument(
         "--input", nargs="+", help="image files, folders (their images) or quoted glob patterns"
     )
@@ -74,8 +85,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--confidence-threshold",
         type=float,
-        default=0.5,
-        help="minimum class probability of a detection (sets MODEL.FCOS.SCORE_THRESH_TEST)",
+        help="minimum class probability of a detection (sets MODEL.FCOS.SCORE_THRESH_TEST; "
+        f"default {DEFAULT_THRESHOLD}; an exported model keeps the threshold it was exported with)",
     )
     parser.add_argument(
         "--json", metavar="PATH", help="also write the detections as COCO-format results"
@@ -90,12 +101,18 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The frozen config; a missing config or weights file is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
-    if not 0.0 <= args.confidence_threshold <= 1.0:
-        raise DemoError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
+    threshold = (
+        DEFAULT_THRESHOLD if args.confidence_threshold is None else args.confidence_threshold
+    )
+    if not 0.0 <= threshold <= 1.0:
+        raise DemoError(f"--confidence-threshold {threshold} is not in [0, 1]")
     cfg = fcos_d2.load_config(args.config_file, list(args.opts))
     # FCOS thresholds the class probability itself (not the reported score, which is
     # sqrt(probability x centre-ness)), as AdelaiDet's demo does.
-    cfg.MODEL.FCOS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = threshold
+    if args.exported:
+        cfg.freeze()
+        return cfg  # the weights are in the export
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise DemoError("no weights: MODEL.WEIGHTS is empty (add --opts MODEL.WEIGHTS FILE)")
@@ -283,6 +300,36 @@ def run_on_video(
     return count
 
 
+def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
+    """The exported model's predictor, and its class names as metadata."""
+    from .export.predictor import ExportedPredictor  # optional dependencies (onnxruntime)
+
+    predictor = ExportedPredictor(args.exported)
+    exported_threshold = predictor.info.get("score_thresh")
+    if args.confidence_threshold not in (None, exported_threshold):
+        raise DemoError(
+            f"--confidence-threshold {args.confidence_threshold}: the model in {args.exported!r} "
+            f"was exported with MODEL.FCOS.SCORE_THRESH_TEST {exported_threshold}; export it "
+            "again with the threshold you want"
+        )
+    return predictor, Metadata(name=args.exported, thing_classes=predictor.class_names or [])
+
+
+def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
+    """The predictor and the dataset metadata (class names, ids) of the demo."""
+    if not args.config_file and not args.exported:
+        raise DemoError("give --config-file (with weights in --opts MODEL.WEIGHTS) or --exported")
+    predictor = metadata = None
+    if args.exported:
+        predictor, metadata = _exported_predictor(args)
+    if args.config_file:
+        cfg = setup_cfg(args)
+        predictor = predictor or Predictor(cfg)
+        if cfg.DATASETS.TEST:
+            metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    return predictor, metadata or Metadata(name="__unused")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fcos_d2")
@@ -290,12 +337,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("fcos_d2.demo: error: give either --input or --video-input", file=sys.stderr)
         return 2
     try:
-        cfg = setup_cfg(args)
-        predictor = Predictor(cfg)
-    except (DemoError, FileNotFoundError, CheckpointReadError, IncompleteCheckpointError) as e:
+        predictor, metadata = _set_up(args)
+    except (
+        DemoError,
+        FileNotFoundError,
+        ImportError,
+        CheckpointReadError,
+        IncompleteCheckpointError,
+    ) as e:
         print(f"fcos_d2.demo: error: {e}", file=sys.stderr)
         return 2
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     results: Optional[List[Dict]] = [] if args.json else None
     failed = 0
     try:

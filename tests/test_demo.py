@@ -17,6 +17,8 @@ from train_helpers import train_on_dataset
 
 from fcos_d2.data.shapes import generate_split
 from fcos_d2.demo import main
+from fcos_d2.export.predictor import ExportedPredictor
+from fcos_d2.export.writers import export_model
 from fcos_d2.predictor import Predictor
 
 THRESH = 0.2
@@ -154,6 +156,32 @@ def test_video_drawn_with_its_frame_count_and_size(trained, tmp_path):
     first = _read_video(video)[0]
     expected = _expected(_predictor(trained)(first)["instances"], {0: 1, 1: 2, 2: 3})
     _assert_same_detections([r for r in records if r["frame"] == 0], expected)
+
+
+def test_exported_model_through_the_demo(trained, tmp_path, capsys):
+    cfg = trained["cfg"].clone()
+    cfg.MODEL.WEIGHTS = trained["weights"]
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = THRESH
+    export_dir = str(tmp_path / "export")
+    export_model(cfg, "torchscript", export_dir)
+    out, json_path = tmp_path / "vis", tmp_path / "dets.json"
+    folder = os.path.dirname(trained["images"][0])
+    argv = ["--exported", export_dir, "--config-file", trained["config"], "--input", folder]
+    assert main([*argv, "--output", str(out), "--json", str(json_path)]) == 0
+    records = json.loads(json_path.read_text())
+    exported, eager = ExportedPredictor(export_dir), _predictor(trained)
+    for path in trained["images"]:
+        image = cv2.imread(path)
+        assert cv2.imread(str(out / os.path.basename(path))).shape == image.shape
+        mine = [r for r in records if r["file_name"] == path]
+        expected = _expected(exported(image)["instances"], {0: 1, 1: 2, 2: 3})
+        _assert_same_detections(mine, expected)
+        assert len(mine) == len(eager(image)["instances"])
+    # The threshold is part of the exported graph: asking for another one is refused.
+    capsys.readouterr()
+    assert main([*argv, "--confidence-threshold", "0.9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exported with MODEL.FCOS.SCORE_THRESH_TEST 0.2" in err
 
 
 def test_unreadable_image_is_named_skipped_and_fails_the_run(trained, tmp_path, demo_log):
