@@ -187,8 +187,8 @@ class FCOSWithTTA(nn.Module):
 def _unclipped_detections(model: nn.Module):
     """
     While open, copies of what ``model.forward_inference`` returns (detectron2's dense-detector
-    contract: Instances in the padded batch's input coordinates, before ``detector_postprocess``
-    rescales and clips them in place) are appended to the yielded list.
+    contract: one Instances per input, in the coordinates of the image the model saw, before
+    ``detector_postprocess`` rescales and clips them in place) are appended to the yielded list.
     """
     raw: List[Instances] = []
     forward_inference = model.forward_inference
