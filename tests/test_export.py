@@ -187,3 +187,15 @@ def test_unregistered_calibration_dataset_is_named(tmp_path):
         )
     with pytest.raises(ValueError, match="needs --format onnx"):
         export_model(cfg, "torchscript", str(tmp_path), quantize="int8")
+
+
+def test_import_fcos_d2_does_not_need_the_export_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fcos_d2, fcos_d2.modeling; "
+        "bad = [m for m in ('onnx', 'onnxruntime', 'onnxscript', 'fcos_d2.export') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -39,6 +39,9 @@ def main(argv=None) -> Dict:
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
     parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
     parser.add_argument(
+        "--deploy-only", action="store_true", help="only the exported-model rows and their goals"
+    )
+    parser.add_argument(
         "--demo-weights",
         default="output/demo/model_final.pth",
         help="trained demo model for the AP-per-format rows (skipped if missing)",
@@ -49,6 +52,8 @@ def main(argv=None) -> Dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     cfg, ours, d2 = build_models(args.config, args.device)
+    if args.deploy_only:
+        return _deploy_only(args, cfg, ours, d2)
     if args.profile:
         rows = profile_default(ours, args.size, args.device, training_batch())
         print_profile(rows)
@@ -72,6 +77,28 @@ def main(argv=None) -> Dict:
     write_chart(rows, os.path.join(args.output, "benchmark.png"))
     print_report(result)
     print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
+    return result
+
+
+def _deploy_only(args, cfg, ours, d2) -> Dict:
+    from tabulate import tabulate
+
+    from .report import COLUMNS, _deploy_goals
+
+    rows = bench_deploy(cfg, ours, d2, args.size, args.iters)
+    rows += bench_deploy_ap(DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+    result = {"machine": machine_info(args.device), "size": args.size, "rows": rows}
+    result["goals"] = _deploy_goals(rows)
+    for g in result["goals"]:
+        g["met"] = bool(g["ratio"] <= g["target"])
+    print(result["machine"])
+    print(
+        tabulate([[r.get(c, "") for c in COLUMNS] for r in rows], headers=COLUMNS, floatfmt=".4g")
+    )
+    print(tabulate([[g["goal"], g["target"], g["ratio"], g["met"]] for g in result["goals"]]))
+    os.makedirs(args.output, exist_ok=True)
+    with open(args.json or os.path.join(args.output, "deploy.json"), "w") as f:
+        json.dump(result, f, indent=1)
     return result
 
 
