@@ -64,7 +64,9 @@ class DemoError(Exception):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="fcos_d2 demo: detect objects, draw them")
+    parser = argparse.ArgumentParser(
+        prog="python -m fcos_d2.demo", description="fcos_d2 demo: detect objects, draw them"
+    )
     parser.add_argument(
         "--config-file",
         metavar="FILE",
