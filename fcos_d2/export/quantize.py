@@ -2,7 +2,10 @@
 int8 static post-training quantization of an exported ONNX graph with ONNX Runtime's quantization
 tools: QDQ format, convolutions only (the post-processing stays float32), per-channel int8
 weights, uint8 activations calibrated (min/max) on images of a registered dataset, resized and
-laid out exactly as the exported predictor feeds them. The head's three predictor convs (class,
+laid out exactly as the exported predictor feeds them. Weights use 7 of their 8 bits
+(``reduce_range``): on CPUs without VNNI (AVX2 only, as measured here) ONNX Runtime's u8 x s8
+kernels add pairs of products in saturating int16, and with full-range weights a tiny trained
+test model lost one object in ten (AP50 100 -> 88.8); with 7-bit weights its AP equals float32. The head's three predictor convs (class,
 box, quality) stay float32 by default: they decide scores and box edges directly.
 """
 
@@ -111,6 +114,7 @@ def quantize_int8(
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["Conv"],
         per_channel=True,
+        reduce_range=True,  # 7-bit weights: no int16 saturation in AVX2 u8s8 kernels
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
@@ -122,7 +126,7 @@ def quantize_int8(
         "quantization": {
             "tool": "onnxruntime.quantization.quantize_static",
             "format": "QDQ",
-            "weights": "int8 per channel",
+            "weights": "int8 per channel, 7-bit range (reduce_range)",
             "activations": "uint8 per tensor, min/max calibration",
             "calibration_dataset": dataset,
             "calibration_images": len(images),
