@@ -46,12 +46,12 @@ def evaluate_exported(
     cfg = CfgNode.load_cfg(predictor.info["config"])
     loader = build_detection_test_loader(cfg, dataset)
     if max_images:
-        loader = _first(loader, max_images)
+        loader = _FirstBatches(loader, max_images)
     evaluator = COCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)
     return inference_on_dataset(_AsModel(predictor), loader, evaluator)
 
 
-class _first:
+class _FirstBatches:
     """The first ``n`` items of a data loader, with a length (for progress logs)."""
 
     def __init__(self, loader, n: int):
