@@ -5,8 +5,9 @@ weights, uint8 activations calibrated (min/max) on images of a registered datase
 laid out exactly as the exported predictor feeds them. Weights use 7 of their 8 bits
 (``reduce_range``): on CPUs without VNNI (AVX2 only, as measured here) ONNX Runtime's u8 x s8
 kernels add pairs of products in saturating int16, and with full-range weights a tiny trained
-test model lost one object in ten (AP50 100 -> 88.8); with 7-bit weights its AP equals float32. The head's three predictor convs (class,
-box, quality) stay float32 by default: they decide scores and box edges directly.
+test model missed an object (AP50 100 -> 88.8); with 7-bit weights its AP equals float32's. The
+head's three predictor convs (class, box, quality) stay float32 by default: they decide scores and
+box edges directly.
 """
 
 import os
