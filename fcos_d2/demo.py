@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
@@ -41,6 +41,7 @@ __all__ = [
     "DemoError",
     "coco_results",
     "dataset_ids",
+    "dataset_metadata",
     "expand_inputs",
     "get_parser",
     "main",
@@ -191,6 +192,20 @@ def coco_results(
     ]
 
 
+def dataset_metadata(name: str) -> Metadata:
+    """
+    The metadata of dataset ``name``. A dataset registered with ``register_coco_instances`` has
+    its class names and category ids only once loaded, so it is loaded here if they are missing.
+    """
+    metadata = MetadataCatalog.get(name)
+    if not hasattr(metadata, "thing_classes") and name in DatasetCatalog.list():
+        try:
+            DatasetCatalog.get(name)  # detectron2's loader fills in the metadata
+        except OSError as e:
+            logger.warning(f"dataset {name!r} could not be loaded, no class names: {e}")
+    return metadata
+
+
 def dataset_ids(metadata: Metadata) -> Tuple[Dict[int, int], Dict[str, int]]:
     """
     The test dataset's (class index -> category id, image file base name -> image id).
@@ -328,7 +343,7 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
         cfg = setup_cfg(args)
         predictor = predictor or Predictor(cfg)
         if cfg.DATASETS.TEST:
-            metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+            metadata = dataset_metadata(cfg.DATASETS.TEST[0])
     return predictor, metadata or Metadata(name="__unused")
 
 

@@ -16,7 +16,7 @@ from detectron2.data.datasets import register_coco_instances
 from train_helpers import train_on_dataset
 
 from fcos_d2.data.shapes import generate_split
-from fcos_d2.demo import main
+from fcos_d2.demo import dataset_metadata, main
 from fcos_d2.export.predictor import ExportedPredictor
 from fcos_d2.export.writers import export_model
 from fcos_d2.predictor import Predictor
@@ -47,6 +47,7 @@ def trained(tmp_path_factory):
         "weights": str(root / "model_final.pth"),
         "images": sorted(str(p) for p in (root / "train").iterdir()),
         "json": json.loads(open(json_file).read()),
+        "json_file": json_file,
     }
 
 
@@ -182,6 +183,12 @@ def test_exported_model_through_the_demo(trained, tmp_path, capsys):
     assert main([*argv, "--confidence-threshold", "0.9"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exported with MODEL.FCOS.SCORE_THRESH_TEST 0.2" in err
+
+
+def test_class_names_of_a_registered_coco_dataset_not_loaded_yet(trained):
+    name = DATASET + "_not_loaded"
+    register_coco_instances(name, {}, trained["json_file"], str(trained["root"] / "train"))
+    assert dataset_metadata(name).thing_classes == ["circle", "square", "triangle"]
 
 
 def test_unreadable_image_is_named_skipped_and_fails_the_run(trained, tmp_path, demo_log):
