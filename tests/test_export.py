@@ -10,9 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from export_helpers import DEMO, R50, load_test_config, mean_image, random_model, shapes_image
 
 import fcos_d2
+from fcos_d2.data.shapes import generate_split
 from fcos_d2.export.compare import matched_fractions
 from fcos_d2.export.graph import DeployFCOS
 from fcos_d2.export.writers import export_model, trace, write_onnx
@@ -68,7 +71,17 @@ def check_parity(model, cfg, run, sizes, what):
 def demo_export(tmp_path_factory):
     """The demo config, random weights saved as a checkpoint, exported by export_model."""
     out = tmp_path_factory.mktemp("demo_export")
-    cfg = load_test_config(DEMO)
+    # A registered dataset of the demo's kind (datasets/ is not in a fresh clone): export.json
+    # takes the class names from it.
+    json_file = generate_split(
+        str(out), "val", 2, seed=5, image_size=(96, 128), max_shapes=2, size_range=(16, 48)
+    )
+    name = "fcos_export_test_shapes"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, json_file, str(out / "val"))
+    cfg = load_test_config(DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)")
     model = random_model(cfg, cls_std=0.2)
     weights = str(out / "weights.pth")
     torch.save({"model": model.state_dict()}, weights)
