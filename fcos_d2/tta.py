@@ -11,7 +11,6 @@ Shape shorthand: A augmented copies of one image, D detections pooled over them.
 """
 
 import copy
-from contextlib import contextmanager
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -177,37 +176,10 @@ class FCOSWithTTA(nn.Module):
         batches of equal-sized images only (so that no copy is padded to another's size, which
         would change its detections).
         """
-        with _unclipped_detections(self.model) as raw:
-            for batch in _same_size_batches(inputs, self.batch_size):
-                self.model(batch)
+        raw: List[Instances] = []
+        for batch in _same_size_batches(inputs, self.batch_size):
+            raw.extend(self.model.inference(batch, do_postprocess=False))
         return raw
-
-
-@contextmanager
-def _unclipped_detections(model: nn.Module):
-    """
-    While open, copies of what ``model.forward_inference`` returns (detectron2's dense-detector
-    contract: one Instances per input, in the coordinates of the image the model saw, before
-    ``detector_postprocess`` rescales and clips them in place) are appended to the yielded list.
-    """
-    raw: List[Instances] = []
-    forward_inference = model.forward_inference
-
-    def recording(*args, **kwargs):
-        results = forward_inference(*args, **kwargs)
-        raw.extend(_copy(r) for r in results)
-        return results
-
-    model.forward_inference = recording
-    try:
-        yield raw
-    finally:
-        del model.forward_inference  # the class's method again
-
-
-def _copy(instances: Instances) -> Instances:
-    fields = {k: v.clone() for k, v in instances.get_fields().items()}
-    return Instances(instances.image_size, **fields)
 
 
 def tta_model(cfg: CfgNode, model: nn.Module) -> nn.Module:

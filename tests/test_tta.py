@@ -19,7 +19,7 @@ from fvcore.transforms import HFlipTransform, VFlipTransform
 
 import fcos_d2
 from fcos_d2.data.shapes import generate_shapes_dataset, render_image
-from fcos_d2.tta import FCOSWithTTA, _unclipped_detections, tta_model, unflip_boxes
+from fcos_d2.tta import FCOSWithTTA, tta_model, unflip_boxes
 
 NMS = 0.6
 
@@ -126,9 +126,11 @@ def test_flip_pools_both_copies_and_applies_classwise_nms():
     image = _image(128, 160, seed=3)
     # The model's boxes before detector_postprocess clips them: the merging NMS sees those, as
     # the model's own NMS does (test above: clipped, they are the model's output exactly).
-    with torch.no_grad(), _unclipped_detections(model) as raw:
-        model([{"image": _chw(image)}, {"image": _chw(np.ascontiguousarray(image[:, ::-1]))}])
-    own, mirrored = raw
+    with torch.no_grad():
+        own, mirrored = model.inference(
+            [{"image": _chw(image)}, {"image": _chw(np.ascontiguousarray(image[:, ::-1]))}],
+            do_postprocess=False,
+        )
     pool_boxes = torch.cat([own.pred_boxes.tensor, _mirror(mirrored.pred_boxes.tensor, 160)])
     pool_scores = torch.cat([own.scores, mirrored.scores])
     pool_classes = torch.cat([own.pred_classes, mirrored.pred_classes])

@@ -148,15 +148,27 @@ class FCOS(DenseDetector):
         in ``TRAIN_DTYPE`` / ``INFERENCE_DTYPE`` (autocast), their outputs are cast to float32
         once, and matching, losses and decoding always run in float32.
         """
+        if not self.training:
+            return self.inference(batched_inputs)
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("FCOS training needs 'instances' in every input dict")
         images = self.preprocess_image(batched_inputs)
         features, predictions = self._network(images.tensor)
-        if self.training:
-            if "instances" not in batched_inputs[0]:
-                raise ValueError("FCOS training needs 'instances' in every input dict")
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            return self.forward_training(images, features, predictions, gt_instances)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        return self.forward_training(images, features, predictions, gt_instances)
+
+    def inference(self, batched_inputs: List[Dict[str, Tensor]], do_postprocess: bool = True):
+        """
+        Detections of each input. With ``do_postprocess`` (what ``forward`` returns):
+        ``[{"instances": Instances}]`` rescaled to each input's "height"/"width" and clipped
+        there, as detectron2's ``detector_postprocess`` does. Without: one ``Instances`` per
+        input in the coordinates of the (resized) image the model saw, boxes not clipped (what
+        test-time augmentation merges before it clips).
+        """
+        images = self.preprocess_image(batched_inputs)
+        features, predictions = self._network(images.tensor)
         results = self.forward_inference(images, features, predictions)
-        if torch.jit.is_scripting():
+        if not do_postprocess or torch.jit.is_scripting():
             return results
         return [
             {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
