@@ -89,3 +89,26 @@ def test_tracing_adapter_onnx_export_runs_in_onnxruntime(tmp_path):
     outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
     out = adapter.outputs_schema(tuple(torch.from_numpy(o) for o in outputs))[0]["instances"]
     _assert_same(_eager(model, image), _fields(out), "onnx")
+
+
+def test_scripting_with_instances_serves_any_size(tmp_path):
+    # What detectron2's tests/test_export_torchscript.py and export_model.py's scripting mode do.
+    from detectron2.export import scripting_with_instances
+    from detectron2.structures import Boxes
+
+    model = _model()
+    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+    scripted = scripting_with_instances(model, fields)
+    path = str(tmp_path / "model.ts")
+    torch.jit.save(scripted, path)
+    scripted = torch.jit.load(path)
+    for i, (h, w) in enumerate([(224, 299), (161, 317), (96, 128)]):
+        image = shapes_image(h, w, seed=20 + i).float()
+        with torch.no_grad():
+            # Scripted, forward returns the detections before detector_postprocess: boxes in
+            # the coordinates of the image given, unclipped.
+            out = scripted([{"image": image}])[0]
+        assert tuple(int(s) for s in out.image_size) == (h, w)
+        with torch.no_grad():
+            expected = model.inference([{"image": image}], do_postprocess=False)[0]
+        _assert_same(_fields(expected), _fields(out), f"scripted {h}x{w}")

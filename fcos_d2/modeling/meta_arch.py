@@ -4,7 +4,6 @@ The FCOS meta-architecture.
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
 
-import contextlib
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -25,6 +24,8 @@ from .targets import LevelGrid, batch_targets, compute_locations, level_size_ran
 
 __all__ = ["FCOS"]
 
+# Per level: class logits (N, K, Hi, Wi), box regression (N, 4, Hi, Wi), centre-ness (N, 1, Hi, Wi).
+Predictions = Tuple[List[Tensor], List[Tensor], List[Tensor]]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -148,8 +149,12 @@ class FCOS(DenseDetector):
         in ``TRAIN_DTYPE`` / ``INFERENCE_DTYPE`` (autocast), their outputs are cast to float32
         once, and matching, losses and decoding always run in float32.
         """
-        if not self.training:
-            return self.inference(batched_inputs)
+        if self.training and not torch.jit.is_scripting():
+            return self._training_losses(batched_inputs)
+        return self.inference(batched_inputs)
+
+    @torch.jit.unused
+    def _training_losses(self, batched_inputs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         if "instances" not in batched_inputs[0]:
             raise ValueError("FCOS training needs 'instances' in every input dict")
         images = self.preprocess_image(batched_inputs)
@@ -175,26 +180,28 @@ class FCOS(DenseDetector):
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
         ]
 
-    def _network(self, images: Tensor) -> Tuple[List[Tensor], Tuple[List[Tensor], ...]]:
+    def _network(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
         """
         Backbone and head on normalised (N, 3, H, W) images: the features of ``head_in_features``
         and the head's predictions, all in float32.
         """
-        dtype = self.train_dtype if self.training else self.inference_dtype
-        precision = contextlib.nullcontext()
-        if dtype != torch.float32:
-            precision = torch.autocast(self.device.type, dtype=dtype)
-        with precision:
-            features = self.backbone(images)
-            features = [features[f] for f in self.head_in_features]
-            predictions = self.head(features)
-        return features, tuple([p.float() for p in level] for level in predictions)
-
-    def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
-        images = super().preprocess_image(batched_inputs)
         if self.channels_last:
-            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
-        return images
+            images = images.contiguous(memory_format=torch.channels_last)
+        dtype = self.train_dtype if self.training else self.inference_dtype
+        if dtype == torch.float32 or torch.jit.is_scripting():
+            return self._run_network(images)
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self._run_network(images)
+
+    def _run_network(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
+        features = self.backbone(images)
+        features = [features[f] for f in self.head_in_features]
+        logits, box_reg, ctr = self.head(features)
+        return features, (
+            [p.float() for p in logits],
+            [p.float() for p in box_reg],
+            [p.float() for p in ctr],
+        )
 
     def forward_training(
         self,
@@ -264,25 +271,36 @@ class FCOS(DenseDetector):
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
     ) -> List[Instances]:
         # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
-        logits, box_reg, ctr = ([p.flatten(2) for p in level] for level in predictions)
-        sizes = [tuple(f.shape[-2:]) for f in features]
+        logits = [p.flatten(2) for p in predictions[0]]
+        box_reg = [p.flatten(2) for p in predictions[1]]
+        ctr = [p.flatten(2) for p in predictions[2]]
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         locations = compute_locations(sizes, self.strides, features[0].device)
         return self._decode(images, locations, logits, box_reg, ctr)
 
-    def _decode(self, images, locations, logits, box_reg, ctr) -> List[Instances]:
-        return [
-            fcos_inference_single_image(
-                locations,
-                self.strides,
-                [x[i] for x in logits],
-                [x[i] for x in box_reg],
-                [x[i, 0] for x in ctr],
-                image_size,
-                score_thresh=self.score_thresh_test,
-                topk=self.topk_candidates_test,
-                nms_thresh=self.nms_thresh_test,
-                max_detections=self.max_detections_per_image,
-                thresh_with_ctr=self.thresh_with_ctr,
+    def _decode(
+        self,
+        images: ImageList,
+        locations: List[Tensor],
+        logits: List[Tensor],
+        box_reg: List[Tensor],
+        ctr: List[Tensor],
+    ) -> List[Instances]:
+        results: List[Instances] = []
+        for i, image_size in enumerate(images.image_sizes):
+            results.append(
+                fcos_inference_single_image(
+                    locations,
+                    self.strides,
+                    [x[i] for x in logits],
+                    [x[i] for x in box_reg],
+                    [x[i, 0] for x in ctr],
+                    image_size,
+                    score_thresh=self.score_thresh_test,
+                    topk=self.topk_candidates_test,
+                    nms_thresh=self.nms_thresh_test,
+                    max_detections=self.max_detections_per_image,
+                    thresh_with_ctr=self.thresh_with_ctr,
+                )
             )
-            for i, image_size in enumerate(images.image_sizes)
-        ]
+        return results

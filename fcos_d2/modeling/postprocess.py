@@ -126,6 +126,7 @@ def _batched_nms_in_graph(
     return nms(shifted, scores, iou_threshold)
 
 
+@torch.jit.unused  # eager CPU only: scripted and traced graphs take _batched_nms_in_graph
 def _classwise_nms_grouped(
     boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
 ) -> Tensor:
@@ -167,12 +168,11 @@ def _nms_per_class_slices(boxes, scores, order, counts, iou_threshold) -> Tensor
 
 
 def fcos_detections(
-    locations: Sequence[Tensor],
-    strides: Sequence[int],
-    logits: Sequence[Tensor],
-    box_reg: Sequence[Tensor],
-    ctr_logits: Sequence[Tensor],
-    *,
+    locations: List[Tensor],
+    strides: List[int],
+    logits: List[Tensor],
+    box_reg: List[Tensor],
+    ctr_logits: List[Tensor],
     score_thresh: float,
     topk: int,
     nms_thresh: float,
@@ -196,20 +196,18 @@ def fcos_detections(
         boxes_all.append(decode_boxes(loc[loc_idx], reg_l[:, loc_idx].t() * stride))
         scores_all.append(torch.sqrt(joint))
         classes_all.append(cls_idx)
-    boxes, scores, classes = (torch.cat(x) for x in (boxes_all, scores_all, classes_all))
-    boxes, scores = boxes.float(), scores.float()
+    boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
     keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
 
 def fcos_inference_single_image(
-    locations: Sequence[Tensor],
-    strides: Sequence[int],
-    logits: Sequence[Tensor],
-    box_reg: Sequence[Tensor],
-    ctr_logits: Sequence[Tensor],
+    locations: List[Tensor],
+    strides: List[int],
+    logits: List[Tensor],
+    box_reg: List[Tensor],
+    ctr_logits: List[Tensor],
     image_size: Tuple[int, int],
-    *,
     score_thresh: float,
     topk: int,
     nms_thresh: float,

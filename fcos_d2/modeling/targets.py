@@ -30,8 +30,8 @@ _MATCH_CHUNK_ELEMENTS = 1 << 20
 
 
 def compute_locations(
-    sizes: Sequence[Tuple[int, int]],
-    strides: Sequence[int],
+    sizes: List[Tuple[int, int]],
+    strides: List[int],
     device: torch.device,
 ) -> List[Tensor]:
     """
