@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.utils import comm
-from fvcore.nn import sigmoid_focal_loss_jit
+from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor
 
 from .targets import centerness_targets
@@ -94,7 +94,10 @@ def fcos_losses(
     if num_pos is None:
         num_pos = reduce_mean(fg.sum().to(torch.float32)).clamp(min=1.0)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
-    loss_cls = sigmoid_focal_loss_jit(
+    # The eager focal loss, not fvcore's scripted one: TorchScript's profiling executor switches
+    # the gradient's formula after the first call in a process, so training numerics would depend
+    # on what ran before.
+    loss_cls = sigmoid_focal_loss(
         logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
     )
     losses = {"loss_fcos_cls": loss_cls / (num_pos if cls_normalizer is None else cls_normalizer)}
