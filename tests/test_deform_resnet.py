@@ -183,6 +183,42 @@ def test_block_parameters_are_detectron2s():
         torch.testing.assert_close(block(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
+def _detectron2_deform_conv_runs() -> bool:
+    """detectron2's compiled deformable convs exist only in builds with ``_C`` and run only on
+    CUDA (its modulated op raises NotImplementedError on the CPU)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from detectron2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _detectron2_deform_conv_runs(),
+    reason="needs CUDA and detectron2's compiled ops (detectron2._C), the only place its "
+    "deformable conv runs",
+)
+@pytest.mark.parametrize("modulated", [False, True])
+def test_block_equals_detectron2_compiled_block_on_cuda(modulated):
+    # Where detectron2's compiled op is present, its block and fcos_d2's are interchangeable: the
+    # same state dict (random, non-zero offsets) gives the same output.
+    from detectron2.modeling.backbone.resnet import DeformBottleneckBlock
+
+    torch.manual_seed(0)
+    kwargs = dict(bottleneck_channels=8, stride=2, num_groups=2, norm="FrozenBN")
+    kwargs.update(deform_modulated=modulated, deform_num_groups=2)
+    ref = DeformBottleneckBlock(16, 32, **kwargs).cuda()
+    with torch.no_grad():
+        ref.conv2_offset.weight.normal_(0, 0.3)
+        ref.conv2_offset.bias.normal_(0, 1.0)
+    block = TorchvisionDeformBottleneckBlock(16, 32, **kwargs).cuda()
+    block.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 16, 13, 17, device="cuda")
+    torch.testing.assert_close(block(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
 def _r50_cfg(deform_on, modulated=True, num_groups=1, freeze_at=2):
     cfg = fcos_d2.load_config(os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml"))
     cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = deform_on
