@@ -38,7 +38,9 @@ def test_overfits_a_few_images(tmp_path, train_dtype, iterations):
     name = f"fcos_overfit_{train_dtype}"
     register_coco_instances(name, {}, json_file, str(tmp_path / "train"))
     assert sum(len(d["annotations"]) for d in DatasetCatalog.get(name)) >= 6
-    cfg = tiny_cfg()
+    # Two convs per tower (the demo head's depth): with one, seed 0 sat at the bar (AP50 100 at
+    # step 200, 88.8 from 250 to 400: one box regressed too small), so rounding noise decided.
+    cfg = tiny_cfg(tower_convs=2)
     cfg.MODEL.FCOS.TRAIN_DTYPE = train_dtype
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 160
     model = train_on_dataset(cfg, name, iterations)

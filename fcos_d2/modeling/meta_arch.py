@@ -106,9 +106,8 @@ class FCOS(DenseDetector):
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
-        check_fcos_config(cfg)
         fcos = cfg.MODEL.FCOS
-        backbone = build_backbone(cfg)
+        backbone = build_backbone(cfg)  # fcos_d2's backbone builder checks MODEL.FCOS first
         shapes = backbone.output_shape()
         check_fcos_config(cfg, list(shapes))
         head = FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES])
