@@ -10,36 +10,21 @@ fcos_d2.export.quantize.)
 """
 
 import torch
-from conftest import tiny_cfg
-from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.data.datasets import register_coco_instances
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset
-from train_helpers import train_on_dataset
+from train_helpers import evaluate_on_dataset, overfit_setup, train_on_dataset
 
-from fcos_d2.data.shapes import generate_split
 from fcos_d2.export.evaluate import evaluate_exported
 from fcos_d2.export.writers import export_model
 
 
 def test_int8_model_still_finds_the_objects(tmp_path):
-    json_file = generate_split(
-        str(tmp_path), "train", 4, seed=3, image_size=(112, 128), max_shapes=3, size_range=(16, 64)
-    )
     name = "fcos_int8_train"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    register_coco_instances(name, {}, json_file, str(tmp_path / "train"))
-    cfg = tiny_cfg(tower_convs=2)  # test_learning's model and recipe: AP50 >= 90
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), (name,)
-    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 160
+    cfg = overfit_setup(str(tmp_path), name)  # test_learning's model and recipe: AP50 >= 90
     model = train_on_dataset(cfg, name, 250)
     weights = str(tmp_path / "model.pth")
     torch.save({"model": model.state_dict()}, weights)
     cfg.MODEL.WEIGHTS = weights
 
-    mapper = DatasetMapper(cfg, is_train=False)
-    inputs = [[mapper(d)] for d in DatasetCatalog.get(name)]
-    eager = inference_on_dataset(model, inputs, COCOEvaluator(name, output_dir=None))["bbox"]
+    eager = evaluate_on_dataset(model, cfg, name)
     assert eager["AP50"] >= 90, eager  # the float model finds the objects
 
     export_model(cfg, "onnx", str(tmp_path / "fp32"))
