@@ -16,7 +16,7 @@ from detectron2.engine import default_argument_parser, default_setup, hooks, lau
 from detectron2.evaluation import verify_results
 
 import fcos_d2
-from fcos_d2.engine import FCOSCheckpointer, FCOSTrainer
+from fcos_d2.engine import FCOSCheckpointer, FCOSTrainer, hold_fcos_messages, setup_fcos_logger
 from fcos_d2.tta import tta_model
 
 
@@ -34,10 +34,12 @@ class Trainer(FCOSTrainer):
 
 
 def setup(args):
-    # fcos_d2 and AdelaiDet FCOS YAML files alike.
-    cfg = fcos_d2.load_config(args.config_file, args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
+    with hold_fcos_messages():  # the config's messages wait for the log file
+        # fcos_d2 and AdelaiDet FCOS YAML files alike.
+        cfg = fcos_d2.load_config(args.config_file, args.opts)
+        cfg.freeze()
+        default_setup(cfg, args)  # detectron2's and fvcore's loggers
+        setup_fcos_logger(cfg.OUTPUT_DIR)  # fcos_d2's, to the same log.txt
     return cfg
 
 

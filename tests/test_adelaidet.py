@@ -11,68 +11,11 @@ from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from torchvision.ops import sigmoid_focal_loss
+from fcos_reference import reference_losses, reference_targets
 
 import fcos_d2
 from fcos_d2.modeling.head import DeformConv3x3
 from fcos_d2.modeling.losses import fcos_losses
-
-RANGES = [(-1, 64), (64, 128), (128, math.inf)]
-
-
-def _reference_targets(h, w, strides, boxes, classes, num_classes, radius=1.5):
-    """Location-by-location targets written from the AdelaiDet rules, in plain Python."""
-    labels, regs = [], []
-    for level, s in enumerate(strides):
-        for yi in range((h + s - 1) // s):
-            for xi in range((w + s - 1) // s):
-                x, y = xi * s + s // 2, yi * s + s // 2
-                best, best_area = None, math.inf
-                for m, (x0, y0, x1, y1) in enumerate(boxes):
-                    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-                    rx0, ry0 = max(cx - s * radius, x0), max(cy - s * radius, y0)
-                    rx1, ry1 = min(cx + s * radius, x1), min(cy + s * radius, y1)
-                    inside = min(x - rx0, y - ry0, rx1 - x, ry1 - y) > 0
-                    dmax = max(x - x0, y - y0, x1 - x, y1 - y)
-                    lo, hi = RANGES[level]
-                    area = (x1 - x0) * (y1 - y0)
-                    if inside and lo <= dmax <= hi and area < best_area:
-                        best, best_area = m, area
-                if best is None:
-                    labels.append(num_classes)
-                    regs.append([0.0] * 4)
-                else:
-                    x0, y0, x1, y1 = boxes[best]
-                    labels.append(classes[best])
-                    regs.append([(x - x0) / s, (y - y0) / s, (x1 - x) / s, (y1 - y) / s])
-    return labels, regs
-
-
-def _reference_losses(logits, reg, ctr, labels, regs):
-    """AdelaiDet's loss formulas; logits (R, K), reg (R, 4), ctr (R,) over the whole batch."""
-    labels, regs = torch.tensor(labels), torch.tensor(regs)
-    k = logits.shape[1]
-    pos = labels != k
-    num_pos = max(float(pos.sum()), 1.0)
-    target = torch.zeros_like(logits)
-    target[pos, labels[pos]] = 1
-    cls = sigmoid_focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="sum") / num_pos
-    p, t = reg[pos], regs[pos]
-    lr, tb = t[:, [0, 2]], t[:, [1, 3]]
-    ctr_t = torch.sqrt((lr.min(1)[0] / lr.max(1)[0]) * (tb.min(1)[0] / tb.max(1)[0]))
-    t_area, p_area = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3]), (p[:, 0] + p[:, 2]) * (
-        p[:, 1] + p[:, 3]
-    )
-    w_i = torch.min(p[:, 0], t[:, 0]) + torch.min(p[:, 2], t[:, 2])
-    h_i = torch.min(p[:, 1], t[:, 1]) + torch.min(p[:, 3], t[:, 3])
-    g_w = torch.max(p[:, 0], t[:, 0]) + torch.max(p[:, 2], t[:, 2])
-    g_h = torch.max(p[:, 1], t[:, 1]) + torch.max(p[:, 3], t[:, 3])
-    union = t_area + p_area - w_i * h_i
-    ious = (w_i * h_i + 1) / (union + 1)
-    gious = ious - (g_w * g_h + 1e-7 - union) / (g_w * g_h + 1e-7)
-    loc = ((1 - gious) * ctr_t).sum() / max(float(ctr_t.sum()), 1e-6)
-    ctr_loss = F.binary_cross_entropy_with_logits(ctr[pos], ctr_t, reduction="sum") / num_pos
-    return {"loss_fcos_cls": cls, "loss_fcos_loc": loc, "loss_fcos_ctr": ctr_loss}
 
 
 def test_default_losses_match_adelaidet_reference():
@@ -104,10 +47,10 @@ def test_default_losses_match_adelaidet_reference():
             torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)
         ]
 
-    lab0, reg0 = _reference_targets(h, w, [8, 16, 32], boxes, classes, 3)
-    lab1, reg1 = _reference_targets(h, w, [8, 16, 32], [], [], 3)
+    lab0, reg0 = reference_targets(h, w, [8, 16, 32], boxes, classes, 3)
+    lab1, reg1 = reference_targets(h, w, [8, 16, 32], [], [], 3)
     assert sum(lab != 3 for lab in lab0) > 20 and {0, 1, 2} <= set(lab0)
-    ref = _reference_losses(
+    ref = reference_losses(
         torch.cat(flat(logits, 3)).detach(),
         torch.cat(flat(reg, 4)).detach(),
         torch.cat(flat(ctr, 1)).detach()[:, 0],

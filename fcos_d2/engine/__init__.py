@@ -8,7 +8,7 @@ from .checkpointer import (
 )
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
-from .trainer import FCOSTrainer
+from .trainer import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
 
 __all__ = [
     "CheckpointReadError",
@@ -19,4 +19,6 @@ __all__ = [
     "ResumableBatchSampler",
     "build_resumable_loader",
     "FCOSTrainer",
+    "hold_fcos_messages",
+    "setup_fcos_logger",
 ]

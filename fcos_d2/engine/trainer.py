@@ -1,12 +1,14 @@
 """
 ``FCOSTrainer``: detectron2's ``DefaultTrainer`` with an exactly resumable data stream, atomic
 checkpoints, multi-process training on the CPU and the bad-data policy of
-``fcos_d2.data.mapper``.
+``fcos_d2.data.mapper``; ``setup_fcos_logger``: fcos_d2's messages in the run's log file.
 """
 
+import contextlib
 import logging
 import os
 import weakref
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from detectron2.data import (
     MetadataCatalog,
@@ -25,9 +27,69 @@ from .checkpointer import FCOSCheckpointer
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
-__all__ = ["FCOSTrainer"]
+__all__ = ["FCOSTrainer", "setup_fcos_logger", "hold_fcos_messages"]
 
 logger = logging.getLogger(__name__)
+
+# loaders of detectron2's whose build_train_loader already warned that they do not resume exactly
+_warned_streams: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _already_warned(data_loader: object) -> bool:
+    try:
+        return data_loader in _warned_streams
+    except TypeError:  # a user's loader that cannot be weakly referenced or hashed
+        return False
+
+
+def setup_fcos_logger(output_dir: Optional[str] = None) -> logging.Logger:
+    """
+    Log fcos_d2's messages (the ``fcos_d2.*`` loggers: dropped boxes, recognised checkpoint
+    layouts, resume warnings) as detectron2's ``default_setup`` logs detectron2's and fvcore's:
+    detectron2's format, stdout on the main process only, and the file ``output_dir/log.txt``
+    (``log.txt.rank{N}`` on process N > 0). ``train_net.py`` calls it after ``default_setup``;
+    :class:`FCOSTrainer` calls it with ``cfg.OUTPUT_DIR`` when nothing set up the "fcos_d2"
+    logger before. A second call with the same directory adds no handler (detectron2's
+    ``setup_logger`` is cached on its arguments); one with another directory adds that file.
+    """
+    return setup_logger(output_dir or None, distributed_rank=comm.get_rank(), name="fcos_d2")
+
+
+@contextlib.contextmanager
+def hold_fcos_messages() -> Iterator[None]:
+    """
+    Hold back fcos_d2's messages logged inside the block and log them at its end, through the
+    handlers set up inside it: messages of ``fcos_d2.load_config`` (before the output directory
+    is known) then reach the run's log file as well::
+
+        with hold_fcos_messages():
+            cfg = fcos_d2.load_config(args.config_file, args.opts)
+            default_setup(cfg, args)
+            setup_fcos_logger(cfg.OUTPUT_DIR)
+    """
+    held: List[logging.LogRecord] = []
+    root = logging.getLogger("fcos_d2")
+    holder = logging.Handler()
+    # hold only until a handler is set up inside the block: it sees later messages itself
+    holder.emit = lambda record: held.append(record) if root.handlers == [holder] else None
+    handlers, level, propagate = list(root.handlers), root.level, root.propagate
+    for handler in handlers:  # an earlier set-up (an earlier run's file) gets them at the end
+        root.removeHandler(handler)
+    root.addHandler(holder)
+    root.setLevel(logging.DEBUG)
+    root.propagate = False  # held, not also printed now by an ancestor's handler
+    try:
+        yield
+    finally:
+        set_up = root.handlers != [holder]
+        root.removeHandler(holder)
+        for handler in handlers:
+            root.addHandler(handler)
+        if not set_up:
+            root.setLevel(level)
+            root.propagate = propagate
+        for record in held:
+            logging.getLogger(record.name).handle(record)
 
 
 class FCOSTrainer(DefaultTrainer):
@@ -35,7 +97,18 @@ class FCOSTrainer(DefaultTrainer):
     ``DefaultTrainer`` whose ``--resume`` continues with the batches and augmentations an
     uninterrupted run would have used (the data stream's seed is saved in each checkpoint as
     ``data_sampler``; the position is the iteration), whose checkpoints are written atomically,
-    and whose model is wrapped in DDP without device ids when it lives on the CPU.
+    and whose model is wrapped in DDP without device ids when it lives on the CPU. fcos_d2's
+    messages go to ``OUTPUT_DIR/log.txt`` like detectron2's (:func:`setup_fcos_logger`).
+
+    Exact resume needs the stream of :meth:`build_train_loader`; a subclass that customises the
+    loader keeps it by passing its mapper on (a loader built otherwise, e.g. with detectron2's
+    ``build_detection_train_loader``, trains, but ``--resume`` does not continue its stream, and
+    the trainer warns so)::
+
+        class Trainer(FCOSTrainer):
+            @classmethod
+            def build_train_loader(cls, cfg):
+                return super().build_train_loader(cfg, mapper=MyMapper(cfg))
     """
 
     def __init__(self, cfg):
@@ -43,6 +116,8 @@ class FCOSTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        if not logging.getLogger("fcos_d2").handlers:  # a script without train_net.py's setup
+            setup_fcos_logger(cfg.OUTPUT_DIR)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -55,6 +130,14 @@ class FCOSTrainer(DefaultTrainer):
         self.data_sampler = getattr(data_loader, "batch_sampler", None)
         if isinstance(self.data_sampler, ResumableBatchSampler):
             self.checkpointer.add_checkpointable("data_sampler", self.data_sampler)
+        elif not _already_warned(data_loader):
+            logger.warning(
+                f"The training data loader ({type(data_loader).__name__}) is not fcos_d2's "
+                "resumable stream: --resume restores weights, optimizer and iteration, but not the "
+                "batches and augmentations an uninterrupted run would have seen. For exact resume "
+                "with a custom mapper, return `super().build_train_loader(cfg, mapper=...)` from "
+                "build_train_loader (see FCOSTrainer.build_train_loader)."
+            )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -66,7 +149,29 @@ class FCOSTrainer(DefaultTrainer):
             self.data_sampler.skip(self.start_iter)  # one batch per finished iteration
 
     @classmethod
-    def build_train_loader(cls, cfg):
+    def build_train_loader(
+        cls, cfg, mapper: Optional[Callable[[Dict], Dict]] = None
+    ) -> Iterable[List[Dict]]:
+        """
+        The training stream that ``--resume`` continues exactly (its ``batch_sampler`` is a
+        :class:`ResumableBatchSampler`, saved in checkpoints as ``data_sampler``), over the
+        records of ``cfg.DATASETS.TRAIN`` after fcos_d2's bad-data policy (invalid boxes dropped
+        with a warning naming them, :func:`~fcos_d2.data.mapper.drop_invalid_annotations`).
+
+        Args:
+            mapper: maps a record (a detectron2 dataset dict, a copy it may change) to the model's
+                input dict, like detectron2's ``DatasetMapper``; default
+                ``FCOSDatasetMapper(cfg, is_train=True)``. It must return a dict for every record
+                (not None: drop unusable records before training). Each call runs with python's
+                ``random``, numpy's ``np.random`` and torch's CPU RNG seeded from the stream
+                position, so augmentations drawing from them (all of detectron2's
+                ``T.Augmentation``s) repeat exactly on resume and for any
+                ``DATALOADER.NUM_WORKERS``; a generator the mapper owns (``np.random.default_rng``,
+                ``torch.Generator``, ``random.Random``) is not reseeded.
+
+        With ``DATALOADER.SAMPLER_TRAIN`` other than "TrainingSampler", detectron2's loader (with
+        the same records and mapper), which does not resume exactly.
+        """
         records = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
@@ -79,13 +184,16 @@ class FCOSTrainer(DefaultTrainer):
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             json_files=[f for f in json_files if f and os.path.isfile(f)],
         )
-        mapper = FCOSDatasetMapper(cfg, is_train=True)
+        if mapper is None:
+            mapper = FCOSDatasetMapper(cfg, is_train=True)
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning(
                 f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: using detectron2's "
                 "loader; --resume will not continue with the same batches"
             )
-            return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
+            loader = build_detection_train_loader(cfg, mapper=mapper, dataset=records)
+            _warned_streams.add(loader)  # so FCOSTrainer does not warn a second time
+            return loader
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         return build_resumable_loader(
             records,

@@ -58,6 +58,11 @@ def check_exportable(cfg: CfgNode) -> None:
         problems.append(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r}: only 'BGR' or 'RGB'")
     if cfg.TEST.AUG.ENABLED:
         problems.append("TEST.AUG.ENABLED=True: test-time augmentation is not exported")
+    if cfg.MODEL.FCOS.LEGACY_CONVENTIONS:
+        problems.append(
+            "MODEL.FCOS.LEGACY_CONVENTIONS=True: graphs are exported with fcos_d2's box "
+            "conventions (set it to False to export; detections may move by a pixel)"
+        )
     if problems:
         raise ValueError("cannot export this config: " + "; ".join(problems))
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import Tensor, nn
 
-__all__ = ["FrozenBNConv2d", "fold_frozen_batchnorm"]
+__all__ = ["FrozenBNConv2d", "fold_frozen_batchnorm", "set_frozen_batchnorm_eps"]
 
 _NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
@@ -82,3 +82,14 @@ def fold_frozen_batchnorm(module: nn.Module) -> int:
             m.__class__ = FrozenBNConv2d
             count += 1
     return count
+
+
+def set_frozen_batchnorm_eps(module: nn.Module, eps: float) -> int:
+    """
+    Sets the epsilon of every ``FrozenBatchNorm2d`` inside ``module`` (in place; e.g. 0 for
+    maskrcnn-benchmark's frozen BN, which has none); returns how many were set.
+    """
+    norms = [m for m in module.modules() if isinstance(m, FrozenBatchNorm2d)]
+    for m in norms:
+        m.eps = eps
+    return len(norms)

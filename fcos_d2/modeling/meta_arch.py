@@ -16,10 +16,10 @@ from torch import Tensor, nn
 
 from ..checkpoint import install_foreign_checkpoint_hook
 from ..config import check_fcos_config
-from .frozen_bn import fold_frozen_batchnorm
+from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead
 from .losses import fcos_losses, reduce_mean
-from .postprocess import fcos_inference_single_image
+from .postprocess import fcos_inference_single_image, legacy_rescale
 from .targets import LevelGrid, batch_targets, compute_locations, level_size_ranges
 
 __all__ = ["FCOS"]
@@ -63,6 +63,7 @@ class FCOS(DenseDetector):
         loss_normalizer_cls: str = "fg",
         inference_dtype: str = "float32",
         train_dtype: str = "float32",
+        legacy_conventions: bool = False,
     ):
         """
         Args:
@@ -71,6 +72,9 @@ class FCOS(DenseDetector):
                 shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
             channels_last: give the network its input in channels_last memory format (use it
                 with a backbone and head converted to that format, as ``from_config`` does).
+            legacy_conventions: the original FCOS's box conventions (maskrcnn-benchmark's "+1"
+                areas in matching and NMS, boxes clipped to (w - 1, h - 1) before the NMS, no
+                box dropped after it); the backbone's frozen BN epsilon is ``from_config``'s part.
             Others: see the ``MODEL.FCOS`` keys of the same name in :mod:`fcos_d2.config`.
 
         The modules passed in are used as they are. The one thing construction adds is a
@@ -102,6 +106,7 @@ class FCOS(DenseDetector):
         self.loss_normalizer_cls = loss_normalizer_cls
         self.inference_dtype = _DTYPES[inference_dtype]
         self.train_dtype = _DTYPES[train_dtype]
+        self.legacy_conventions = legacy_conventions
         install_foreign_checkpoint_hook(self)
 
     @classmethod
@@ -111,6 +116,8 @@ class FCOS(DenseDetector):
         shapes = backbone.output_shape()
         check_fcos_config(cfg, list(shapes))
         head = FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES])
+        if fcos.LEGACY_CONVENTIONS:
+            set_frozen_batchnorm_eps(backbone, 0.0)  # maskrcnn-benchmark's has none
         # Speed settings, applied to the modules built here (never to modules passed in).
         if fcos.FOLD_FROZEN_BN:
             fold_frozen_batchnorm(backbone)
@@ -140,6 +147,7 @@ class FCOS(DenseDetector):
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
             "train_dtype": fcos.TRAIN_DTYPE,
+            "legacy_conventions": fcos.LEGACY_CONVENTIONS,
         }
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
@@ -174,8 +182,9 @@ class FCOS(DenseDetector):
         results = self.forward_inference(images, features, predictions)
         if not do_postprocess or torch.jit.is_scripting():
             return results
+        rescale = legacy_rescale if self.legacy_conventions else detector_postprocess
         return [
-            {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
+            {"instances": rescale(r, x.get("height", hw[0]), x.get("width", hw[1]))}
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
         ]
 
@@ -249,6 +258,7 @@ class FCOS(DenseDetector):
             self.num_classes,
             self.center_sampling_radius,
             self.matching_method,
+            legacy_areas=self.legacy_conventions,
         )
 
     def _check_gt_classes(self, gt_instances: List[Instances]) -> None:
@@ -300,6 +310,7 @@ class FCOS(DenseDetector):
                     nms_thresh=self.nms_thresh_test,
                     max_detections=self.max_detections_per_image,
                     thresh_with_ctr=self.thresh_with_ctr,
+                    legacy_conventions=self.legacy_conventions,
                 )
             )
         return results

@@ -6,7 +6,7 @@ D final detections.
 """
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -19,6 +19,7 @@ __all__ = [
     "classwise_nms",
     "fcos_detections",
     "fcos_inference_single_image",
+    "legacy_rescale",
 ]
 
 
@@ -178,6 +179,7 @@ def fcos_detections(
     nms_thresh: float,
     max_detections: int,
     thresh_with_ctr: bool = False,
+    legacy_clip_size: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """
     Detections of one image from per-level outputs: locations (Ri, 2), logits (K, Ri),
@@ -185,6 +187,10 @@ def fcos_detections(
     unclipped boxes; the best ``max_detections`` are kept (clipping is left to
     ``detector_postprocess``). Returns boxes (D, 4) XYXY, scores (D,) and classes (D,), by
     decreasing score; traceable (the same graph serves any input).
+
+    ``legacy_clip_size`` (h, w): maskrcnn-benchmark's conventions instead, as the original FCOS:
+    boxes clipped to [0, w - 1] x [0, h - 1] before the NMS, whose box areas and intersections
+    count both end pixels (+1).
     """
     boxes_all: List[Tensor] = []
     scores_all: List[Tensor] = []
@@ -197,7 +203,22 @@ def fcos_detections(
         scores_all.append(torch.sqrt(joint))
         classes_all.append(cls_idx)
     boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
-    keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+    if legacy_clip_size is None:
+        keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+        return boxes[keep], scores[keep], classes[keep]
+    height, width = legacy_clip_size
+    boxes = torch.stack(
+        [
+            boxes[:, 0].clamp(0, width - 1),
+            boxes[:, 1].clamp(0, height - 1),
+            boxes[:, 2].clamp(0, width - 1),
+            boxes[:, 3].clamp(0, height - 1),
+        ],
+        dim=1,
+    )
+    # "+1" areas and intersections are those of the boxes grown by one pixel to the bottom right.
+    grown = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+    keep = classwise_nms(grown, scores, classes, nms_thresh)[:max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
 
@@ -213,9 +234,11 @@ def fcos_inference_single_image(
     nms_thresh: float,
     max_detections: int,
     thresh_with_ctr: bool = False,
+    legacy_conventions: bool = False,
 ) -> Instances:
     """:func:`fcos_detections` as ``Instances`` of ``image_size`` (pred_boxes, scores,
-    pred_classes)."""
+    pred_classes); ``legacy_conventions``: clipped to ``image_size`` as the original FCOS does
+    (see ``legacy_clip_size`` there)."""
     boxes, scores, classes = fcos_detections(
         locations,
         strides,
@@ -227,5 +250,25 @@ def fcos_inference_single_image(
         nms_thresh=nms_thresh,
         max_detections=max_detections,
         thresh_with_ctr=thresh_with_ctr,
+        legacy_clip_size=image_size if legacy_conventions else None,
     )
     return Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
+
+
+def legacy_rescale(results: Instances, height: int, width: int) -> Instances:
+    """
+    Detections of the (resized) input image mapped to an output of ``height`` x ``width`` as
+    maskrcnn-benchmark does (``BoxList.resize``: coordinates times the size ratio). Unlike
+    ``detector_postprocess`` it neither clips again nor drops boxes that clipping left empty:
+    the original FCOS reports them.
+    """
+    scale = torch.tensor(
+        [width / results.image_size[1], height / results.image_size[0]] * 2,
+        device=results.pred_boxes.device,
+    )
+    return Instances(
+        (height, width),
+        pred_boxes=Boxes(results.pred_boxes.tensor * scale),
+        scores=results.scores,
+        pred_classes=results.pred_classes,
+    )

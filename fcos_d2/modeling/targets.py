@@ -164,7 +164,11 @@ def _dense_pairs(num_locations: int, num_boxes: int, device):
 
 
 def match_locations(
-    grid: LevelGrid, boxes: Tensor, radius: float, method: str = "sparse"
+    grid: LevelGrid,
+    boxes: Tensor,
+    radius: float,
+    method: str = "sparse",
+    legacy_areas: bool = False,
 ) -> Tensor:
     """
     Assign each location of ``grid`` to at most one of the (M, 4) XYXY ``boxes``.
@@ -189,17 +193,18 @@ def match_locations(
         pairs = _sparse_pairs(grid, boxes, radius)
     else:
         pairs = _dense_pairs(len(grid), len(boxes), grid.points.device)
-    return _assign(grid, boxes, radius, pairs, matched)
+    offset = 1.0 if legacy_areas else 0.0
+    areas = (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)  # (M,)
+    return _assign(grid, boxes, areas, radius, pairs, matched)
 
 
-def _assign(grid: LevelGrid, boxes, radius, pairs, matched) -> Tensor:
+def _assign(grid: LevelGrid, boxes, areas, radius, pairs, matched) -> Tensor:
     """
     Smallest-area candidate per location, first box on ties, over batches of (location index,
     box index, valid) pairs; fills and returns ``matched``. Pairs that fail the tests are masked,
     never removed: no host syncs.
     """
     num_boxes = len(boxes)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
     # Dense pairs come in chunks of whole locations, so batches never share a location.
     for loc, box, valid in pairs:
         ok = valid & _pair_ok(grid, boxes, loc, box, radius)
@@ -220,18 +225,19 @@ def compute_targets(
     num_classes: int,
     radius: float,
     method: str = "sparse",
+    legacy_areas: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """
     Training targets of one image.
 
     Args:
-        grid, boxes, radius, method: as in :func:`match_locations`;
+        grid, boxes, radius, method, legacy_areas: as in :func:`match_locations`;
         classes: (M,) int64 in [0, num_classes) (not checked here: the caller checks a batch once).
     Returns:
         labels: (R,) int64, ``num_classes`` for background;
         reg_targets: (R, 4) (l, t, r, b) of the matched box divided by the stride (0 if none).
     """
-    matched = match_locations(grid, boxes, radius, method)
+    matched = match_locations(grid, boxes, radius, method, legacy_areas)
     fg = matched >= 0
     safe = matched.clamp(min=0)
     # Gathers with a clamped index and a mask, no boolean indexing: no host sync.
@@ -251,10 +257,12 @@ def batch_targets(
     num_classes: int,
     radius: float,
     method: str = "sparse",
+    legacy_areas: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """:func:`compute_targets` of N images on one grid: labels (N, R), reg_targets (N, R, 4)."""
     per_image = [
-        compute_targets(grid, b, c, num_classes, radius, method) for b, c in zip(boxes, classes)
+        compute_targets(grid, b, c, num_classes, radius, method, legacy_areas)
+        for b, c in zip(boxes, classes)
     ]
     return torch.stack([t[0] for t in per_image]), torch.stack([t[1] for t in per_image])
 
