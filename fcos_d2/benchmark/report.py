@@ -9,6 +9,8 @@ from typing import Dict, List
 
 import torch
 
+from ..utils import cpu_info
+
 __all__ = ["machine_info", "summarize", "print_report", "print_profile", "write_chart"]
 
 END_TO_END_TARGETS = {"float32": 0.75, "bfloat16": 0.45}
@@ -22,16 +24,11 @@ def machine_info(device: str) -> Dict:
         "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        info["cpu"] = next(
-            l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")
-        )
-        flags = next(l for l in text.splitlines() if l.startswith("flags")).split()
-        info["cpu_flags"] = sorted(x for x in flags if x.startswith(("avx", "amx", "fma")))
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor()
+    cpu = cpu_info()
+    info["cpu"] = cpu["model"]
+    info["cpu_flags"] = cpu["flags"]
+    info["cpu_isa"] = f"ATen {cpu['aten']}, oneDNN {cpu['onednn_max_isa']}"
+    info["native_bfloat16"] = cpu["native_bfloat16"]
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info

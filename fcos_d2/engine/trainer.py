@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data import check_num_classes
 from ..data.mapper import FCOSDatasetMapper, drop_invalid_annotations
+from ..utils import describe_cpu
 from .checkpointer import FCOSCheckpointer
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
@@ -118,6 +119,8 @@ class FCOSTrainer(DefaultTrainer):
             setup_logger()
         if not logging.getLogger("fcos_d2").handlers:  # a script without train_net.py's setup
             setup_fcos_logger(cfg.OUTPUT_DIR)
+        # Float results (and so training runs) differ in their last bits with the CPU's kernels.
+        logger.info(f"Machine: {describe_cpu()}")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
