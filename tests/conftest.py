@@ -31,3 +31,27 @@ def tiny_cfg(num_classes: int = 3, tower_convs: int = 1):
 @pytest.fixture
 def cfg():
     return tiny_cfg()
+
+
+@pytest.fixture(scope="session")
+def overfit_model(tmp_path_factory):
+    """
+    ``get(train_dtype, seed)`` -> (cfg, dataset name, model): the learning tests' tiny model
+    trained on their images (train_helpers.overfit_setup), once per (dtype, seed) and session,
+    so that the tests that check what it learned (test_learning) and what quantizing it keeps
+    (test_export_int8) share one training run.
+    """
+    from train_helpers import OVERFIT_RECIPE, overfit_setup, train_on_dataset
+
+    runs = {}
+
+    def get(train_dtype: str, seed: int):
+        if (train_dtype, seed) not in runs:
+            name = f"fcos_overfit_{train_dtype}_{seed}"
+            cfg = overfit_setup(str(tmp_path_factory.mktemp(name)), name)
+            cfg.MODEL.FCOS.TRAIN_DTYPE = train_dtype
+            model = train_on_dataset(cfg, name, seed=seed, **OVERFIT_RECIPE)
+            runs[train_dtype, seed] = cfg, name, model
+        return runs[train_dtype, seed]
+
+    return get

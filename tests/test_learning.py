@@ -1,36 +1,62 @@
-"""A short learning test: a tiny FCOS overfits a handful of synthetic images."""
+"""
+A short learning test: a tiny FCOS overfits a handful of synthetic images, for several seeds.
+
+What learning means here, per ground-truth box: a detection of its class overlaps it well and
+scores high, and no detection of another class on it scores close. The bars sit far from what
+the runs reach (measured, `-s` prints them), so that last-bit differences between CPU kernels
+(AVX2, AVX-512, AVX512_BF16, AMX) cannot decide the outcome.
+"""
 
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from train_helpers import evaluate_on_dataset, overfit_setup, train_on_dataset
+from train_helpers import evaluate_on_dataset, ground_truth_report
 
-# Without bfloat16 units (AVX512_BF16 / AMX) oneDNN emulates bfloat16 convolutions about 10x
-# slower than float32 (measured on an AVX2-only CPU): the 400-iteration run would take ~40 min
-# there. The bfloat16 unit tests of tests/test_model_e2e.py run on every CPU.
-NATIVE_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+from fcos_d2.utils import cpu_info
+
+# Emulated bfloat16 (no AVX512_BF16 / AMX units, or oneDNN capped below them) is about 10x
+# slower than float32 (measured on an AVX2-only CPU): the runs would take most of an hour there.
+# The bfloat16 unit tests of tests/test_model_e2e.py run on every CPU.
+NATIVE_BF16 = cpu_info()["native_bfloat16"] and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+SEEDS = (0, 1, 2)
+
+# Measured (2026-12-01, 2-core AMD EPYC family 25 model 17, native AVX-512 and emulated AVX2,
+# seeds 0-2, 6 runs): 14, 14 or 13 of the 14 boxes found (IoU >= 0.5, right class; the one
+# missed twice, a 16 px right-angled triangle, and the next hardest sit at IoU 0.56-0.67 where
+# found), the median box at IoU >= 0.84, every found box scoring >= 0.70, no box with another
+# class above 0.20. This tiny model regresses some small boxes only that well, so the bar on
+# found boxes leaves one box more than the worst run missed.
+MIN_IOU = 0.5  # a box is found: a detection of its class overlaps it this much ...
+MIN_SCORE = 0.4  # ... and scores at least this
+MIN_FOUND = 12  # of the 14 boxes
+MIN_MEDIAN_IOU = 0.75  # over all boxes
+MAX_WRONG_SCORE = 0.4  # best score of another class on any box
 
 
-# bfloat16 training converges a little more slowly on this tiny problem, so it gets more
-# iterations to reach the same bar.
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
-    "train_dtype, iterations",
+    "train_dtype",
     [
-        ("float32", 250),
+        "float32",
         pytest.param(
             "bfloat16",
-            400,
-            marks=pytest.mark.skipif(
-                not NATIVE_BF16, reason="CPU without native bfloat16: emulated, ~10x slower"
-            ),
+            marks=pytest.mark.skipif(not NATIVE_BF16, reason="no bfloat16 units: emulated, ~10x"),
         ),
     ],
 )
-def test_overfits_a_few_images(tmp_path, train_dtype, iterations):
-    name = f"fcos_overfit_{train_dtype}"
-    cfg = overfit_setup(str(tmp_path), name)
-    assert sum(len(d["annotations"]) for d in DatasetCatalog.get(name)) >= 6
-    cfg.MODEL.FCOS.TRAIN_DTYPE = train_dtype
-    model = train_on_dataset(cfg, name, iterations)
+def test_overfits_a_few_images(overfit_model, train_dtype, seed):
+    cfg, name, model = overfit_model(train_dtype, seed)
+    assert sum(len(d["annotations"]) for d in DatasetCatalog.get(name)) == 14
     result = evaluate_on_dataset(model, cfg, name)
-    assert result["AP50"] >= 90, result
+    boxes = ground_truth_report(model, cfg, name)
+    ious = sorted(b["iou"] for b in boxes)
+    print(
+        f"\n{train_dtype} seed {seed}: AP {result['AP']:.1f} AP50 {result['AP50']:.1f}, IoU per "
+        f"box {[round(i, 2) for i in ious]}, min score {min(b['score'] for b in boxes):.2f}, "
+        f"max wrong-class score {max(b['wrong_score'] for b in boxes):.2f}"
+    )
+    found = [b for b in boxes if b["iou"] >= MIN_IOU and b["score"] >= MIN_SCORE]
+    assert len(found) >= MIN_FOUND, boxes
+    assert ious[len(ious) // 2] >= MIN_MEDIAN_IOU, boxes
+    assert max(b["wrong_score"] for b in boxes) <= MAX_WRONG_SCORE, boxes
+    assert result["AP50"] >= 80, result  # two boxes missed: at most 85.7

@@ -217,7 +217,7 @@ def fcos_detections(
         dim=1,
     )
     # "+1" areas and intersections are those of the boxes grown by one pixel to the bottom right.
-    grown = boxes + boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+    grown = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
     keep = classwise_nms(grown, scores, classes, nms_thresh)[:max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
