@@ -7,6 +7,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 from torchvision.ops import sigmoid_focal_loss
 
 RANGES = [(-1, 64), (64, 128), (128, math.inf)]
@@ -141,3 +143,42 @@ def matched_fraction(found, expected, score_tol=1e-4, box_tol=0.01):
                 del free[i]
                 break
     return hits / max(len(expected), 1)
+
+
+def losses_and_reference(model, boxes, classes, h, w, strides=(8, 16, 32), area_plus_one=False):
+    """
+    ``model``'s training losses on a batch of two random h x w images, one with ``boxes`` /
+    ``classes`` and one without boxes, and :func:`reference_losses` of the same head outputs
+    with :func:`reference_targets`; returns (losses, reference losses, labels of image one).
+    """
+    images = []
+    for bx, cl in ((boxes, classes), ([], [])):
+        inst = Instances(
+            (h, w),
+            gt_boxes=Boxes(torch.tensor(bx).reshape(-1, 4)),
+            gt_classes=torch.tensor(cl, dtype=torch.long),
+        )
+        images.append({"image": torch.rand(3, h, w) * 255, "instances": inst})
+    captured = {}
+    hook = model.head.register_forward_hook(lambda m, i, out: captured.setdefault("out", out))
+    with EventStorage():
+        losses = model(images)
+    hook.remove()
+    logits, reg, ctr = captured["out"]
+    k = logits[0].shape[1]
+
+    def flat(outputs, n):  # per image, levels concatenated, rows in (y, x) order
+        return [
+            torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)
+        ]
+
+    lab0, reg0 = reference_targets(h, w, strides, boxes, classes, k, area_plus_one=area_plus_one)
+    lab1, reg1 = reference_targets(h, w, strides, [], [], k, area_plus_one=area_plus_one)
+    ref = reference_losses(
+        torch.cat(flat(logits, k)).detach(),
+        torch.cat(flat(reg, 4)).detach(),
+        torch.cat(flat(ctr, 1)).detach()[:, 0],
+        lab0 + lab1,
+        reg0 + reg1,
+    )
+    return losses, ref, lab0

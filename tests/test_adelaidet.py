@@ -11,7 +11,7 @@ from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from fcos_reference import reference_losses, reference_targets
+from fcos_reference import losses_and_reference
 
 import fcos_d2
 from fcos_d2.modeling.head import DeformConv3x3
@@ -28,35 +28,8 @@ def test_default_losses_match_adelaidet_reference():
     boxes = [[10.0, 12.0, 50.0, 40.0], [60.0, 20.0, 180.0, 150.0], [2.0, 3.0, 312.0, 250.0]]
     classes = [0, 2, 1]
     h, w = 256, 320
-    images = []
-    for bx, cl in ((boxes, classes), ([], [])):
-        inst = Instances(
-            (h, w),
-            gt_boxes=Boxes(torch.tensor(bx).reshape(-1, 4)),
-            gt_classes=torch.tensor(cl, dtype=torch.long),
-        )
-        images.append({"image": torch.rand(3, h, w) * 255, "instances": inst})
-    captured = {}
-    model.head.register_forward_hook(lambda m, i, out: captured.setdefault("out", out))
-    with EventStorage():
-        losses = model(images)
-    logits, reg, ctr = captured["out"]
-
-    def flat(outputs, n):  # per image, levels concatenated, rows in (y, x) order
-        return [
-            torch.cat([o[i].permute(1, 2, 0).reshape(-1, n) for o in outputs]) for i in range(2)
-        ]
-
-    lab0, reg0 = reference_targets(h, w, [8, 16, 32], boxes, classes, 3)
-    lab1, reg1 = reference_targets(h, w, [8, 16, 32], [], [], 3)
+    losses, ref, lab0 = losses_and_reference(model, boxes, classes, h, w)
     assert sum(lab != 3 for lab in lab0) > 20 and {0, 1, 2} <= set(lab0)
-    ref = reference_losses(
-        torch.cat(flat(logits, 3)).detach(),
-        torch.cat(flat(reg, 4)).detach(),
-        torch.cat(flat(ctr, 1)).detach()[:, 0],
-        lab0 + lab1,
-        reg0 + reg1,
-    )
     for name, value in ref.items():
         assert losses[name].item() == pytest.approx(value.item(), rel=1e-4), name
 
