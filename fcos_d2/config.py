@@ -125,6 +125,12 @@ def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None
             "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES="
             f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
         )
+    if fcos.LEGACY_CONVENTIONS and (cfg.MODEL.META_ARCHITECTURE != "FCOS" or cfg.TEST.AUG.ENABLED):
+        raise ValueError(
+            "MODEL.FCOS.LEGACY_CONVENTIONS=True reproduces the original FCOS detector only: not "
+            f"with MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} or TEST.AUG.ENABLED="
+            f"{cfg.TEST.AUG.ENABLED} (test-time augmentation merges with fcos_d2's conventions)"
+        )
     if backbone_features is None:
         return
     missing = [f for f in fcos.IN_FEATURES if f not in backbone_features]

@@ -2,9 +2,9 @@
 A short learning test: a tiny FCOS overfits a handful of synthetic images, for several seeds.
 
 What learning means here, per ground-truth box: a detection of its class overlaps it well and
-scores high, and no detection of another class on it scores close. The bars sit far from what
-the runs reach (measured, `-s` prints them), so that last-bit differences between CPU kernels
-(AVX2, AVX-512, AVX512_BF16, AMX) cannot decide the outcome.
+scores high, and no detection of another class on it scores close. The bars leave room beyond
+what the measured runs reach (`-s` prints them), so that last-bit differences between CPU
+kernels (AVX2, AVX-512, AVX512_BF16, AMX) do not decide the outcome.
 """
 
 import pytest

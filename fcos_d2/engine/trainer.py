@@ -90,7 +90,9 @@ def hold_fcos_messages() -> Iterator[None]:
             root.setLevel(level)
             root.propagate = propagate
         for record in held:
-            logging.getLogger(record.name).handle(record)
+            held_by = logging.getLogger(record.name)
+            if held_by.isEnabledFor(record.levelno):  # the levels in force once set up
+                held_by.handle(record)
 
 
 class FCOSTrainer(DefaultTrainer):

@@ -60,8 +60,8 @@ def check_exportable(cfg: CfgNode) -> None:
         problems.append("TEST.AUG.ENABLED=True: test-time augmentation is not exported")
     if cfg.MODEL.FCOS.LEGACY_CONVENTIONS:
         problems.append(
-            "MODEL.FCOS.LEGACY_CONVENTIONS=True: graphs are exported with fcos_d2's box "
-            "conventions (set it to False to export; detections may move by a pixel)"
+            "MODEL.FCOS.LEGACY_CONVENTIONS=True: the original FCOS's conventions are not "
+            "exported (its rescaling would be frozen at the traced image size)"
         )
     if problems:
         raise ValueError("cannot export this config: " + "; ".join(problems))

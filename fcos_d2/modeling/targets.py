@@ -178,6 +178,8 @@ def match_locations(
         method: "sparse" visits only the cells near each box centre (O(M) work; needs
             radius > 0); "dense" tests every (location, box) pair in memory-bounded chunks
             (O(R * M); the reference the sparse method is tested against).
+        legacy_areas: rank candidates by maskrcnn-benchmark's box area (x1 - x0 + 1) *
+            (y1 - y0 + 1), as the original FCOS does, instead of (x1 - x0) * (y1 - y0).
     Returns:
         (R,) int64 index of the matched box, -1 for background. Among several candidates the
         box of smallest area wins, the first one on equal areas.

@@ -16,6 +16,23 @@ __all__ = ["cpu_info", "describe_cpu"]
 _FLAG_PREFIXES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx", "fma")
 
 
+def _first_processor() -> Dict[str, str]:
+    """The "key: value" lines of the first processor in /proc/cpuinfo ({} where there is none)."""
+    fields: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_info() -> Dict:
     """
     ``model``: the CPU's model name; ``flags``: its AVX2/AVX-512/AMX/FMA flags;
@@ -24,18 +41,13 @@ def cpu_info() -> Dict:
     ``native_bfloat16``: whether bfloat16 math runs on bfloat16 units under that cap.
     """
     model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        model = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    first = _first_processor()
+    if "model name" in first:
+        model = first["model name"]
         # Virtual machines often name only the brand ("AMD EPYC"): family and model tell more.
-        ids = [l.split(":", 1)[1].strip() for l in lines if l.startswith(("cpu family", "model\t"))]
-        if len(ids) >= 2:
-            model += f" (family {ids[0]}, model {ids[1]})"
-        all_flags = next(l for l in lines if l.startswith("flags")).split(":", 1)[1].split()
-        flags = sorted(x for x in all_flags if x.startswith(_FLAG_PREFIXES))
-    except (OSError, StopIteration):
-        pass
+        if "cpu family" in first and "model" in first:
+            model += f" (family {first['cpu family']}, model {first['model']})"
+    flags = sorted(x for x in first.get("flags", "").split() if x.startswith(_FLAG_PREFIXES))
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     isa_allows = cap in ("", "ALL", "DEFAULT") or "BF16" in cap or "AMX" in cap or "AVX10" in cap
     return {
@@ -48,7 +60,10 @@ def cpu_info() -> Dict:
 
 
 def describe_cpu() -> str:
-    """One line, e.g. "AMD EPYC (family 25, model 17) (2 threads), ATen AVX512, oneDNN native, bfloat16 units: yes"."""
+    """
+    One line, e.g. "AMD EPYC (family 25, model 17) (2 threads), ATen AVX512, oneDNN native,
+    bfloat16 units: yes".
+    """
     info = cpu_info()
     return (
         f"{info['model']} ({torch.get_num_threads()} threads), ATen {info['aten']}, oneDNN "
