@@ -21,6 +21,7 @@ from fcos_reference import (
 )
 
 import fcos_d2
+from fcos_d2.export.graph import check_exportable
 from fcos_d2.modeling.frozen_bn import FrozenBNConv2d
 
 PRESET = os.path.join(REPO, "configs", "compat", "Official-FCOS_imprv_R_50_FPN_1x.yaml")
@@ -145,3 +146,13 @@ def test_official_preset_has_the_original_frozen_bn_and_pixel_mean():
     default_cfg = os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml")
     default = build_model(fcos_d2.load_config(default_cfg, ["MODEL.DEVICE", "cpu"]))
     assert {m.eps for m in default.backbone.modules() if isinstance(m, FrozenBatchNorm2d)} == {1e-5}
+
+
+def test_legacy_conventions_are_refused_where_they_are_not_reproduced():
+    cfg = _legacy_tiny_cfg()
+    cfg.TEST.AUG.ENABLED = True
+    with pytest.raises(ValueError, match="LEGACY_CONVENTIONS=True .*TEST.AUG.ENABLED=True"):
+        build_model(cfg)
+    cfg = _legacy_tiny_cfg()
+    with pytest.raises(ValueError, match="cannot export this config: MODEL.FCOS.LEGACY_CONV"):
+        check_exportable(cfg)
