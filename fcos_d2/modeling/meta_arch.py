@@ -175,7 +175,8 @@ class FCOS(DenseDetector):
         ``[{"instances": Instances}]`` rescaled to each input's "height"/"width" and clipped
         there, as detectron2's ``detector_postprocess`` does. Without: one ``Instances`` per
         input in the coordinates of the (resized) image the model saw, boxes not clipped (what
-        test-time augmentation merges before it clips).
+        test-time augmentation merges before it clips; with ``legacy_conventions`` clipped to
+        (w - 1, h - 1), as the original FCOS does before its NMS).
         """
         images = self.preprocess_image(batched_inputs)
         features, predictions = self._network(images.tensor)

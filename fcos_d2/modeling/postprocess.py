@@ -203,22 +203,23 @@ def fcos_detections(
         scores_all.append(torch.sqrt(joint))
         classes_all.append(cls_idx)
     boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
-    if legacy_clip_size is None:
-        keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]
-        return boxes[keep], scores[keep], classes[keep]
-    height, width = legacy_clip_size
-    boxes = torch.stack(
-        [
-            boxes[:, 0].clamp(0, width - 1),
-            boxes[:, 1].clamp(0, height - 1),
-            boxes[:, 2].clamp(0, width - 1),
-            boxes[:, 3].clamp(0, height - 1),
-        ],
-        dim=1,
-    )
-    # "+1" areas and intersections are those of the boxes grown by one pixel to the bottom right.
-    grown = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
-    keep = classwise_nms(grown, scores, classes, nms_thresh)[:max_detections]
+    nms_boxes = boxes
+    if legacy_clip_size is not None:
+        height, width = legacy_clip_size
+        boxes = torch.stack(
+            [
+                boxes[:, 0].clamp(0, width - 1),
+                boxes[:, 1].clamp(0, height - 1),
+                boxes[:, 2].clamp(0, width - 1),
+                boxes[:, 3].clamp(0, height - 1),
+            ],
+            dim=1,
+        )
+        # "+1" areas and intersections are those of the boxes grown by one pixel to the bottom
+        # right.
+        one = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+        nms_boxes = boxes + one
+    keep = classwise_nms(nms_boxes, scores, classes, nms_thresh)[:max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
 
