@@ -16,7 +16,9 @@ from detectron2.engine import default_argument_parser, default_setup, hooks, lau
 from detectron2.evaluation import verify_results
 
 import fcos_d2
-from fcos_d2.engine import FCOSCheckpointer, FCOSTrainer, hold_fcos_messages, setup_fcos_logger
+from fcos_d2.checkpoint import FCOSCheckpointer
+from fcos_d2.data import register_shapes
+from fcos_d2.engine import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
 from fcos_d2.tta import tta_model
 
 
@@ -34,6 +36,7 @@ class Trainer(FCOSTrainer):
 
 
 def setup(args):
+    register_shapes(replace=False)  # the demo's datasets, unless the user registered their own
     with hold_fcos_messages():  # the config's messages wait for the log file
         # fcos_d2 and AdelaiDet FCOS YAML files alike.
         cfg = fcos_d2.load_config(args.config_file, args.opts)

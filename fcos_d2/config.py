@@ -1,4 +1,4 @@
-"""The ``MODEL.FCOS`` config subtree."""
+"""The ``MODEL.FCOS`` config subtree (and ``SOLVER.OPTIMIZER``)."""
 
 from typing import Optional, Sequence
 
@@ -9,7 +9,8 @@ __all__ = ["add_fcos_config", "check_fcos_config", "FCOS_CHOICES"]
 
 def add_fcos_config(cfg: CN) -> None:
     """
-    Add the ``MODEL.FCOS`` keys to ``cfg`` (in place). Nothing else in ``cfg`` is changed.
+    Add the ``MODEL.FCOS`` keys and ``SOLVER.OPTIMIZER`` to ``cfg`` (in place). Nothing else in
+    ``cfg`` is changed.
     Defaults reproduce the AdelaiDet ``FCOS_R_50_1x`` recipe (38.7 AP, AdelaiDet's number).
     """
     _C = cfg
@@ -76,6 +77,10 @@ def add_fcos_config(cfg: CN) -> None:
     # matching and the NMS, boxes clipped to (w - 1, h - 1) before the NMS and none dropped after
     # it, frozen BatchNorm without epsilon. Off: AdelaiDet's conventions.
     _C.MODEL.FCOS.LEGACY_CONVENTIONS = False
+    if "OPTIMIZER" not in _C.SOLVER:  # a project that defines it (Panoptic-DeepLab) keeps its own
+        # fcos_d2's trainer (train_net.py): "SGD" (detectron2's, with SOLVER.MOMENTUM) or "ADAMW"
+        # (decoupled SOLVER.WEIGHT_DECAY); detectron2's DefaultTrainer always uses SGD.
+        _C.SOLVER.OPTIMIZER = "SGD"
 
 
 # Allowed values of the choice keys of ``MODEL.FCOS``: the one list users and the code read.

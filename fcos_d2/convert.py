@@ -1,56 +1,14 @@
-"""
-Convert FCOS checkpoints between other implementations' key layouts and fcos_d2's.
+"""Deprecated: ``python -m fcos_d2.checkpoint.convert`` (this alias goes in the next release)."""
 
-    python -m fcos_d2.convert --from adelaidet IN.pth OUT.pth     # foreign -> fcos_d2
-    python -m fcos_d2.convert --to d2 IN.pth OUT.pth              # fcos_d2 -> foreign
+import warnings
 
-Only key names change. ``MODEL.WEIGHTS`` also accepts the foreign files directly.
-"""
+from .checkpoint.convert import convert_file, main
 
-import argparse
-import sys
+__all__ = ["convert_file", "main"]
 
-import torch
-
-from .checkpoint import FORMATS, detect_format, from_native, to_native
-
-__all__ = ["convert_file"]
-
-
-def _load_state_dict(path: str):
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise SystemExit(f"fcos_d2.convert: no such file: {path}")
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise SystemExit(f"fcos_d2.convert: {path} holds no state dict (nor one under 'model')")
-    return state
-
-
-def convert_file(src: str, dst: str, from_fmt: str = None, to_fmt: str = None) -> str:
-    """Convert ``src`` to ``dst`` (saved as ``{"model": state_dict}``); return the source format."""
-    state = _load_state_dict(src)
-    found = detect_format(state)
-    expected = from_fmt or "native"
-    if found != expected:
-        raise SystemExit(f"fcos_d2.convert: {src} looks like a {found} checkpoint, not {expected}")
-    out = to_native(state, from_fmt) if from_fmt else from_native(state, to_fmt)
-    torch.save({"model": out, "__author__": "fcos_d2.convert"}, dst)
-    return found
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--from", dest="from_fmt", choices=FORMATS, help="source layout")
-    group.add_argument("--to", dest="to_fmt", choices=FORMATS, help="target layout")
-    parser.add_argument("input")
-    parser.add_argument("output")
-    args = parser.parse_args(argv)
-    found = convert_file(args.input, args.output, args.from_fmt, args.to_fmt)
-    print(f"converted {found} checkpoint {args.input} -> {args.output}", file=sys.stderr)
-
+warnings.warn(
+    "fcos_d2.convert moved to fcos_d2.checkpoint.convert", DeprecationWarning, stacklevel=2
+)
 
 if __name__ == "__main__":
     main()

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 import fcos_d2
 
-from .engine.checkpointer import CheckpointReadError, IncompleteCheckpointError
+from .checkpoint import CheckpointReadError, IncompleteCheckpointError
+from .data import register_shapes
 from .predictor import Predictor
 
 __all__ = [
@@ -101,7 +102,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """The frozen config; a missing config or weights file is a :class:`DemoError`."""
+    """The frozen config; a missing config file or a bad threshold is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
     threshold = (
@@ -116,12 +117,7 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     if args.exported:
         cfg.freeze()
         return cfg  # the weights are in the export
-    weights = cfg.MODEL.WEIGHTS
-    if not weights:
-        raise DemoError("no weights: MODEL.WEIGHTS is empty (add --opts MODEL.WEIGHTS FILE)")
-    if "://" not in weights and not os.path.isfile(weights):
-        raise DemoError(f"weights file {weights!r} (MODEL.WEIGHTS) not found")
-    cfg.freeze()
+    cfg.freeze()  # empty or missing weights: the predictor's strict loading names them
     return cfg
 
 
@@ -350,6 +346,7 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fcos_d2")
+    register_shapes(replace=False)  # the demo's own datasets, unless the user's are registered
     if bool(args.input) == bool(args.video_input):
         print("fcos_d2.demo: error: give either --input or --video-input", file=sys.stderr)
         return 2

@@ -10,25 +10,38 @@ the model). Every other input is refused with a one-line ``ValueError`` that nam
 and the fix.
 """
 
+import contextlib
 import logging
 import warnings
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
-from detectron2.modeling import build_model
 
-from .engine.checkpointer import load_for_inference
+from .checkpoint import load_for_inference
 
 __all__ = ["check_image", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
 _FLOATS = (np.float16, np.float32, np.float64)
+# fvcore's checkpointer logs "Initializing model from scratch" when given no weights
+_EMPTY_LOAD_LOGGER = "fvcore.common.checkpoint"
+
+
+@contextlib.contextmanager
+def _without_message(logger_name: str, prefix: str) -> Iterator[None]:
+    """Drop the records of ``logger_name`` starting with ``prefix`` inside the block."""
+    drop = logging.Filter()
+    drop.filter = lambda record: not str(record.msg).startswith(prefix)
+    target = logging.getLogger(logger_name)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
@@ -101,19 +114,17 @@ class Predictor(DefaultPredictor):
     """
 
     def __init__(self, cfg: CfgNode):
-        # Same set-up as DefaultPredictor, except the strict weight loading.
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):  # DefaultPredictor would only assert
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
+        # DefaultPredictor's own set-up (model, metadata, resizing, input format), given no
+        # weights so that it does not load them leniently; they are loaded strictly after.
+        unloaded = cfg.clone()
+        unloaded.defrost()
+        unloaded.MODEL.WEIGHTS = ""
+        with _without_message(_EMPTY_LOAD_LOGGER, "No checkpoint found"):
+            super().__init__(unloaded)
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        if len(cfg.DATASETS.TEST):
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         load_for_inference(self.model, cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        self.input_format = cfg.INPUT.FORMAT
-        if self.input_format not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         """original_image: (H, W, 3) BGR (the DefaultPredictor convention)."""

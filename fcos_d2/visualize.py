@@ -10,14 +10,14 @@ import json
 import os
 from typing import Dict, List, Optional
 
-import cv2
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.visualizer import Visualizer
+from detectron2.data import DatasetCatalog
 from tabulate import tabulate
 
 import fcos_d2
+from fcos_d2.data import register_shapes
+from fcos_d2.demo import dataset_metadata, run_on_images
+from fcos_d2.predictor import Predictor
 
 __all__ = ["draw_predictions", "last_bbox_metrics"]
 
@@ -25,25 +25,22 @@ __all__ = ["draw_predictions", "last_bbox_metrics"]
 def draw_predictions(
     cfg: CfgNode, dataset: str, out_dir: str, num: int = 4, min_score: float = 0.5
 ) -> List[str]:
-    """Write ``num`` images of ``dataset`` with predicted boxes drawn; return their paths."""
-    predictor = DefaultPredictor(cfg)
-    metadata = MetadataCatalog.get(dataset)
+    """
+    Write ``num`` images of ``dataset`` with the detections scoring ``min_score`` or more drawn
+    (the demo CLI's drawing, :func:`fcos_d2.demo.run_on_images`, and its strictly loading
+    :class:`~fcos_d2.predictor.Predictor`); return their paths.
+    """
+    predictor = Predictor(cfg)
+
+    def confident(image):
+        instances = predictor(image)["instances"]
+        return {"instances": instances[instances.scores >= min_score]}
+
+    paths = [record["file_name"] for record in DatasetCatalog.get(dataset)[:num]]
     os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for record in DatasetCatalog.get(dataset)[:num]:
-        image = cv2.imread(record["file_name"])
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {record['file_name']!r} of {dataset!r}")
-        instances = predictor(image)["instances"].to("cpu")
-        instances = instances[instances.scores >= min_score]
-        vis = Visualizer(image[:, :, ::-1], metadata, scale=2.0).draw_instance_predictions(
-            instances
-        )
-        stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        path = os.path.join(out_dir, stem + ".png")
-        cv2.imwrite(path, vis.get_image()[:, :, ::-1])
-        paths.append(path)
-    return paths
+    if run_on_images(confident, dataset_metadata(dataset), paths, out_dir, None):
+        raise FileNotFoundError(f"cannot read every image of {dataset!r}: {paths}")
+    return [os.path.join(out_dir, os.path.basename(p)) for p in paths]
 
 
 def last_bbox_metrics(output_dir: str) -> Optional[Dict[str, float]]:
@@ -68,6 +65,7 @@ def main(argv=None) -> None:
     parser.add_argument("--num", type=int, default=4)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = parser.parse_args(argv)
+    register_shapes(replace=False)
     cfg = fcos_d2.load_config(args.config_file, args.opts)
     dataset = cfg.DATASETS.TEST[0]
     paths = draw_predictions(cfg, dataset, os.path.join(args.output, "vis"), args.num)

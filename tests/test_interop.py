@@ -12,8 +12,8 @@ from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
 from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 
 import fcos_d2
-from fcos_d2.checkpoint import detect_format, from_native
-from fcos_d2.convert import main as convert_main
+from fcos_d2.checkpoint import detect_layout, from_native
+from fcos_d2.checkpoint.convert import main as convert_main
 
 
 def _image(h, w, seed):
@@ -128,14 +128,16 @@ ADET_PAIRS = {
 }
 
 
-@pytest.mark.parametrize("fmt, pairs", [("official", OFFICIAL_PAIRS), ("adelaidet", ADET_PAIRS)])
+@pytest.mark.parametrize(
+    "fmt, pairs", [("maskrcnn_benchmark", OFFICIAL_PAIRS), ("adelaidet", ADET_PAIRS)]
+)
 def test_foreign_layouts_load_every_tensor(tmp_path, fmt, pairs):
     cfg = _d2_cfg()
     cfg.MODEL.RESNETS.NORM = "FrozenBN"
     cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 50, 256  # with shortcut convs
     source = _numbered(build_model(cfg))
     foreign = from_native(source, fmt)
-    assert set(pairs) <= set(foreign) and detect_format(foreign) == fmt
+    assert set(pairs) <= set(foreign) and detect_layout(foreign) == fmt
     for fkey, nkey in pairs.items():
         assert torch.equal(foreign[fkey], source[nkey])
     path = str(tmp_path / f"{fmt}.pth")
@@ -166,3 +168,24 @@ def test_convert_rejects_wrong_format(tmp_path):
     torch.save({"model": build_model(tiny_cfg()).state_dict()}, path)
     with pytest.raises(SystemExit, match="looks like a native checkpoint, not adelaidet"):
         convert_main(["--from", "adelaidet", path, str(tmp_path / "out.pth")])
+
+
+def test_previous_release_checkpoint_names_work_with_a_deprecation_warning(tmp_path):
+    import fcos_d2.checkpoint as checkpoint
+    import fcos_d2.engine as engine
+
+    native = _numbered(build_model(tiny_cfg()))
+    foreign = from_native(native, "maskrcnn_benchmark")
+    assert any(k.startswith("module.rpn.head.") for k in foreign)
+    with pytest.warns(DeprecationWarning, match="maskrcnn_benchmark"):
+        assert from_native(native, "official") == foreign
+    with pytest.warns(DeprecationWarning, match="detect_layout"):
+        assert checkpoint.detect_format(foreign) == "maskrcnn_benchmark"
+    with pytest.warns(DeprecationWarning, match="fcos_d2.checkpoint.FCOSCheckpointer"):
+        assert engine.FCOSCheckpointer is checkpoint.FCOSCheckpointer
+    path = str(tmp_path / "mb.pth")
+    torch.save({"model": foreign}, path)
+    with pytest.warns(DeprecationWarning):
+        convert_main(["--from", "official", path, str(tmp_path / "native.pth")])
+    back = torch.load(str(tmp_path / "native.pth"))["model"]
+    assert set(back) == set(native) and all(torch.equal(back[k], native[k]) for k in native)

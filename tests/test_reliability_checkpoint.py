@@ -15,11 +15,11 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
-from fcos_d2.checkpoint import from_native
-from fcos_d2.engine import (
+from fcos_d2.checkpoint import (
     CheckpointReadError,
     FCOSCheckpointer,
     IncompleteCheckpointError,
+    from_native,
     load_for_inference,
 )
 
@@ -43,7 +43,7 @@ _KILLED_WRITER = """
 import sys, time, torch
 sys.path.insert(0, {repo!r})
 from torch import nn
-from fcos_d2.engine import FCOSCheckpointer
+from fcos_d2.checkpoint import FCOSCheckpointer
 real_save = torch.save
 def slow_save(obj, f, *a, **k):
     import io

@@ -10,7 +10,7 @@ from conftest import tiny_cfg
 from detectron2.modeling import build_model
 
 import fcos_d2
-from fcos_d2.engine import CheckpointReadError, IncompleteCheckpointError
+from fcos_d2.checkpoint import CheckpointReadError, IncompleteCheckpointError
 
 RNG = np.random.RandomState(0)
 

@@ -7,7 +7,6 @@ import os
 
 import cv2
 import numpy as np
-import torch
 from conftest import tiny_cfg
 from detectron2.structures import BoxMode
 

@@ -15,6 +15,8 @@ from typing import Dict
 
 import torch
 
+from ..data import register_shapes
+from ..model_zoo import get_config_file
 from .deploy import bench_deploy, bench_deploy_ap
 from .harness import DEFAULT_CONFIG, build_models
 from .inference import bench_end_to_end, bench_postprocess
@@ -24,9 +26,7 @@ from .training import bench_train, profile_default, training_batch
 
 __all__ = ["main"]
 
-DEMO_CONFIG = os.path.join(
-    os.path.dirname(DEFAULT_CONFIG), os.pardir, "demo", "FCOS_R18_shapes_demo.yaml"
-)
+DEMO_CONFIG = get_config_file("demo/FCOS_R18_shapes_demo.yaml")
 
 
 def main(argv=None) -> Dict:
@@ -51,6 +51,7 @@ def main(argv=None) -> Dict:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    register_shapes(replace=False)  # calibration and AP rows use the demo's datasets
     cfg, ours, d2 = build_models(args.config, args.device)
     if args.deploy_only:
         return _deploy_only(args, cfg, ours, d2)

@@ -1,6 +1,5 @@
 """Timing, and the two models under comparison built with the same weights."""
 
-import os
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -12,11 +11,11 @@ from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 
 from ..checkpoint import from_native
 from ..config_loader import load_config
+from ..model_zoo import get_config_file
 
 __all__ = ["DEFAULT_CONFIG", "timeit", "timeit_interleaved", "build_models", "variant"]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_CONFIG = os.path.join(_REPO, "configs", "compat", "D2-Builtin-FCOS_R_50_FPN_1x.yaml")
+DEFAULT_CONFIG = get_config_file("compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml")
 
 
 def _sync(device: str) -> None:

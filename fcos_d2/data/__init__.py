@@ -1,10 +1,9 @@
 """
-Datasets and data checks. Importing this registers the synthetic ``shapes_{train,val}`` demo
-datasets, unless datasets of those names are registered already (those are kept).
+Datasets and data checks. Nothing is registered on import: the commands that use the synthetic
+``shapes_{train,val}`` datasets (``train_net.py``, demo, export, benchmark) call
+:func:`register_shapes`, as a user's own script can.
 """
 
 from .datasets import check_num_classes, register_shapes
-
-register_shapes(replace=False)
 
 __all__ = ["check_num_classes", "register_shapes"]

@@ -21,10 +21,11 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import FCOSCheckpointer
 from ..data import check_num_classes
 from ..data.mapper import FCOSDatasetMapper, drop_invalid_annotations
+from ..solver import build_optimizer
 from ..utils import describe_cpu
-from .checkpointer import FCOSCheckpointer
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
@@ -115,14 +116,21 @@ class FCOSTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ with fcos_d2's DDP wrapper and checkpointer.
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
         if not logging.getLogger("fcos_d2").handlers:  # a script without train_net.py's setup
             setup_fcos_logger(cfg.OUTPUT_DIR)
         # Float results (and so training runs) differ in their last bits with the CPU's kernels.
         logger.info(f"Machine: {describe_cpu()}")
+        if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu":
+            self._init_cpu_processes(cfg)
+        else:
+            super().__init__(cfg)
+
+    def _init_cpu_processes(self, cfg) -> None:
+        # DefaultTrainer.__init__'s steps, except the DDP wrapper: detectron2's gives DDP the
+        # local GPU index, which DistributedDataParallel refuses for a model on the CPU.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -131,7 +139,18 @@ class FCOSTrainer(DefaultTrainer):
         loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = loop(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = FCOSCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        # Called at the end of construction, before the hooks take hold of the checkpointer:
+        # fcos_d2's (atomic writes, resume fall-back) replaces detectron2's, with the stream.
+        self.checkpointer = FCOSCheckpointer(
+            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        data_loader = self._trainer.data_loader
         self.data_sampler = getattr(data_loader, "batch_sampler", None)
         if isinstance(self.data_sampler, ResumableBatchSampler):
             self.checkpointer.add_checkpointable("data_sampler", self.data_sampler)
@@ -143,10 +162,7 @@ class FCOSTrainer(DefaultTrainer):
                 "with a custom mapper, return `super().build_train_loader(cfg, mapper=...)` from "
                 "build_train_loader (see FCOSTrainer.build_train_loader)."
             )
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        return super().build_hooks()
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
@@ -208,6 +224,11 @@ class FCOSTrainer(DefaultTrainer):
             num_workers=cfg.DATALOADER.NUM_WORKERS,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """``SOLVER.OPTIMIZER``'s optimizer (:func:`fcos_d2.solver.build_optimizer`)."""
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -16,6 +16,7 @@ from detectron2.evaluation import print_csv_format
 from detectron2.utils.logger import setup_logger
 
 import fcos_d2
+from fcos_d2.data import register_shapes
 
 from .writers import FORMATS, export_model
 
@@ -38,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="fcos_d2")
+    register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
     info = export_model(
         cfg,

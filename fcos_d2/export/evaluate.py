@@ -14,6 +14,7 @@ from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.logger import setup_logger
 
+from ..data import register_shapes
 from .predictor import ExportedPredictor
 
 __all__ = ["evaluate_exported"]
@@ -75,7 +76,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logger(name="fcos_d2")
     setup_logger(name="detectron2")
-    import fcos_d2  # noqa: F401  (registers the demo datasets)
+    register_shapes(replace=False)  # the demo's datasets
 
     results = evaluate_exported(args.exported, args.dataset, args.output)
     print_csv_format(results)

@@ -35,7 +35,7 @@ EXPORT_JSON = "export.json"
 def build_deploy_model(cfg: CfgNode) -> DeployFCOS:
     """The eval-mode model of ``cfg`` on the CPU, with ``MODEL.WEIGHTS`` loaded (any layout that
     key accepts), wrapped as a :class:`DeployFCOS`."""
-    from ..engine.checkpointer import load_for_inference
+    from ..checkpoint import load_for_inference
 
     check_exportable(cfg)
     cfg = cfg.clone()

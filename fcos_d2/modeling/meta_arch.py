@@ -14,7 +14,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
-from ..checkpoint import install_foreign_checkpoint_hook
+from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config
 from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead

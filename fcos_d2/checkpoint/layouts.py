@@ -1,33 +1,28 @@
 """
-Checkpoint key layouts of other FCOS implementations, and their conversion to fcos_d2's.
+The pure layout table: checkpoint key layouts of other FCOS implementations and their renaming
+to and from fcos_d2's. It knows nothing of files, models or checkpointers (like detectron2's
+``c2_model_loading.py``).
 
-Formats: "native" (fcos_d2), "adelaidet" (AdelaiDet's OneStageDetector + FCOS proposal generator),
-"d2" (detectron2's built-in ``meta_arch.fcos.FCOS``), "official" (maskrcnn-benchmark FCOS).
+Layouts: "native" (fcos_d2), "adelaidet" (AdelaiDet's OneStageDetector + FCOS proposal
+generator), "d2" (detectron2's built-in ``meta_arch.fcos.FCOS``), "maskrcnn_benchmark" (the
+original FCOS code, tianzhi0549/FCOS, built on maskrcnn-benchmark; "official" is its old name).
 Conversion is by key name only; tensors are never changed.
 """
 
 import functools
-import logging
 import re
+import warnings
 from typing import Dict, Iterable, List, Mapping, Tuple
 
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = [
-    "FORMATS",
-    "detect_format",
-    "to_native",
-    "from_native",
-    "install_foreign_checkpoint_hook",
-    "describe_format",
-    "load_for_inference",
-]
+__all__ = ["LAYOUTS", "detect_layout", "describe_layout", "to_native", "from_native"]
 
-logger = logging.getLogger(__name__)
+LAYOUTS = ("adelaidet", "d2", "maskrcnn_benchmark")
+# Old spelling of a layout name -> its name now (still accepted, with a deprecation warning).
+RENAMED_LAYOUTS = {"official": "maskrcnn_benchmark"}
 
-FORMATS = ("adelaidet", "d2", "official")
-
-# Key correspondences per format, (fcos_d2 template, foreign template), used in both directions
+# Key correspondences per layout, (fcos_d2 template, foreign template), used in both directions
 # and tried in order. ``*`` is the rest of the key; ``{X}`` is a number, and ``{X-1}`` the same
 # number minus one: maskrcnn-benchmark numbers ResNet stages and FPN levels one lower than
 # detectron2 (res2 = layer1, fpn_lateral3 = fpn_inner2).
@@ -38,7 +33,7 @@ _RULES: Dict[str, List[Tuple[str, str]]] = {
         ("head.bbox_tower.*", "head.bbox_subnet.*"),
         ("head.cls_logits.*", "head.cls_score.*"),
     ],
-    "official": [
+    "maskrcnn_benchmark": [
         ("backbone.bottom_up.stem.conv1.norm.*", "backbone.body.stem.bn1.*"),
         ("backbone.bottom_up.stem.conv1.*", "backbone.body.stem.conv1.*"),
         ("backbone.bottom_up.res{S}.{B}.conv{C}.norm.*", "backbone.body.layer{S-1}.{B}.bn{C}.*"),
@@ -60,18 +55,18 @@ _RULES: Dict[str, List[Tuple[str, str]]] = {
 }
 _FIELD = re.compile(r"\{(\w+)([+-]\d+)?\}|\*")
 
-# Keys of each format that only it has (used to recognise it).
+# Keys of each layout that only it has (used to recognise it).
 _SIGNATURES = {
     "adelaidet": ("proposal_generator.fcos_head.",),
     "d2": ("head.cls_subnet.", "head.cls_score.", "head.bbox_subnet."),
-    "official": ("rpn.head.", "backbone.body.", "backbone.fpn.fpn_inner"),
+    "maskrcnn_benchmark": ("rpn.head.", "backbone.body.", "backbone.fpn.fpn_inner"),
 }
 # Buffers other detectors saved that fcos_d2 does not keep in its state dict.
 _DROP = ("pixel_mean", "pixel_std")
 
 
-def detect_format(keys: Iterable[str]) -> str:
-    """The format of a checkpoint from its key names (``module.`` prefixes ignored)."""
+def detect_layout(keys: Iterable[str]) -> str:
+    """The layout of a checkpoint from its key names (``module.`` prefixes ignored)."""
     keys = [_strip_module(k) for k in keys]
     for fmt, prefixes in _SIGNATURES.items():
         if any(k.startswith(prefixes) for k in keys):
@@ -123,8 +118,20 @@ def _strip_module(key: str) -> str:
     return key[len("module.") :] if key.startswith("module.") else key
 
 
+def canonical_layout(layout: str) -> str:
+    """``layout`` with an old spelling replaced by its name now; an unknown one raises."""
+    if layout in RENAMED_LAYOUTS:
+        new = RENAMED_LAYOUTS[layout]
+        warnings.warn(f"checkpoint layout {layout!r} is now called {new!r}", DeprecationWarning)
+        layout = new
+    if layout != "native" and layout not in LAYOUTS:
+        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
+    return layout
+
+
 def to_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]:
-    """Rename the keys of a ``fmt`` state dict to fcos_d2's."""
+    """Rename the keys of a state dict in layout ``fmt`` to fcos_d2's."""
+    fmt = canonical_layout(fmt)
     if fmt == "native":
         return dict(state_dict)
     return {
@@ -135,15 +142,16 @@ def to_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]:
 
 
 def from_native(state_dict: Mapping[str, Tensor], fmt: str) -> Dict[str, Tensor]:
-    """Rename the keys of an fcos_d2 state dict to ``fmt``'s."""
+    """Rename the keys of an fcos_d2 state dict to layout ``fmt``'s."""
+    fmt = canonical_layout(fmt)
     if fmt == "native":
         return dict(state_dict)
-    prefix = "module." if fmt == "official" else ""
+    prefix = "module." if fmt == "maskrcnn_benchmark" else ""
     return {prefix + _rename(fmt, k, to_foreign=True): v for k, v in state_dict.items()}
 
 
-def describe_format(fmt: str, keys: Iterable[str]) -> str:
-    """How log messages name a checkpoint of format ``fmt`` with these keys."""
+def describe_layout(fmt: str, keys: Iterable[str]) -> str:
+    """How log messages name a checkpoint of layout ``fmt`` with these keys."""
     if fmt == "d2" and not any(_strip_module(k).startswith("head.ctrness.") for k in keys):
         # detectron2's RetinaNet shares the built-in FCOS head names but has no centre-ness.
         return (
@@ -151,39 +159,3 @@ def describe_format(fmt: str, keys: Iterable[str]) -> str:
             "not an FCOS checkpoint)"
         )
     return f"{fmt} FCOS checkpoint"
-
-
-def _foreign_keys_hook(module: nn.Module, state_dict, prefix, *args) -> None:
-    """
-    Rename foreign keys in place before ``load_state_dict`` reads them. A tensor whose shape
-    does not fit the model (e.g. another class count) is skipped with a warning naming the key
-    and both shapes, so it is reported as missing (detectron2's fine-tuning convention).
-    """
-    own = [k for k in state_dict if k.startswith(prefix)]
-    fmt = detect_format([k[len(prefix) :] for k in own])
-    if fmt == "native":
-        return
-    logger.info(f"Recognised a {describe_format(fmt, own)}; converting its keys to fcos_d2's.")
-    converted = to_native({k[len(prefix) :]: state_dict.pop(k) for k in own}, fmt)
-    expected = module.state_dict()
-    for key, value in converted.items():
-        if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            logger.warning(
-                f"Skipped checkpoint tensor {key!r} ({fmt} format): shape {tuple(value.shape)} "
-                f"in the checkpoint, {tuple(expected[key].shape)} in the model built from the "
-                "config"
-            )
-            continue
-        state_dict[prefix + key] = value
-
-
-def install_foreign_checkpoint_hook(module: nn.Module) -> None:
-    """Make ``module.load_state_dict`` (and detectron2 checkpointers) accept foreign layouts."""
-    module.register_load_state_dict_pre_hook(_foreign_keys_hook)
-
-
-def load_for_inference(model: nn.Module, path: str):
-    """Strict loading for evaluation/inference; see ``fcos_d2.engine.checkpointer``."""
-    from .engine.checkpointer import load_for_inference as load
-
-    return load(model, path)

@@ -1,0 +1,117 @@
+"""The package's shape: what ``import fcos_d2`` does, and imports that only point one way."""
+
+import ast
+import os
+import subprocess
+import sys
+from typing import Dict, Set
+
+from conftest import REPO
+
+PACKAGE = os.path.join(REPO, "fcos_d2")
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imports(path: str, name: str) -> Set[str]:
+    """fcos_d2 modules ``path`` imports anywhere in its code (lazy imports included)."""
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rsplit(".", 1)[0]
+            module = (
+                (base + "." + node.module if node.module else base) if node.level else node.module
+            )
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names}  # `from . import x` names a module
+    return {m for m in found if m == "fcos_d2" or m.startswith("fcos_d2.")}
+
+
+def _graph() -> Dict[str, Set[str]]:
+    paths = {}
+    for root, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                paths[_module_name(os.path.join(root, f))] = os.path.join(root, f)
+    return {name: _imports(path, name) & set(paths) - {name} for name, path in paths.items()}
+
+
+def _cycle(graph: Dict[str, Set[str]]):
+    state: Dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack + [node, nxt]
+            if nxt not in state:
+                found = visit(nxt, stack + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_inside_the_package():
+    graph = _graph()
+    assert "fcos_d2.checkpoint.layouts" in graph and graph["fcos_d2.modeling.meta_arch"]
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    graph = _graph()
+    graph["fcos_d2.checkpoint.layouts"] = graph["fcos_d2.checkpoint.layouts"] | {"fcos_d2.engine"}
+    assert _cycle(graph) is not None
+
+
+def test_the_layout_table_imports_nothing_of_fcos_d2():
+    assert _graph()["fcos_d2.checkpoint.layouts"] == set()
+
+
+def test_import_fcos_d2_registers_models_only():
+    code = (
+        "import sys\n"
+        "from detectron2.data import DatasetCatalog\n"
+        "before = set(DatasetCatalog.list())\n"
+        "import fcos_d2\n"
+        "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
+        "from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY\n"
+        "assert set(DatasetCatalog.list()) == before, 'registered datasets'\n"
+        "assert 'FCOS' in META_ARCH_REGISTRY and 'FCOS' in PROPOSAL_GENERATOR_REGISTRY\n"
+        "assert 'build_fcos_resnet_fpn_backbone' in BACKBONE_REGISTRY\n"
+        "heavy = [m for m in sys.modules if m.startswith(('fcos_d2.engine', 'fcos_d2.benchmark',"
+        " 'fcos_d2.export', 'fcos_d2.predictor', 'fcos_d2.demo'))]\n"
+        "assert not heavy, heavy\n"
+        "assert fcos_d2.Predictor.__module__ == 'fcos_d2.predictor'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_register_shapes_keeps_datasets_the_user_registered_first():
+    code = (
+        "from detectron2.data import DatasetCatalog\n"
+        "DatasetCatalog.register('shapes_train', lambda: ['mine'])\n"
+        "from fcos_d2.data import register_shapes\n"
+        "register_shapes(replace=False)\n"
+        "assert DatasetCatalog.get('shapes_train') == ['mine'], 'replaced'\n"
+        "assert 'shapes_val' in DatasetCatalog.list()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
