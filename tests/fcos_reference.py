@@ -14,10 +14,13 @@ from torchvision.ops import sigmoid_focal_loss
 RANGES = [(-1, 64), (64, 128), (128, math.inf)]
 
 
-def reference_targets(h, w, strides, boxes, classes, num_classes, radius=1.5, area_plus_one=False):
+def reference_targets(
+    h, w, strides, boxes, classes, num_classes, radius=1.5, area_plus_one=False, ranges=RANGES
+):
     """
     Location-by-location targets written from the AdelaiDet rules, in plain Python: (label,
     stride-normalised (l, t, r, b)) per location, levels in turn, rows in (y, x) order.
+    ``ranges``: inclusive (lo, hi) of the largest side distance per level.
     ``area_plus_one``: the original FCOS's min-area rule, maskrcnn-benchmark's box area
     (x1 - x0 + 1) * (y1 - y0 + 1).
     """
@@ -33,7 +36,7 @@ def reference_targets(h, w, strides, boxes, classes, num_classes, radius=1.5, ar
                     rx1, ry1 = min(cx + s * radius, x1), min(cy + s * radius, y1)
                     inside = min(x - rx0, y - ry0, rx1 - x, ry1 - y) > 0
                     dmax = max(x - x0, y - y0, x1 - x, y1 - y)
-                    lo, hi = RANGES[level]
+                    lo, hi = ranges[level]
                     area = (x1 - x0 + area_plus_one) * (y1 - y0 + area_plus_one)
                     if inside and lo <= dmax <= hi and area < best_area:
                         best, best_area = m, area

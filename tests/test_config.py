@@ -94,10 +94,11 @@ def test_from_config_round_trip(cfg):
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
     cfg.TEST.DETECTIONS_PER_IMAGE = 7
     args = FCOS.from_config(cfg)
-    assert args["nms_thresh_test"] == 0.45 and args["max_detections_per_image"] == 7
+    post = args["core"].postprocess
+    assert post.nms_thresh == 0.45 and post.max_detections == 7 and post.score_thresh == 0.2
     model = FCOS(**args)
-    assert model.score_thresh_test == 0.2 and model.strides == [8, 16, 32]
-    assert model.size_ranges[1] == [64.0, 128.0]
+    assert model.core is args["core"] and model.strides == [8, 16, 32]
+    assert model.core.matcher.size_ranges[1] == (64.0, 128.0)
 
 
 def test_unknown_key_names_the_key(cfg, tmp_path):

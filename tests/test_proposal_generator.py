@@ -10,11 +10,11 @@ from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, build_model
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from fcos_reference import reference_targets
 
 import fcos_d2
 from fcos_d2.modeling import FCOSProposalGenerator
 from fcos_d2.modeling.proposal_generator import proposal_objectness_logits
-from fcos_d2.modeling.targets import LevelGrid, batch_targets
 
 RPN_LOSSES = {"loss_fcos_rpn_cls", "loss_fcos_rpn_loc", "loss_fcos_rpn_ctr"}
 
@@ -90,20 +90,30 @@ def test_rcnn_with_fcos_proposals_trains_with_finite_losses():
     assert empty["loss_fcos_rpn_cls"].item() > 0.0
 
 
-def test_training_targets_are_fcos_matching_with_one_class():
-    torch.manual_seed(0)
-    generator = build_model(tiny_rcnn_cfg()).proposal_generator
-    sizes = [(16, 24), (8, 12), (4, 6)]
-    boxes = [torch.tensor([[5.0, 8.0, 30.0, 40.0], [20.0, 15.0, 90.0, 58.0]]), torch.zeros(0, 4)]
-    gt = [Instances((64, 96), gt_boxes=Boxes(b)) for b in boxes]
-    gt[0].gt_classes, gt[1].gt_classes = torch.tensor([2, 1]), torch.zeros(0, dtype=torch.long)
-    labels, reg = generator._targets(sizes, gt, torch.device("cpu"))
-    # FCOS's own 3-class matching on the same grid: foreground where it is, class 0 there.
-    grid = LevelGrid.build(sizes, [8, 16, 32], generator.size_ranges, torch.device("cpu"))
-    ref_labels, ref_reg = batch_targets(grid, boxes, [g.gt_classes for g in gt], 3, 1.5)
-    assert labels.tolist() == torch.where(ref_labels == 3, 1, 0).tolist()
-    assert (labels[0] == 0).sum() > 0 and (labels[1] == 1).all()
-    torch.testing.assert_close(reg, ref_reg)
+def test_training_targets_follow_the_configured_ranges_and_radius_with_one_class():
+    # Non-default sizes of interest and radius, so a generator that ignores either fails.
+    cfg = tiny_rcnn_cfg()
+    cfg.MODEL.FCOS.SIZES_OF_INTEREST = [24, 40]
+    cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.0
+    generator = build_model(cfg).proposal_generator
+    h, w = 64, 96
+    boxes = [[5.0, 8.0, 30.0, 40.0], [20.0, 15.0, 90.0, 58.0], [60.0, 2.0, 75.0, 12.0]]
+    gt = [
+        Instances((h, w), gt_boxes=Boxes(torch.tensor(boxes)), gt_classes=torch.tensor([2, 1, 0])),
+        Instances((h, w), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0).long()),
+    ]
+    sizes = [(8, 12), (4, 6), (2, 3)]
+    labels, reg = generator.core.targets(sizes, gt, torch.device("cpu"))
+    ranges = [(-1, 24), (24, 40), (40, math.inf)]
+    ref_labels, ref_reg = reference_targets(
+        h, w, [8, 16, 32], boxes, [0, 0, 0], 1, 1.0, False, ranges
+    )
+    assert labels[0].tolist() == ref_labels and (labels[1] == 1).all()
+    assert 0 < sum(x == 0 for x in ref_labels) < len(ref_labels)
+    torch.testing.assert_close(reg[0], torch.tensor(ref_reg), atol=1e-5, rtol=0)
+    # the same rules with the defaults would assign differently: the test can tell them apart
+    default_labels, _ = reference_targets(h, w, [8, 16, 32], boxes, [0, 0, 0], 1, 1.5)
+    assert default_labels != ref_labels
 
 
 def _inference_generator(pre_topk, post_topk, nms_thresh, box_bias):

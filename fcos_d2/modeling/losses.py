@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .targets import centerness_targets
 
-__all__ = ["box_ious", "iou_loss", "reduce_mean", "fcos_losses"]
+__all__ = ["box_ious", "iou_loss", "reduce_mean", "positive_count", "fcos_losses"]
 
 
 def box_ious(pred: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
@@ -59,6 +59,12 @@ def reduce_mean(value: Tensor) -> Tensor:
     return value / comm.get_world_size()
 
 
+def positive_count(labels: Tensor, num_classes: int) -> Tensor:
+    """Locations of labels (N, R) that are not background (``num_classes``), averaged over
+    workers and at least 1: the normaliser of FCOS's losses."""
+    return reduce_mean((labels != num_classes).sum().to(torch.float32)).clamp(min=1.0)
+
+
 def fcos_losses(
     logits: Tensor,
     box_reg: Tensor,
@@ -92,7 +98,7 @@ def fcos_losses(
     num_classes = logits.shape[-1]
     fg = labels != num_classes  # (N, R)
     if num_pos is None:
-        num_pos = reduce_mean(fg.sum().to(torch.float32)).clamp(min=1.0)
+        num_pos = positive_count(labels, num_classes)
     onehot = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
     # The eager focal loss, not fvcore's scripted one: TorchScript's profiling executor switches
     # the gradient's formula after the first call in a process, so training numerics would depend

@@ -4,7 +4,7 @@ The FCOS meta-architecture.
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -16,17 +16,14 @@ from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config
+from .core import FCOSCore, Predictions, build_fcos_core
 from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead
-from .losses import fcos_losses, reduce_mean
-from .postprocess import fcos_inference_single_image, legacy_rescale
-from .targets import LevelGrid, batch_targets, compute_locations, level_size_ranges
+from .losses import positive_count
+from .postprocess import legacy_rescale
+from .targets import compute_locations
 
 __all__ = ["FCOS"]
-
-# Per level: class logits (N, K, Hi, Wi), box regression (N, 4, Hi, Wi), centre-ness (N, 1, Hi, Wi).
-Predictions = Tuple[List[Tensor], List[Tensor], List[Tensor]]
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -34,7 +31,9 @@ class FCOS(DenseDetector):
     """
     FCOS: Fully Convolutional One-Stage object detection (Tian et al., ICCV 2019).
     Each location of each FPN level classifies (K sigmoid classifiers), regresses its distances
-    to the four sides of a box and predicts the box's centre-ness.
+    to the four sides of a box and predicts the box's centre-ness. Matching, losses and
+    decoding are the :class:`~fcos_d2.modeling.core.FCOSCore` it is given (shared with the FCOS
+    proposal generator); this class runs the network and wires them.
     """
 
     @configurable
@@ -44,38 +43,25 @@ class FCOS(DenseDetector):
         backbone: Backbone,
         head: nn.Module,
         head_in_features: List[str],
-        num_classes: int,
-        sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
-        center_sampling_radius: float = 1.5,
-        box_loss_type: str = "giou",
-        focal_loss_alpha: float = 0.25,
-        focal_loss_gamma: float = 2.0,
-        score_thresh_test: float = 0.05,
-        thresh_with_ctr: bool = False,
-        topk_candidates_test: int = 1000,
-        nms_thresh_test: float = 0.6,
-        max_detections_per_image: int = 100,
+        core: FCOSCore,
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
-        channels_last: bool = False,
-        box_quality: str = "ctrness",
-        loss_normalizer_cls: str = "fg",
-        inference_dtype: str = "float32",
-        train_dtype: str = "float32",
-        legacy_conventions: bool = False,
+        channels_last: bool,
+        loss_normalizer_cls: str,
+        inference_dtype: str,
+        train_dtype: str,
     ):
         """
         Args:
             backbone: produces the features named in ``head_in_features``.
-            head: maps the list of those features to (logits, box_reg, ctr_logits) per level,
-                shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
+            head: maps the list of those features to (logits, box_reg, quality logits) per
+                level, shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
+            core: matching, losses and decoding (with a ``postprocess``), for the strides of
+                ``head_in_features``.
             channels_last: give the network its input in channels_last memory format (use it
                 with a backbone and head converted to that format, as ``from_config`` does).
-            legacy_conventions: the original FCOS's box conventions (maskrcnn-benchmark's "+1"
-                areas in matching and NMS, boxes clipped to (w - 1, h - 1) before the NMS, no
-                box dropped after it); the backbone's frozen BN epsilon is ``from_config``'s part.
-            Others: see the ``MODEL.FCOS`` keys of the same name in :mod:`fcos_d2.config`.
+            loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
 
         The modules passed in are used as they are. The one thing construction adds is a
         state-dict pre-hook on this model, so that checkpoints in the layouts of AdelaiDet,
@@ -86,33 +72,24 @@ class FCOS(DenseDetector):
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
         shapes = backbone.output_shape()
-        self.strides = [shapes[f].stride for f in head_in_features]
-        self.size_ranges = level_size_ranges(sizes_of_interest, len(head_in_features))
-        self.num_classes = num_classes
-        self.center_sampling_radius = center_sampling_radius
-        # Sparse matching visits only cells near box centres; it needs centre sampling.
-        self.matching_method = "sparse" if center_sampling_radius > 0 else "dense"
-        self.box_loss_type = box_loss_type
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
-        self.score_thresh_test = score_thresh_test
-        self.thresh_with_ctr = thresh_with_ctr
-        self.topk_candidates_test = topk_candidates_test
-        self.nms_thresh_test = nms_thresh_test
-        self.max_detections_per_image = max_detections_per_image
+        strides = tuple(shapes[f].stride for f in head_in_features)
+        if core.strides != strides or core.postprocess is None:
+            raise ValueError(
+                f"core for strides {core.strides} (postprocess {core.postprocess}) does not fit "
+                f"the backbone's {head_in_features}, of strides {strides}"
+            )
+        self.core = core
         self.input_format = input_format
         self.channels_last = channels_last
-        self.box_quality = box_quality
         self.loss_normalizer_cls = loss_normalizer_cls
-        self.inference_dtype = _DTYPES[inference_dtype]
-        self.train_dtype = _DTYPES[train_dtype]
-        self.legacy_conventions = legacy_conventions
+        self.inference_dtype = getattr(torch, inference_dtype)
+        self.train_dtype = getattr(torch, train_dtype)
         install_foreign_checkpoint_hook(self)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict:
         fcos = cfg.MODEL.FCOS
-        backbone = build_backbone(cfg)  # fcos_d2's backbone builder checks MODEL.FCOS first
+        backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         check_fcos_config(cfg, list(shapes))
         head = FCOSHead(cfg, [shapes[f] for f in fcos.IN_FEATURES])
@@ -124,31 +101,28 @@ class FCOS(DenseDetector):
         if fcos.CHANNELS_LAST:
             backbone.to(memory_format=torch.channels_last)
             head.to(memory_format=torch.channels_last)
+        strides = [shapes[f].stride for f in fcos.IN_FEATURES]
         return {
             "backbone": backbone,
             "head": head,
             "head_in_features": list(fcos.IN_FEATURES),
-            "num_classes": fcos.NUM_CLASSES,
-            "sizes_of_interest": list(fcos.SIZES_OF_INTEREST),
-            "center_sampling_radius": fcos.CENTER_SAMPLING_RADIUS,
-            "box_loss_type": fcos.BOX_LOSS_TYPE,
-            "focal_loss_alpha": fcos.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": fcos.FOCAL_LOSS_GAMMA,
-            "score_thresh_test": fcos.SCORE_THRESH_TEST,
-            "thresh_with_ctr": fcos.THRESH_WITH_CTR,
-            "topk_candidates_test": fcos.TOPK_CANDIDATES_TEST,
-            "nms_thresh_test": fcos.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "core": build_fcos_core(cfg, strides, fcos.NUM_CLASSES),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": fcos.CHANNELS_LAST,
-            "box_quality": fcos.BOX_QUALITY,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
             "train_dtype": fcos.TRAIN_DTYPE,
-            "legacy_conventions": fcos.LEGACY_CONVENTIONS,
         }
+
+    @property
+    def num_classes(self) -> int:
+        return self.core.num_classes
+
+    @property
+    def strides(self) -> List[int]:
+        return list(self.core.strides)
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         """
@@ -183,7 +157,9 @@ class FCOS(DenseDetector):
         results = self.forward_inference(images, features, predictions)
         if not do_postprocess or torch.jit.is_scripting():
             return results
-        rescale = legacy_rescale if self.legacy_conventions else detector_postprocess
+        rescale = (
+            legacy_rescale if self.core.postprocess.legacy_conventions else detector_postprocess
+        )
         return [
             {"instances": rescale(r, x.get("height", hw[0]), x.get("width", hw[1]))}
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
@@ -216,32 +192,16 @@ class FCOS(DenseDetector):
         self,
         images: ImageList,
         features: List[Tensor],
-        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+        predictions: Predictions,
         gt_instances: List[Instances],
     ) -> Dict[str, Tensor]:
-        logits, box_reg, ctr = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4, 1]
-        )
         sizes = [tuple(f.shape[-2:]) for f in features]
         labels, reg_targets = self.label_locations(sizes, gt_instances)
-        # One reduction across workers, shared by the EMA and the losses.
-        num_pos = reduce_mean((labels != self.num_classes).sum().float()).clamp(min=1.0)
         cls_normalizer = None
         if self.loss_normalizer_cls == "moving_fg":
-            cls_normalizer = self._ema_update("moving_num_fg", num_pos.item(), 100.0, 0.9)
-        return fcos_losses(
-            torch.cat(logits, dim=1),  # (N, R, K)
-            torch.cat(box_reg, dim=1),  # (N, R, 4)
-            torch.cat(ctr, dim=1).squeeze(2),  # (N, R)
-            labels,
-            reg_targets,
-            box_loss_type=self.box_loss_type,
-            focal_alpha=self.focal_loss_alpha,
-            focal_gamma=self.focal_loss_gamma,
-            box_quality=self.box_quality,
-            num_pos=num_pos,
-            cls_normalizer=cls_normalizer,
-        )
+            count = positive_count(labels, self.num_classes).item()
+            cls_normalizer = self._ema_update("moving_num_fg", count, 100.0, 0.9)
+        return self.core.loss(predictions, labels, reg_targets, cls_normalizer=cls_normalizer)
 
     @torch.no_grad()
     def label_locations(
@@ -252,15 +212,7 @@ class FCOS(DenseDetector):
         background, and stride-normalised regression targets (N, R, 4).
         """
         self._check_gt_classes(gt_instances)
-        return batch_targets(
-            LevelGrid.build(level_sizes, self.strides, self.size_ranges, self.device),
-            [gt.gt_boxes.tensor for gt in gt_instances],
-            [gt.gt_classes for gt in gt_instances],
-            self.num_classes,
-            self.center_sampling_radius,
-            self.matching_method,
-            legacy_areas=self.legacy_conventions,
-        )
+        return self.core.targets(level_sizes, gt_instances, self.device)
 
     def _check_gt_classes(self, gt_instances: List[Instances]) -> None:
         """Class ids outside [0, K) are an error; checked once per batch (one host sync)."""
@@ -275,43 +227,23 @@ class FCOS(DenseDetector):
             )
 
     def forward_inference(
-        self,
-        images: ImageList,
-        features: List[Tensor],
-        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+        self, images: ImageList, features: List[Tensor], predictions: Predictions
     ) -> List[Instances]:
         # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
         logits = [p.flatten(2) for p in predictions[0]]
         box_reg = [p.flatten(2) for p in predictions[1]]
-        ctr = [p.flatten(2) for p in predictions[2]]
+        quality = [p.flatten(2) for p in predictions[2]]
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         locations = compute_locations(sizes, self.strides, features[0].device)
-        return self._decode(images, locations, logits, box_reg, ctr)
-
-    def _decode(
-        self,
-        images: ImageList,
-        locations: List[Tensor],
-        logits: List[Tensor],
-        box_reg: List[Tensor],
-        ctr: List[Tensor],
-    ) -> List[Instances]:
-        results: List[Instances] = []
-        for i, image_size in enumerate(images.image_sizes):
-            results.append(
-                fcos_inference_single_image(
-                    locations,
-                    self.strides,
-                    [x[i] for x in logits],
-                    [x[i] for x in box_reg],
-                    [x[i, 0] for x in ctr],
-                    image_size,
-                    score_thresh=self.score_thresh_test,
-                    topk=self.topk_candidates_test,
-                    nms_thresh=self.nms_thresh_test,
-                    max_detections=self.max_detections_per_image,
-                    thresh_with_ctr=self.thresh_with_ctr,
-                    legacy_conventions=self.legacy_conventions,
-                )
+        postprocess = self.core.postprocess
+        return [
+            postprocess(
+                locations,
+                self.strides,
+                [x[i] for x in logits],
+                [x[i] for x in box_reg],
+                [x[i, 0] for x in quality],
+                image_size,
             )
-        return results
+            for i, image_size in enumerate(images.image_sizes)
+        ]

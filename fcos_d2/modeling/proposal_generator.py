@@ -9,7 +9,7 @@ Shape shorthand: N images, L levels, Ri locations of level i, R locations over a
 k proposals kept per image.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,10 @@ from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from ..config import check_fcos_config
+from .core import FCOSCore, Predictions, build_fcos_core
 from .head import FCOSHead
-from .losses import fcos_losses
 from .postprocess import decode_boxes
-from .targets import LevelGrid, batch_targets, compute_locations, level_size_ranges
+from .targets import compute_locations
 
 __all__ = ["FCOSProposalGenerator", "proposal_objectness_logits"]
 
@@ -44,10 +44,12 @@ class FCOSProposalGenerator(nn.Module):
     """
     Class-agnostic FCOS: each location of each level scores "object" (one sigmoid classifier),
     regresses (l, t, r, b) and predicts centre-ness; proposals are ranked by
-    sqrt(objectness * centre-ness). Per image: the ``pre_nms_topk`` best locations of each level,
-    decoded, clipped to the image, boxes smaller than ``min_box_size`` dropped, one NMS over all
-    levels (FCOS's; detectron2's RPN runs it per level), the best ``post_nms_topk`` kept.
-    In training, proposals are returned too (without gradient), as the ROI heads need them.
+    sqrt(objectness * centre-ness). Matching and losses are the detector's
+    (:class:`~fcos_d2.modeling.core.FCOSCore` with one class). Per image: the ``pre_nms_topk``
+    best locations of each level, decoded, clipped to the image, boxes smaller than
+    ``min_box_size`` dropped, one NMS over all levels (FCOS's; detectron2's RPN runs it per
+    level), the best ``post_nms_topk`` kept. In training, proposals are returned too (without
+    gradient), as the ROI heads need them.
     """
 
     @configurable
@@ -56,18 +58,12 @@ class FCOSProposalGenerator(nn.Module):
         *,
         in_features: List[str],
         head: nn.Module,
-        strides: Sequence[int],
-        sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
-        center_sampling_radius: float = 1.5,
-        box_loss_type: str = "giou",
-        focal_loss_alpha: float = 0.25,
-        focal_loss_gamma: float = 2.0,
-        box_quality: str = "ctrness",
-        pre_nms_topk: Tuple[int, int] = (2000, 1000),
-        post_nms_topk: Tuple[int, int] = (1000, 1000),
-        nms_thresh: float = 0.7,
-        min_box_size: float = 0.0,
-        loss_weight: float = 1.0,
+        core: FCOSCore,
+        pre_nms_topk: Tuple[int, int],
+        post_nms_topk: Tuple[int, int],
+        nms_thresh: float,
+        min_box_size: float,
+        loss_weight: float,
     ):
         """
         Args:
@@ -75,23 +71,17 @@ class FCOSProposalGenerator(nn.Module):
             head: maps those features to (logits, box_reg, ctr_logits) per level, shaped
                 (N, 1, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi) (an FCOSHead with one
                 class).
-            strides: stride of each feature.
+            core: FCOS's matching and losses for one class, at the strides of ``in_features``.
             pre_nms_topk, post_nms_topk: (training, inference) counts; pre-NMS per level.
+            nms_thresh, min_box_size: of the proposals' NMS, and the smallest side kept.
             loss_weight: multiplies every loss.
-            Others: the ``MODEL.FCOS`` keys of the same name.
         """
         super().__init__()
+        if core.num_classes != 1:
+            raise ValueError(f"the proposal generator's core has {core.num_classes} classes, not 1")
         self.in_features = list(in_features)
         self.head = head
-        self.strides = list(strides)
-        self.size_ranges = level_size_ranges(sizes_of_interest, len(self.in_features))
-        self.center_sampling_radius = center_sampling_radius
-        self.loss_options = {
-            "box_loss_type": box_loss_type,
-            "focal_alpha": focal_loss_alpha,
-            "focal_gamma": focal_loss_gamma,
-            "box_quality": box_quality,
-        }
+        self.core = core
         self.pre_nms_topk = {True: pre_nms_topk[0], False: pre_nms_topk[1]}
         self.post_nms_topk = {True: post_nms_topk[0], False: post_nms_topk[1]}
         self.nms_thresh = nms_thresh
@@ -110,22 +100,21 @@ class FCOSProposalGenerator(nn.Module):
         shapes = [input_shape[f] for f in fcos.IN_FEATURES]
         head_args = FCOSHead.from_config(cfg, shapes)
         head_args["num_classes"] = 1  # class-agnostic: one "object" classifier
+        strides = [s.stride for s in shapes]
         return {
             "in_features": list(fcos.IN_FEATURES),
             "head": FCOSHead(**head_args),
-            "strides": [s.stride for s in shapes],
-            "sizes_of_interest": list(fcos.SIZES_OF_INTEREST),
-            "center_sampling_radius": fcos.CENTER_SAMPLING_RADIUS,
-            "box_loss_type": fcos.BOX_LOSS_TYPE,
-            "focal_loss_alpha": fcos.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": fcos.FOCAL_LOSS_GAMMA,
-            "box_quality": fcos.BOX_QUALITY,
+            "core": build_fcos_core(cfg, strides, num_classes=1, with_postprocess=False),
             "pre_nms_topk": (rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST),
             "post_nms_topk": (rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST),
             "nms_thresh": rpn.NMS_THRESH,
             "min_box_size": cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE,
             "loss_weight": rpn.LOSS_WEIGHT,
         }
+
+    @property
+    def strides(self) -> List[int]:
+        return list(self.core.strides)
 
     def forward(
         self,
@@ -141,52 +130,30 @@ class FCOSProposalGenerator(nn.Module):
             ``loss_fcos_rpn_ctr`` (``loss_fcos_rpn_iou`` with ``BOX_QUALITY: "iou"``).
         """
         feats = [features[f] for f in self.in_features]
-        logits, box_reg, ctr = self.head(feats)
+        predictions = self.head(feats)
         sizes = [tuple(f.shape[-2:]) for f in feats]
         losses = {}
         if self.training:
             if gt_instances is None:
                 raise ValueError("FCOS proposal generator: training needs gt_instances")
-            losses = self.losses(sizes, logits, box_reg, ctr, gt_instances)
-        proposals = self.predict_proposals(sizes, logits, box_reg, ctr, images.image_sizes)
+            losses = self.losses(sizes, predictions, gt_instances)
+        proposals = self.predict_proposals(sizes, *predictions, images.image_sizes)
         return proposals, losses
 
     def losses(
         self,
         sizes: List[Tuple[int, int]],
-        logits: List[Tensor],
-        box_reg: List[Tensor],
-        ctr: List[Tensor],
+        predictions: Predictions,
         gt_instances: List[Instances],
     ) -> Dict[str, Tensor]:
         """FCOS's losses with every ground-truth box of class 0, renamed loss_fcos_rpn_*."""
-        labels, reg_targets = self._targets(sizes, gt_instances, logits[0].device)
-        losses = fcos_losses(
-            torch.cat([permute_to_N_HWA_K(x, 1) for x in logits], dim=1).float(),  # (N, R, 1)
-            torch.cat([permute_to_N_HWA_K(x, 4) for x in box_reg], dim=1).float(),  # (N, R, 4)
-            torch.cat([permute_to_N_HWA_K(x, 1) for x in ctr], dim=1)[..., 0].float(),  # (N, R)
-            labels,
-            reg_targets,
-            **self.loss_options,
-        )
+        device = predictions[0][0].device
+        labels, reg_targets = self.core.targets(sizes, gt_instances, device)
+        losses = self.core.loss(predictions, labels, reg_targets)
         return {
             name.replace("loss_fcos_", "loss_fcos_rpn_"): value * self.loss_weight
             for name, value in losses.items()
         }
-
-    @torch.no_grad()
-    def _targets(
-        self, sizes: List[Tuple[int, int]], gt_instances: List[Instances], device: torch.device
-    ) -> Tuple[Tensor, Tensor]:
-        """Labels (N, R), 1 for background, and stride-normalised targets (N, R, 4)."""
-        return batch_targets(
-            LevelGrid.build(sizes, self.strides, self.size_ranges, device),
-            [gt.gt_boxes.tensor for gt in gt_instances],
-            [torch.zeros(len(gt), dtype=torch.long, device=device) for gt in gt_instances],
-            1,
-            self.center_sampling_radius,
-            "sparse" if self.center_sampling_radius > 0 else "dense",
-        )
 
     @torch.no_grad()
     def predict_proposals(

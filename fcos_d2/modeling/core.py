@@ -1,0 +1,240 @@
+"""
+FCOS's algorithm once, for both of its roles (the ``FCOS`` detector and the ``FCOS`` proposal
+generator of two-stage models): the matching of locations to boxes, the losses and the decoding
+of one image's detections, each a small frozen object holding its settings (as detectron2's
+``Matcher`` and ``Box2BoxTransform``), and :func:`build_fcos_core`, the one place that reads
+their ``MODEL.FCOS`` keys.
+
+Shape shorthand: N images, L levels, Hi x Wi locations of level i, Ri = Hi * Wi, R locations over
+all levels, K classes (1 for the proposal generator), M boxes of an image.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.structures import Instances
+from torch import Tensor
+
+from .losses import fcos_losses
+from .postprocess import fcos_inference_single_image
+from .targets import LevelGrid, batch_targets, level_size_ranges
+
+__all__ = [
+    "FCOSMatcher",
+    "FCOSLoss",
+    "FCOSPostprocess",
+    "FCOSCore",
+    "build_fcos_core",
+    "flatten_predictions",
+]
+
+# Per level: class logits (N, K, Hi, Wi), box regression (N, 4, Hi, Wi) in strides, quality
+# logits (N, 1, Hi, Wi): centre-ness, or IoU with BOX_QUALITY "iou".
+Predictions = Tuple[List[Tensor], List[Tensor], List[Tensor]]
+
+
+@dataclass(frozen=True)
+class FCOSMatcher:
+    """
+    Which box each location learns: a location of level i is a candidate for a box when it lies
+    inside the box (within ``center_sampling_radius`` strides of its centre when that is > 0)
+    and its largest distance to the box's sides is in level i's size range; among candidates
+    the box of smallest area wins (:func:`~fcos_d2.modeling.targets.match_locations`).
+
+    Attributes:
+        strides: per level. size_ranges: per level, inclusive (lo, hi) of that distance.
+        legacy_areas: maskrcnn-benchmark's "+1" box areas in the tie-break.
+    """
+
+    strides: Tuple[int, ...]
+    size_ranges: Tuple[Tuple[float, float], ...]
+    center_sampling_radius: float = 1.5
+    legacy_areas: bool = False
+
+    @property
+    def method(self) -> str:
+        """ "sparse" (visits only cells near box centres; needs centre sampling) or "dense"."""
+        return "sparse" if self.center_sampling_radius > 0 else "dense"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        level_sizes: Sequence[Tuple[int, int]],
+        boxes: Sequence[Tensor],
+        classes: Sequence[Tensor],
+        num_classes: int,
+        device: torch.device,
+    ) -> Tuple[Tensor, Tensor]:
+        """
+        (Hi, Wi) per level, and per image (M, 4) XYXY boxes and (M,) classes in [0, K) ->
+        labels (N, R) with K for background, stride-normalised (l, t, r, b) targets (N, R, 4).
+        """
+        grid = LevelGrid.build(level_sizes, self.strides, self.size_ranges, device)
+        return batch_targets(
+            grid,
+            boxes,
+            classes,
+            num_classes,
+            self.center_sampling_radius,
+            self.method,
+            legacy_areas=self.legacy_areas,
+        )
+
+
+@dataclass(frozen=True)
+class FCOSLoss:
+    """
+    FCOS's losses (:func:`~fcos_d2.modeling.losses.fcos_losses`): sigmoid focal loss over all
+    locations, IoU loss of the positives' boxes, BCE of their quality (centre-ness or IoU).
+    """
+
+    box_loss_type: str = "giou"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_quality: str = "ctrness"
+
+    def __call__(
+        self,
+        predictions: Predictions,
+        labels: Tensor,
+        reg_targets: Tensor,
+        cls_normalizer: Optional[float] = None,
+    ) -> Dict[str, Tensor]:
+        """Per-level predictions, labels (N, R), reg_targets (N, R, 4) -> losses (float32)."""
+        logits, box_reg, quality = flatten_predictions(predictions)
+        return fcos_losses(
+            logits.float(),
+            box_reg.float(),
+            quality.float(),
+            labels,
+            reg_targets,
+            box_loss_type=self.box_loss_type,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+            box_quality=self.box_quality,
+            cls_normalizer=cls_normalizer,
+        )
+
+
+@dataclass(frozen=True)
+class FCOSPostprocess:
+    """
+    One image's detections (:func:`~fcos_d2.modeling.postprocess.fcos_detections`): candidates
+    whose class probability (times centre-ness with ``thresh_with_ctr``) exceeds
+    ``score_thresh``, the ``topk`` best of each level, score sqrt(cls * ctr), class-wise NMS at
+    ``nms_thresh``, the best ``max_detections``; ``legacy_conventions``: the original FCOS's
+    clipping and "+1" NMS areas.
+    """
+
+    score_thresh: float = 0.05
+    topk: int = 1000
+    nms_thresh: float = 0.6
+    max_detections: int = 100
+    thresh_with_ctr: bool = False
+    legacy_conventions: bool = False
+
+    def __call__(
+        self,
+        locations: List[Tensor],
+        strides: Sequence[int],
+        logits: List[Tensor],
+        box_reg: List[Tensor],
+        quality: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """Per level of one image: locations (Ri, 2), logits (K, Ri), box_reg (4, Ri) in strides,
+        quality logits (Ri,) -> Instances of ``image_size`` (pred_boxes, scores, pred_classes)."""
+        return fcos_inference_single_image(
+            locations,
+            list(strides),
+            logits,
+            box_reg,
+            quality,
+            image_size,
+            score_thresh=self.score_thresh,
+            topk=self.topk,
+            nms_thresh=self.nms_thresh,
+            max_detections=self.max_detections,
+            thresh_with_ctr=self.thresh_with_ctr,
+            legacy_conventions=self.legacy_conventions,
+        )
+
+
+@dataclass(frozen=True)
+class FCOSCore:
+    """FCOS's matching, losses and (for the detector) decoding, for ``num_classes`` classes."""
+
+    num_classes: int
+    matcher: FCOSMatcher
+    loss: FCOSLoss
+    postprocess: Optional[FCOSPostprocess] = None
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        return self.matcher.strides
+
+    def targets(
+        self,
+        level_sizes: Sequence[Tuple[int, int]],
+        gt_instances: Sequence[Instances],
+        device: torch.device,
+    ) -> Tuple[Tensor, Tensor]:
+        """labels (N, R) with K for background, reg_targets (N, R, 4); with one class every
+        box is of class 0 (the proposal generator's "object")."""
+        boxes = [gt.gt_boxes.tensor for gt in gt_instances]
+        if self.num_classes == 1:
+            classes = [torch.zeros(len(gt), dtype=torch.long, device=device) for gt in gt_instances]
+        else:
+            classes = [gt.gt_classes for gt in gt_instances]
+        return self.matcher(level_sizes, boxes, classes, self.num_classes, device)
+
+
+def flatten_predictions(predictions: Predictions) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-level (N, C, Hi, Wi) predictions -> logits (N, R, K), box_reg (N, R, 4), quality
+    (N, R), levels concatenated finest first (detectron2's ``permute_to_N_HWA_K`` order)."""
+    logits, box_reg, quality = predictions
+    k = logits[0].shape[1]
+    return (
+        torch.cat([permute_to_N_HWA_K(x, k) for x in logits], dim=1),
+        torch.cat([permute_to_N_HWA_K(x, 4) for x in box_reg], dim=1),
+        torch.cat([permute_to_N_HWA_K(x, 1) for x in quality], dim=1)[..., 0],
+    )
+
+
+def build_fcos_core(
+    cfg: CfgNode, strides: Sequence[int], num_classes: int, with_postprocess: bool = True
+) -> FCOSCore:
+    """
+    The one reading of the algorithm's ``MODEL.FCOS`` keys (matching, losses, decoding) and
+    ``TEST.DETECTIONS_PER_IMAGE``, for a head on levels of these ``strides``.
+    """
+    fcos = cfg.MODEL.FCOS
+    matcher = FCOSMatcher(
+        strides=tuple(int(s) for s in strides),
+        size_ranges=tuple(
+            (float(lo), float(hi))
+            for lo, hi in level_size_ranges(list(fcos.SIZES_OF_INTEREST), len(strides))
+        ),
+        center_sampling_radius=float(fcos.CENTER_SAMPLING_RADIUS),
+        legacy_areas=bool(fcos.LEGACY_CONVENTIONS),
+    )
+    loss = FCOSLoss(
+        box_loss_type=fcos.BOX_LOSS_TYPE,
+        focal_alpha=float(fcos.FOCAL_LOSS_ALPHA),
+        focal_gamma=float(fcos.FOCAL_LOSS_GAMMA),
+        box_quality=fcos.BOX_QUALITY,
+    )
+    postprocess = None
+    if with_postprocess:
+        postprocess = FCOSPostprocess(
+            score_thresh=float(fcos.SCORE_THRESH_TEST),
+            topk=int(fcos.TOPK_CANDIDATES_TEST),
+            nms_thresh=float(fcos.NMS_THRESH_TEST),
+            max_detections=int(cfg.TEST.DETECTIONS_PER_IMAGE),
+            thresh_with_ctr=bool(fcos.THRESH_WITH_CTR),
+            legacy_conventions=bool(fcos.LEGACY_CONVENTIONS),
+        )
+    return FCOSCore(num_classes, matcher, loss, postprocess)
