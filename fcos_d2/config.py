@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_fcos_config", "check_fcos_config", "FCOS_CHOICES"]
+__all__ = ["add_fcos_config", "check_fcos_config", "check_top_block_config", "FCOS_CHOICES"]
 
 
 def add_fcos_config(cfg: CN) -> None:
@@ -111,6 +111,21 @@ _RANGES = (
 )
 
 
+def check_top_block_config(cfg: CN) -> None:
+    """The part of :func:`check_fcos_config` the backbone builder needs: where P6/P7 come
+    from."""
+    source, allowed = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE, FCOS_CHOICES["TOP_BLOCK_IN_FEATURE"]
+    if source not in allowed:
+        raise ValueError(
+            f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE={source!r} is not one of {list(allowed)}"
+        )
+    if source == "res5" and "res5" not in cfg.MODEL.RESNETS.OUT_FEATURES:
+        raise ValueError(
+            "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES="
+            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+        )
+
+
 def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None) -> None:
     """
     Raise a one-line ``ValueError`` naming key, value and what is allowed for any ``MODEL.FCOS``
@@ -125,11 +140,7 @@ def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None
     for key, ok, what in _RANGES:
         if not ok(fcos[key]):
             raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} must be {what}")
-    if fcos.TOP_BLOCK_IN_FEATURE == "res5" and "res5" not in cfg.MODEL.RESNETS.OUT_FEATURES:
-        raise ValueError(
-            "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES="
-            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
-        )
+    check_top_block_config(cfg)
     if fcos.LEGACY_CONVENTIONS and (cfg.MODEL.META_ARCHITECTURE != "FCOS" or cfg.TEST.AUG.ENABLED):
         raise ValueError(
             "MODEL.FCOS.LEGACY_CONVENTIONS=True reproduces the original FCOS detector only: not "

@@ -23,7 +23,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
@@ -35,7 +34,7 @@ from tqdm import tqdm
 import fcos_d2
 
 from .checkpoint import CheckpointReadError, IncompleteCheckpointError
-from .data import register_shapes
+from .data import dataset_metadata, register_shapes
 from .predictor import Predictor
 
 __all__ = [
@@ -186,20 +185,6 @@ def coco_results(
             boxes, instances.scores.tolist(), instances.pred_classes.tolist()
         )
     ]
-
-
-def dataset_metadata(name: str) -> Metadata:
-    """
-    The metadata of dataset ``name``. A dataset registered with ``register_coco_instances`` has
-    its class names and category ids only once loaded, so it is loaded here if they are missing.
-    """
-    metadata = MetadataCatalog.get(name)
-    if not hasattr(metadata, "thing_classes") and name in DatasetCatalog.list():
-        try:
-            DatasetCatalog.get(name)  # detectron2's loader fills in the metadata
-        except OSError as e:
-            logger.warning(f"dataset {name!r} could not be loaded, no class names: {e}")
-    return metadata
 
 
 def dataset_ids(metadata: Metadata) -> Tuple[Dict[int, int], Dict[str, int]]:

@@ -15,8 +15,8 @@ from detectron2.data import DatasetCatalog
 from tabulate import tabulate
 
 import fcos_d2
-from fcos_d2.data import register_shapes
-from fcos_d2.demo import dataset_metadata, run_on_images
+from fcos_d2.data import dataset_metadata, register_shapes
+from fcos_d2.demo import run_on_images
 from fcos_d2.predictor import Predictor
 
 __all__ = ["draw_predictions", "last_bbox_metrics"]

@@ -15,8 +15,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data.datasets import register_coco_instances
 from train_helpers import train_on_dataset
 
+from fcos_d2.data import dataset_metadata
 from fcos_d2.data.shapes import generate_split
-from fcos_d2.demo import dataset_metadata, main
+from fcos_d2.demo import main
 from fcos_d2.export.predictor import ExportedPredictor
 from fcos_d2.export.writers import export_model
 from fcos_d2.predictor import Predictor

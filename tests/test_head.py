@@ -82,3 +82,18 @@ def test_per_level_bn_uses_level_statistics():
     head(feats)
     bns = head.cls_tower[1]
     assert not torch.allclose(bns[0].running_mean, bns[2].running_mean)
+
+
+def test_each_level_runs_through_its_own_batchnorm():
+    # In eval mode a BN with weight 0 outputs its bias; give each level's BN another bias, so
+    # a tower applying one level's norm to every level (or the wrong one) gives other values.
+    head = _head(norm="BN", num_share_convs=0, num_cls_convs=1, num_box_convs=1).eval()
+    bns = head.cls_tower[1]
+    assert len(bns) == 3
+    with torch.no_grad():
+        for level, bn in enumerate(bns):
+            bn.weight.zero_()
+            bn.bias.fill_(100.0 * (level + 1))
+    for level, x in enumerate(_features()):
+        out = head.cls_tower(x, level)  # conv -> this level's BN -> ReLU
+        torch.testing.assert_close(out, torch.full_like(out, 100.0 * (level + 1)))

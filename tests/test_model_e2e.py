@@ -7,6 +7,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from fcos_reference import losses_and_reference
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
 
@@ -57,9 +58,14 @@ def test_train_step_empty_batch():
     assert losses["loss_fcos_cls"].item() > 0
 
 
-def test_train_step_half_empty_batch():
-    losses = _train_step(_model(), [FULL, _image(101, 77)])
-    assert losses["loss_fcos_loc"].item() > 0
+def test_train_step_half_empty_batch_gives_the_reference_losses():
+    # one image with two boxes and one without (the reference needs no padding: multiples of
+    # 32): the plain-Python AdelaiDet formulas
+    boxes, classes = [[10.0, 12.0, 60.0, 70.0], [50.0, 40.0, 120.0, 90.0]], [0, 2]
+    losses, ref, labels = losses_and_reference(_model(), boxes, classes, 96, 160)
+    assert sum(label != 3 for label in labels) >= 4  # both boxes have positives
+    for name, value in ref.items():
+        assert abs(losses[name].item() - value.item()) <= 1e-4 * max(1.0, abs(value.item())), name
 
 
 def test_train_step_full_batch():
@@ -167,8 +173,13 @@ def test_bfloat16_inference_keeps_float32_outputs_close():
         a, b = model(batch)[0]["instances"], low(batch)[0]["instances"]
     assert b.scores.dtype == torch.float32 and b.pred_boxes.tensor.dtype == torch.float32
     assert len(b) > 0
-    # bfloat16 keeps ~3 significant digits: the best detection stays nearly the same
-    assert abs(a.scores[0].item() - b.scores[0].item()) < 0.02
+    # bfloat16 keeps ~3 significant digits: each of the best float32 detections is found in
+    # bfloat16 with its class, its score within 0.01 and each box side within 0.5 px (measured:
+    # 1e-3 and 0.13 px; the untrained model's boxes are a few pixels, so IoU would not do)
+    for i in range(5):
+        side = (b.pred_boxes.tensor - a.pred_boxes.tensor[i]).abs().amax(dim=1)  # (D,)
+        same = (b.pred_classes == a.pred_classes[i]) & ((b.scores - a.scores[i]).abs() < 0.01)
+        assert (same & (side < 0.5)).any(), i
     assert model.inference_dtype == torch.float32 and low.inference_dtype == torch.bfloat16
 
 

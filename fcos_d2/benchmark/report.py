@@ -11,7 +11,14 @@ import torch
 
 from ..utils import cpu_info
 
-__all__ = ["machine_info", "summarize", "print_report", "print_profile", "write_chart"]
+__all__ = [
+    "machine_info",
+    "summarize",
+    "deploy_goals",
+    "print_report",
+    "print_profile",
+    "write_chart",
+]
 
 END_TO_END_TARGETS = {"float32": 0.75, "bfloat16": 0.45}
 
@@ -110,15 +117,22 @@ def summarize(rows: List[Dict]) -> List[Dict]:
                 "ratio": _ratio(rows, "training iteration", f"fcos_d2 {mode}"),
             }
         )
-    goals += _deploy_goals(rows)
+    goals += deploy_goals(rows)
+    return _with_met(goals)
+
+
+def _with_met(goals: List[Dict]) -> List[Dict]:
+    """Each goal with ``met``: ratio <= target, or None where either is not a number."""
     for g in goals:
-        g["met"] = None if g["target"] != g["target"] else bool(g["ratio"] <= g["target"])
+        unknown = g["target"] != g["target"] or g["ratio"] != g["ratio"]
+        g["met"] = None if unknown else bool(g["ratio"] <= g["target"])
     return goals
 
 
-def _deploy_goals(rows: List[Dict]) -> List[Dict]:
+def deploy_goals(rows: List[Dict]) -> List[Dict]:
     """Exported graphs in ONNX Runtime / the built-in, and the AP of each format (when
-    measured): the AP "ratio" is an absolute AP difference, as the goals state them."""
+    measured), with ``met``: the AP "ratio" is an absolute AP difference, as the goals state
+    them."""
     from .deploy import DEPLOY_TARGETS
 
     goals = []
@@ -147,7 +161,7 @@ def _deploy_goals(rows: List[Dict]) -> List[Dict]:
                 "ratio": ap["eager float32"] - ap["exported int8"],
             }
         )
-    return goals
+    return _with_met(goals)
 
 
 def write_chart(rows: List[Dict], path: str) -> None:

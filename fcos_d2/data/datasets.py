@@ -8,7 +8,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_shapes", "check_num_classes"]
+__all__ = ["register_shapes", "check_num_classes", "dataset_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,3 +45,18 @@ def check_num_classes(cfg: CfgNode) -> None:
                 f"MODEL.FCOS.NUM_CLASSES={cfg.MODEL.FCOS.NUM_CLASSES} is smaller than the "
                 f"{len(classes)} categories of training dataset {name!r}"
             )
+
+
+def dataset_metadata(name: str):
+    """
+    The metadata of dataset ``name``. A dataset registered with ``register_coco_instances`` has
+    its class names and category ids only once loaded, so it is loaded here if they are missing
+    (a dataset whose files are not there keeps its metadata as it is, with a log line).
+    """
+    metadata = MetadataCatalog.get(name)
+    if not hasattr(metadata, "thing_classes") and name in DatasetCatalog.list():
+        try:
+            DatasetCatalog.get(name)  # detectron2's loader fills in the metadata
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning(f"dataset {name!r} could not be loaded, no class names: {e}")
+    return metadata

@@ -11,7 +11,7 @@ import torch
 from detectron2.config import CfgNode
 from torch import Tensor, nn
 
-__all__ = ["DeployFCOS", "check_exportable", "INPUT_NAME", "OUTPUT_NAMES"]
+__all__ = ["DeployFCOS", "check_exportable", "sample_image", "INPUT_NAME", "OUTPUT_NAMES"]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes")

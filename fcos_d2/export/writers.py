@@ -10,10 +10,10 @@ from typing import Any, Dict, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from torch import nn
 
+from ..data import dataset_metadata
 from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, check_exportable, sample_image
 
 __all__ = [
@@ -81,12 +81,7 @@ def _class_names(cfg: CfgNode) -> Optional[list]:
     """thing_classes of the config's datasets (a COCO-format dataset fills them when loaded);
     None when no dataset has them or their files are not there."""
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        if not MetadataCatalog.get(name).get("thing_classes") and name in DatasetCatalog.list():
-            try:
-                DatasetCatalog.get(name)
-            except (OSError, ValueError, KeyError):
-                continue
-        names = MetadataCatalog.get(name).get("thing_classes")
+        names = dataset_metadata(name).get("thing_classes")
         if names:
             return list(names)
     return None

@@ -5,7 +5,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from ..config import check_fcos_config
+from ..config import check_top_block_config
 from .deform_resnet import build_resnet_backbone_torchvision_dcn
 
 __all__ = ["build_fcos_resnet_fpn_backbone"]
@@ -18,7 +18,7 @@ def build_fcos_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Back
     "p5" (the FPN output, as in the FCOS paper), "res5" (C5, as in RetinaNet) or "" (no P6/P7,
     e.g. for FCOS-RT).
     """
-    check_fcos_config(cfg)  # also when the backbone is built on its own
+    check_top_block_config(cfg)  # the rest of MODEL.FCOS: the detector's from_config
     source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
     # Deformable stages (MODEL.RESNETS.DEFORM_ON_PER_STAGE) on torchvision, not detectron2._C.
     bottom_up = build_resnet_backbone_torchvision_dcn(cfg, input_shape)

@@ -13,6 +13,8 @@ from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
+from ..config import FCOS_CHOICES
+
 __all__ = ["FCOSHead", "Scale", "DeformConv3x3"]
 
 
@@ -57,7 +59,7 @@ def _make_norm(norm: str, channels: int, num_levels: int) -> nn.Module:
     # "BN"/"SyncBN" use one norm per level: statistics of P3 and P7 differ too much to share.
     bn_classes = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
     if norm not in bn_classes:
-        raise ValueError(f"norm={norm!r} is not one of ['GN', 'BN', 'SyncBN', '']")
+        raise ValueError(f"norm={norm!r} is not one of {list(FCOS_CHOICES['NORM'])}")
     return PerLevel([bn_classes[norm](channels) for _ in range(num_levels)])
 
 

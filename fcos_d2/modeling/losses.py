@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor
 
+from ..config import FCOS_CHOICES
 from .targets import centerness_targets
 
 __all__ = ["box_ious", "iou_loss", "reduce_mean", "positive_count", "fcos_losses"]
@@ -47,7 +48,7 @@ def iou_loss(pred: Tensor, target: Tensor, loss_type: str) -> Tensor:
         return 1.0 - ious
     if loss_type == "giou":
         return 1.0 - gious
-    raise ValueError(f"loss_type={loss_type!r} is not one of ['iou', 'linear_iou', 'giou']")
+    raise ValueError(f"loss_type={loss_type!r} is not one of {list(FCOS_CHOICES['BOX_LOSS_TYPE'])}")
 
 
 def reduce_mean(value: Tensor) -> Tensor:
@@ -93,8 +94,10 @@ def fcos_losses(
         ``loss_fcos_iou`` (BCE against the detached IoU, / positives).
         Normalisers are averaged over workers so the loss does not depend on the GPU count.
     """
-    if box_quality not in ("ctrness", "iou"):
-        raise ValueError(f"box_quality={box_quality!r} is not one of ['ctrness', 'iou']")
+    if box_quality not in FCOS_CHOICES["BOX_QUALITY"]:
+        raise ValueError(
+            f"box_quality={box_quality!r} is not one of {list(FCOS_CHOICES['BOX_QUALITY'])}"
+        )
     num_classes = logits.shape[-1]
     fg = labels != num_classes  # (N, R)
     if num_pos is None:
