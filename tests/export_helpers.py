@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+from common_utils import randomize_head
 from detectron2.modeling import build_model
 
 import fcos_d2
@@ -48,11 +49,6 @@ def mean_image(cfg, height, width):
 def random_model(cfg, cls_std):
     """Eval model with random weights whose class logits spread (see the module docstring)."""
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        model.head.cls_logits.weight.normal_(0, cls_std)
-        model.head.ctrness.weight.normal_(0, 0.05)
-        # Distances of about one stride: boxes of realistic size that overlap their neighbours
-        # (NMS has work to do), instead of the near-zero-width boxes of the initial zero bias.
-        model.head.bbox_pred.bias.fill_(1.0)
-    return model
+    # Distances of about one stride: boxes of realistic size that overlap their neighbours (NMS
+    # has work to do), instead of the near-zero-width boxes of the initial zero bias.
+    return randomize_head(build_model(cfg).eval(), cls_std=cls_std, quality_std=0.05, box_bias=1.0)

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from common_utils import randomize_head
 from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -21,10 +22,7 @@ from fcos_d2.modeling.losses import fcos_losses
 def test_default_losses_match_adelaidet_reference():
     torch.manual_seed(0)
     model = build_model(tiny_cfg())
-    with torch.no_grad():
-        model.head.bbox_pred.bias.fill_(2.0)
-        model.head.bbox_pred.weight.normal_(0, 0.2)
-        model.head.ctrness.weight.normal_(0, 0.2)
+    randomize_head(model, box_bias=2.0, box_std=0.2, quality_std=0.2)
     boxes = [[10.0, 12.0, 50.0, 40.0], [60.0, 20.0, 180.0, 150.0], [2.0, 3.0, 312.0, 250.0]]
     classes = [0, 2, 1]
     h, w = 256, 320

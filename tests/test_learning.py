@@ -16,7 +16,7 @@ from fcos_d2.utils import cpu_info
 
 # Emulated bfloat16 (no AVX512_BF16 / AMX units, or oneDNN capped below them) is about 10x
 # slower than float32 (measured on an AVX2-only CPU): the runs would take most of an hour there.
-# The bfloat16 unit tests of tests/test_model_e2e.py run on every CPU.
+# The bfloat16 unit tests of tests/modeling/test_model_e2e.py run on every CPU.
 NATIVE_BF16 = cpu_info()["native_bfloat16"] and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 SEEDS = (0, 1, 2)
 

@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from common_utils import randomize_head
 from conftest import REPO, tiny_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
@@ -71,10 +72,7 @@ def test_legacy_matching_uses_the_original_plus_one_areas():
 def test_legacy_losses_match_the_original_rules():
     torch.manual_seed(0)
     model = build_model(_legacy_tiny_cfg())
-    with torch.no_grad():
-        model.head.bbox_pred.bias.fill_(2.0)
-        model.head.bbox_pred.weight.normal_(0, 0.2)
-        model.head.ctrness.weight.normal_(0, 0.2)
+    randomize_head(model, box_bias=2.0, box_std=0.2, quality_std=0.2)
     boxes = [THIN, SQUARE, [150.0, 20.0, 240.0, 90.0], [2.0, 3.0, 250.0, 220.0]]
     classes = [0, 1, 2, 1]
     h, w = 224, 256

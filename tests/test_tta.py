@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from common_utils import randomize_head
 from conftest import REPO, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -43,9 +44,7 @@ def _model(cfg):
     model = build_model(cfg).eval()
     # Untrained regressions are near 0 (boxes of a pixel or two); a bias of 2 strides per side
     # gives boxes of about 4 strides, which overlap each other and their mirrors' for NMS to act.
-    with torch.no_grad():
-        model.head.bbox_pred.bias.fill_(2.0)
-    return model
+    return randomize_head(model, box_bias=2.0)
 
 
 def _image(height, width, seed=1):

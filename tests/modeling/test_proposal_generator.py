@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from common_utils import randomize_head
 from conftest import REPO
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, build_model
 from detectron2.modeling.proposal_generator import RPN
@@ -123,9 +124,8 @@ def _inference_generator(pre_topk, post_topk, nms_thresh, box_bias):
     cfg.MODEL.RPN.NMS_THRESH = nms_thresh
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    with torch.no_grad():
-        # Every location predicts (l, t, r, b) = box_bias strides: no empty boxes.
-        model.proposal_generator.head.bbox_pred.bias.fill_(box_bias)
+    # Every location predicts (l, t, r, b) = box_bias strides: no empty boxes.
+    randomize_head(model.proposal_generator, box_bias=box_bias)
     return model
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from common_utils import randomize_head
 from conftest import tiny_cfg
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
@@ -113,8 +114,7 @@ def test_class_id_out_of_range():
 
 def test_inference_odd_sizes_and_rescale():
     model = _model()
-    with torch.no_grad():  # make some detections survive: raise the class prior
-        model.head.cls_logits.bias.fill_(0.0)
+    randomize_head(model, cls_bias=0.0)  # make some detections survive
     model.eval()
     batch = [_image(97, 131), _image(61, 45)]
     batch[1]["height"], batch[1]["width"] = 122, 90  # ask for twice the input size
@@ -144,8 +144,7 @@ def test_nan_loss_stops_training_with_floating_point_error():
 
 def test_channels_last_gives_the_same_detections():
     model = _model()
-    with torch.no_grad():
-        model.head.cls_logits.bias.fill_(0.0)
+    randomize_head(model, cls_bias=0.0)
     model.eval()
     plain = _same_weights(model, CHANNELS_LAST=False)
     fast = _same_weights(model, CHANNELS_LAST=True)
@@ -164,8 +163,7 @@ def test_channels_last_gives_the_same_detections():
 
 def test_bfloat16_inference_keeps_float32_outputs_close():
     model = _model()
-    with torch.no_grad():
-        model.head.cls_logits.bias.fill_(0.0)
+    randomize_head(model, cls_bias=0.0)
     model.eval()
     low = _same_weights(model, INFERENCE_DTYPE="bfloat16")
     batch = [_image(97, 131)]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from common_utils import tiny_batch
 from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -154,9 +155,7 @@ def test_fine_tuning_from_an_adelaidet_80_class_model_skips_only_the_classifier(
     assert skipped == ["head.cls_logits.weight", "head.cls_logits.bias"]
     assert "head.cls_logits.weight" in caplog.text and "(80, 32, 3, 3)" in caplog.text
     # and it trains: one step gives finite losses
-    from test_reliability_ddp import _inputs
-
-    losses = model.train()(_inputs()[:2])
+    losses = model.train()(tiny_batch()[:2])
     assert all(torch.isfinite(v) for v in losses.values())
     # the same file is refused for inference, naming the tensors
     with pytest.raises(IncompleteCheckpointError, match="head.cls_logits.weight"):

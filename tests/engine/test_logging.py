@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from common_utils import register_tiny_dataset, tiny_training_cfg
 from conftest import REPO, tiny_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import default_argument_parser
-from test_reliability_resume import _cfg, _register_tiny
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import FCOSTrainer, ResumableBatchSampler, hold_fcos_messages
@@ -152,9 +152,9 @@ class DetectronLoader(FCOSTrainer):
 
 
 def test_a_loader_that_cannot_resume_exactly_is_named_once(tmp_path, fresh_fcos_logger):
-    _register_tiny(str(tmp_path), "reliability_logging_tiny")
+    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
     out = str(tmp_path / "out")
-    trainer = DetectronLoader(_cfg("reliability_logging_tiny", out))
+    trainer = DetectronLoader(tiny_training_cfg("reliability_logging_tiny", out))
     assert "data_sampler" not in trainer.checkpointer.checkpointables
     trainer.resume_or_load(resume=False)
     log = _log(out)
@@ -164,9 +164,9 @@ def test_a_loader_that_cannot_resume_exactly_is_named_once(tmp_path, fresh_fcos_
 
 
 def test_another_training_sampler_is_named_once(tmp_path, fresh_fcos_logger):
-    _register_tiny(str(tmp_path), "reliability_logging_tiny")
+    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
     out = str(tmp_path / "out")
-    cfg = _cfg("reliability_logging_tiny", out)
+    cfg = tiny_training_cfg("reliability_logging_tiny", out)
     cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
     FCOSTrainer(cfg)
     log = _log(out)
@@ -198,9 +198,9 @@ def _summary(batch):
 
 
 def test_a_custom_mapper_passed_on_resumes_exactly(tmp_path, fresh_fcos_logger):
-    _register_tiny(str(tmp_path), "reliability_logging_tiny")
+    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
     out = str(tmp_path / "out")
-    cfg = _cfg("reliability_logging_tiny", out)
+    cfg = tiny_training_cfg("reliability_logging_tiny", out)
     cfg.SEED = -1  # each trainer draws its own stream seed: the resumed one must load it
     first = CustomMapper(cfg)
     assert isinstance(first.data_sampler, ResumableBatchSampler)

@@ -4,6 +4,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from common_utils import randomize_head
 from conftest import tiny_cfg
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_model, build_resnet_backbone
@@ -106,7 +107,7 @@ def test_model_with_and_without_folding_detects_the_same():
     assert not any(type(m) is FrozenBNConv2d for m in plain.modules())
     with torch.no_grad():
         for model in (folded, plain):
-            model.head.cls_logits.bias.fill_(0.0)
+            randomize_head(model, cls_bias=0.0)
         image = {"image": torch.rand(3, 97, 131, generator=torch.Generator().manual_seed(4)) * 255}
         a, b = plain([image])[0]["instances"], folded([image])[0]["instances"]
     assert len(a) == len(b) > 0
