@@ -4,7 +4,13 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_fcos_config", "check_fcos_config", "check_top_block_config", "FCOS_CHOICES"]
+__all__ = [
+    "add_fcos_config",
+    "check_fcos_config",
+    "check_top_block_config",
+    "FCOS_CHOICES",
+    "INPUT_FORMATS",
+]
 
 
 def add_fcos_config(cfg: CN) -> None:
@@ -96,6 +102,9 @@ FCOS_CHOICES = {
     "TOP_BLOCK_IN_FEATURE": ("p5", "res5", ""),
 }
 
+# Channel orders of INPUT.FORMAT an FCOS model (its 3-channel pixel mean) can take.
+INPUT_FORMATS = ("BGR", "RGB")
+
 # (key, test, what the value must be) for the numeric keys.
 _RANGES = (
     ("NUM_CLASSES", lambda v: v >= 1, "at least 1"),
@@ -141,6 +150,8 @@ def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None
         if not ok(fcos[key]):
             raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} must be {what}")
     check_top_block_config(cfg)
+    if cfg.INPUT.FORMAT not in INPUT_FORMATS:
+        raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not one of {list(INPUT_FORMATS)}")
     if fcos.LEGACY_CONVENTIONS and (cfg.MODEL.META_ARCHITECTURE != "FCOS" or cfg.TEST.AUG.ENABLED):
         raise ValueError(
             "MODEL.FCOS.LEGACY_CONVENTIONS=True reproduces the original FCOS detector only: not "

@@ -21,6 +21,7 @@ from detectron2.config import CfgNode
 from detectron2.engine import DefaultPredictor
 
 from .checkpoint import load_for_inference
+from .config import INPUT_FORMATS
 
 __all__ = ["check_image", "Predictor"]
 
@@ -55,7 +56,7 @@ def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
         ValueError: not a numpy array (a torch tensor, a PIL image ...), wrong dimensions,
             channels, layout or pixel type, an empty or non-finite image.
     """
-    if input_format not in ("BGR", "RGB"):
+    if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
     want = f"a numpy uint8 array (H, W, 3) in {input_format} order"
     if isinstance(image, torch.Tensor):
@@ -114,8 +115,6 @@ class Predictor(DefaultPredictor):
     """
 
     def __init__(self, cfg: CfgNode):
-        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):  # DefaultPredictor would only assert
-            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
         # DefaultPredictor's own set-up (model, metadata, resizing, input format), given no
         # weights so that it does not load them leniently; they are loaded strictly after.
         unloaded = cfg.clone()

@@ -142,3 +142,9 @@ def test_num_classes_smaller_than_dataset():
         check_num_classes(cfg)
     cfg.MODEL.FCOS.NUM_CLASSES = 3
     check_num_classes(cfg)
+
+
+def test_input_format_other_than_bgr_or_rgb_is_a_one_line_error(cfg):
+    cfg.INPUT.FORMAT = "L"
+    with pytest.raises(ValueError, match=r"INPUT.FORMAT='L' is not one of \['BGR', 'RGB'\]"):
+        build_model(cfg)

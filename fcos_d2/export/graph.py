@@ -54,8 +54,6 @@ def check_exportable(cfg: CfgNode) -> None:
             f"MODEL.FCOS.INFERENCE_DTYPE={cfg.MODEL.FCOS.INFERENCE_DTYPE!r}: graphs are exported "
             "in float32 (use --quantize int8 for a smaller, faster ONNX model)"
         )
-    if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
-        problems.append(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r}: only 'BGR' or 'RGB'")
     if cfg.TEST.AUG.ENABLED:
         problems.append("TEST.AUG.ENABLED=True: test-time augmentation is not exported")
     if cfg.MODEL.FCOS.LEGACY_CONVENTIONS:

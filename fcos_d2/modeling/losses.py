@@ -69,7 +69,7 @@ def positive_count(labels: Tensor, num_classes: int) -> Tensor:
 def fcos_losses(
     logits: Tensor,
     box_reg: Tensor,
-    ctr_logits: Tensor,
+    quality_logits: Tensor,
     labels: Tensor,
     reg_targets: Tensor,
     *,
@@ -82,7 +82,7 @@ def fcos_losses(
 ) -> Dict[str, Tensor]:
     """
     Args:
-        logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; ctr_logits: (N, R) centre-ness
+        logits: (N, R, K); box_reg: (N, R, 4) stride-normalised; quality_logits: (N, R) centre-ness
         (or IoU-quality) logits; labels: (N, R), K for background; reg_targets: (N, R, 4)
         stride-normalised; num_pos: the positive count averaged over workers, if the caller
         has it already (computed here otherwise); cls_normalizer: divides the focal loss
@@ -112,7 +112,7 @@ def fcos_losses(
     losses = {"loss_fcos_cls": loss_cls / (num_pos if cls_normalizer is None else cls_normalizer)}
 
     pos_reg, pos_targets = box_reg[fg], reg_targets[fg]  # (P, 4)
-    pos_quality = ctr_logits[fg]  # (P,)
+    pos_quality = quality_logits[fg]  # (P,)
     box_losses = iou_loss(pos_reg, pos_targets, box_loss_type)
     if box_quality == "iou":
         ious = box_ious(pos_reg, pos_targets)[0].detach()

@@ -174,11 +174,11 @@ class FCOS(DenseDetector):
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = self.train_dtype if self.training else self.inference_dtype
         if dtype == torch.float32 or torch.jit.is_scripting():
-            return self._run_network(images)
+            return self._backbone_and_head(images)
         with torch.autocast(self.device.type, dtype=dtype):
-            return self._run_network(images)
+            return self._backbone_and_head(images)
 
-    def _run_network(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
+    def _backbone_and_head(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
         features = self.backbone(images)
         features = [features[f] for f in self.head_in_features]
         logits, box_reg, ctr = self.head(features)

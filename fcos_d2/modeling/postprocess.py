@@ -6,7 +6,7 @@ D final detections.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -45,20 +45,24 @@ def _logit_lower_bound(p: Tensor) -> Tensor:
 
 
 def select_candidates(
-    cls_logits: Tensor, ctr_logits: Tensor, score_thresh: float, topk: int, thresh_with_ctr: bool
+    cls_logits: Tensor,
+    quality_logits: Tensor,
+    score_thresh: float,
+    topk: int,
+    thresh_with_ctr: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """
     Candidate (location, class) pairs of one level.
 
     Args:
         cls_logits: (K, Ri) class logits (channel-first, as the head produces them, so no
-            transposed copy of the map is needed); ctr_logits: (Ri,) centre-ness logits.
+            transposed copy of the map is needed); quality_logits: (Ri,) centre-ness (or IoU) logits.
     Returns:
         location indices (C,), class indices (C,) and cls * ctr probabilities (C,), at most
         ``topk`` pairs: those above ``score_thresh`` (on cls, or on cls * ctr), best by cls * ctr,
         in (location, class) row-major order before top-k (detectron2's order).
     """
-    ctr = ctr_logits.sigmoid()  # (Ri,)
+    ctr = quality_logits.sigmoid()  # (Ri,)
     # One comparison on the raw logits drops nearly all pairs: cls > t needs a logit above
     # logit(t), and cls * ctr > t one above logit(t / ctr) at each location. The exact test
     # then runs on the few pairs left.
@@ -173,7 +177,7 @@ def fcos_detections(
     strides: List[int],
     logits: List[Tensor],
     box_reg: List[Tensor],
-    ctr_logits: List[Tensor],
+    quality_logits: List[Tensor],
     score_thresh: float,
     topk: int,
     nms_thresh: float,
@@ -183,7 +187,7 @@ def fcos_detections(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """
     Detections of one image from per-level outputs: locations (Ri, 2), logits (K, Ri),
-    box_reg (4, Ri) in strides, ctr_logits (Ri,). Score = sqrt(cls * ctr); class-wise NMS on the
+    box_reg (4, Ri) in strides, quality_logits (Ri,). Score = sqrt(cls * ctr); class-wise NMS on the
     unclipped boxes; the best ``max_detections`` are kept (clipping is left to
     ``detector_postprocess``). Returns boxes (D, 4) XYXY, scores (D,) and classes (D,), by
     decreasing score; traceable (the same graph serves any input).
@@ -195,7 +199,9 @@ def fcos_detections(
     boxes_all: List[Tensor] = []
     scores_all: List[Tensor] = []
     classes_all: List[Tensor] = []
-    for loc, stride, cls_l, reg_l, ctr_l in zip(locations, strides, logits, box_reg, ctr_logits):
+    for loc, stride, cls_l, reg_l, ctr_l in zip(
+        locations, strides, logits, box_reg, quality_logits
+    ):
         loc_idx, cls_idx, joint = select_candidates(
             cls_l, ctr_l, score_thresh, topk, thresh_with_ctr
         )
@@ -228,7 +234,7 @@ def fcos_inference_single_image(
     strides: List[int],
     logits: List[Tensor],
     box_reg: List[Tensor],
-    ctr_logits: List[Tensor],
+    quality_logits: List[Tensor],
     image_size: Tuple[int, int],
     score_thresh: float,
     topk: int,
@@ -245,7 +251,7 @@ def fcos_inference_single_image(
         strides,
         logits,
         box_reg,
-        ctr_logits,
+        quality_logits,
         score_thresh=score_thresh,
         topk=topk,
         nms_thresh=nms_thresh,

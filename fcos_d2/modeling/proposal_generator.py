@@ -30,12 +30,12 @@ from .targets import compute_locations
 __all__ = ["FCOSProposalGenerator", "proposal_objectness_logits"]
 
 
-def proposal_objectness_logits(cls_logits: Tensor, ctr_logits: Tensor) -> Tensor:
+def proposal_objectness_logits(cls_logits: Tensor, quality_logits: Tensor) -> Tensor:
     """
     Log-odds of FCOS's score p = sqrt(sigmoid(cls) * sigmoid(ctr)), elementwise: the proposal's
     ``objectness_logits``, ordered as the score is and finite for any finite input.
     """
-    log_p = 0.5 * (F.logsigmoid(cls_logits) + F.logsigmoid(ctr_logits))
+    log_p = 0.5 * (F.logsigmoid(cls_logits) + F.logsigmoid(quality_logits))
     log_p = log_p.clamp(max=-1e-7)  # p = 1 would give an infinite logit
     return log_p - torch.log1p(-torch.exp(log_p))
 
@@ -68,7 +68,7 @@ class FCOSProposalGenerator(nn.Module):
         """
         Args:
             in_features: backbone features the head runs on, finest first.
-            head: maps those features to (logits, box_reg, ctr_logits) per level, shaped
+            head: maps those features to (logits, box_reg, quality_logits) per level, shaped
                 (N, 1, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi) (an FCOSHead with one
                 class).
             core: FCOS's matching and losses for one class, at the strides of ``in_features``.
