@@ -23,7 +23,8 @@ from detectron2.structures import Boxes, Instances
 from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torchvision.ops import batched_nms
+
+from .modeling.postprocess import classwise_nms
 
 __all__ = ["FCOSWithTTA", "merge_detections", "tta_model", "unflip_boxes"]
 
@@ -69,7 +70,7 @@ def merge_detections(
     scores (D,), classes (D,) -> Instances of the class-wise NMS survivors (by decreasing score),
     at most ``max_detections``.
     """
-    keep = batched_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+    keep = classwise_nms(boxes, scores, classes, nms_thresh)[:max_detections]  # the model's NMS
     return Instances(
         image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep]
     )

@@ -3,7 +3,8 @@ FCOS's algorithm once, for both of its roles (the ``FCOS`` detector and the ``FC
 generator of two-stage models): the matching of locations to boxes, the losses and the decoding
 of one image's detections, each a small frozen object holding its settings (as detectron2's
 ``Matcher`` and ``Box2BoxTransform``), and :func:`build_fcos_core`, the one place that reads
-their ``MODEL.FCOS`` keys.
+their ``MODEL.FCOS`` keys. The settings have no defaults of their own: those live in
+:mod:`fcos_d2.config` only.
 
 Shape shorthand: N images, L levels, Hi x Wi locations of level i, Ri = Hi * Wi, R locations over
 all levels, K classes (1 for the proposal generator), M boxes of an image.
@@ -51,8 +52,8 @@ class FCOSMatcher:
 
     strides: Tuple[int, ...]
     size_ranges: Tuple[Tuple[float, float], ...]
-    center_sampling_radius: float = 1.5
-    legacy_areas: bool = False
+    center_sampling_radius: float
+    legacy_areas: bool
 
     @property
     def method(self) -> str:
@@ -91,10 +92,10 @@ class FCOSLoss:
     locations, IoU loss of the positives' boxes, BCE of their quality (centre-ness or IoU).
     """
 
-    box_loss_type: str = "giou"
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    box_quality: str = "ctrness"
+    box_loss_type: str
+    focal_alpha: float
+    focal_gamma: float
+    box_quality: str
 
     def __call__(
         self,
@@ -129,12 +130,12 @@ class FCOSPostprocess:
     clipping and "+1" NMS areas.
     """
 
-    score_thresh: float = 0.05
-    topk: int = 1000
-    nms_thresh: float = 0.6
-    max_detections: int = 100
-    thresh_with_ctr: bool = False
-    legacy_conventions: bool = False
+    score_thresh: float
+    topk: int
+    nms_thresh: float
+    max_detections: int
+    thresh_with_ctr: bool
+    legacy_conventions: bool
 
     def __call__(
         self,
