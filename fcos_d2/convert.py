@@ -1,5 +1,6 @@
 """Deprecated: ``python -m fcos_d2.checkpoint.convert`` (this alias goes in the next release)."""
 
+import sys
 import warnings
 
 from .checkpoint.convert import convert_file, main
@@ -11,4 +12,7 @@ warnings.warn(
 )
 
 if __name__ == "__main__":
+    print(
+        "fcos_d2.convert is deprecated: use python -m fcos_d2.checkpoint.convert", file=sys.stderr
+    )
     main()

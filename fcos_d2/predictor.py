@@ -28,21 +28,27 @@ __all__ = ["check_image", "Predictor"]
 logger = logging.getLogger(__name__)
 
 _FLOATS = (np.float16, np.float32, np.float64)
-# fvcore's checkpointer logs "Initializing model from scratch" when given no weights
-_EMPTY_LOAD_LOGGER = "fvcore.common.checkpoint"
+# What detectron2's and fvcore's checkpointers log when DefaultPredictor gives them no weights.
+_EMPTY_LOAD_MESSAGES = (
+    ("detectron2.checkpoint.detection_checkpoint", "[DetectionCheckpointer] Loading from"),
+    ("fvcore.common.checkpoint", "No checkpoint found"),
+)
 
 
 @contextlib.contextmanager
-def _without_message(logger_name: str, prefix: str) -> Iterator[None]:
-    """Drop the records of ``logger_name`` starting with ``prefix`` inside the block."""
-    drop = logging.Filter()
-    drop.filter = lambda record: not str(record.msg).startswith(prefix)
-    target = logging.getLogger(logger_name)
-    target.addFilter(drop)
+def _without_empty_load_messages() -> Iterator[None]:
+    """Drop those records inside the block: the weights are loaded (and logged) just after."""
+    filters = []
+    for name, prefix in _EMPTY_LOAD_MESSAGES:
+        drop = logging.Filter()
+        drop.filter = lambda record, prefix=prefix: not str(record.msg).startswith(prefix)
+        logging.getLogger(name).addFilter(drop)
+        filters.append((name, drop))
     try:
         yield
     finally:
-        target.removeFilter(drop)
+        for name, drop in filters:
+            logging.getLogger(name).removeFilter(drop)
 
 
 def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
@@ -120,7 +126,7 @@ class Predictor(DefaultPredictor):
         unloaded = cfg.clone()
         unloaded.defrost()
         unloaded.MODEL.WEIGHTS = ""
-        with _without_message(_EMPTY_LOAD_LOGGER, "No checkpoint found"):
+        with _without_empty_load_messages():
             super().__init__(unloaded)
         self.cfg = cfg.clone()
         load_for_inference(self.model, cfg.MODEL.WEIGHTS)

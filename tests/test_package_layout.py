@@ -41,7 +41,15 @@ def _graph() -> Dict[str, Set[str]]:
         for f in files:
             if f.endswith(".py"):
                 paths[_module_name(os.path.join(root, f))] = os.path.join(root, f)
-    return {name: _imports(path, name) & set(paths) - {name} for name, path in paths.items()}
+    graph = {name: _imports(path, name) & set(paths) - {name} for name, path in paths.items()}
+    # Importing a.b.c runs the __init__ of a and a.b first: edges to those packages too, except
+    # the importer's own (Python handles a package importing its submodules while it loads).
+    for name, imported in graph.items():
+        own = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+        for module in list(imported):
+            parents = {module.rsplit(".", i)[0] for i in range(1, module.count(".") + 1)}
+            imported |= (parents & set(paths)) - own - {name}
+    return graph
 
 
 def _cycle(graph: Dict[str, Set[str]]):

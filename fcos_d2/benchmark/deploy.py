@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..data import register_shapes
 from .harness import timeit_interleaved
 
 __all__ = ["bench_deploy", "bench_deploy_ap"]
@@ -75,10 +76,12 @@ def bench_deploy(
 def bench_deploy_ap(
     config: str, weights: str, dataset: str, calibration_images: int = 64
 ) -> Optional[List[Dict]]:
-    """bbox AP of a trained model on ``dataset``: eager, exported float32 and int8 (ONNX
+    """
+    bbox AP of a trained model on ``dataset``: eager, exported float32 and int8 (ONNX
     Runtime); None when ``weights`` does not exist (e.g. before ``make demo``)."""
     if not os.path.isfile(weights):
         return None
+    register_shapes(replace=False)  # the demo's datasets, also when called on its own
     from detectron2.data import build_detection_test_loader
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 

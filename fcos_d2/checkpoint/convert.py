@@ -49,7 +49,7 @@ def convert_file(src: str, dst: str, from_fmt: str = None, to_fmt: str = None) -
             f"fcos_d2.checkpoint.convert: {src} looks like a {found} checkpoint, not {expected}"
         )
     out = to_native(state, from_fmt) if from_fmt else from_native(state, to_fmt)
-    torch.save({"model": out, "__author__": "fcos_d2.convert"}, dst)
+    torch.save({"model": out, "__author__": "fcos_d2.checkpoint.convert"}, dst)
     return found
 
 
@@ -62,6 +62,12 @@ def main(argv=None) -> None:
     parser.add_argument("input")
     parser.add_argument("output")
     args = parser.parse_args(argv)
+    for old in {args.from_fmt, args.to_fmt} & set(RENAMED_LAYOUTS):
+        print(
+            f"fcos_d2.checkpoint.convert: layout {old!r} is deprecated, use "
+            f"{RENAMED_LAYOUTS[old]!r}",
+            file=sys.stderr,
+        )
     found = convert_file(args.input, args.output, args.from_fmt, args.to_fmt)
     print(f"converted {found} checkpoint {args.input} -> {args.output}", file=sys.stderr)
 

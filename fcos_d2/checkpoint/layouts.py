@@ -122,7 +122,9 @@ def canonical_layout(layout: str) -> str:
     """``layout`` with an old spelling replaced by its name now; an unknown one raises."""
     if layout in RENAMED_LAYOUTS:
         new = RENAMED_LAYOUTS[layout]
-        warnings.warn(f"checkpoint layout {layout!r} is now called {new!r}", DeprecationWarning)
+        warnings.warn(  # stacklevel: the caller of to_native / from_native
+            f"checkpoint layout {layout!r} is now called {new!r}", DeprecationWarning, stacklevel=3
+        )
         layout = new
     if layout != "native" and layout not in LAYOUTS:
         raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")

@@ -113,6 +113,10 @@ class FCOSTrainer(DefaultTrainer):
             @classmethod
             def build_train_loader(cls, cfg):
                 return super().build_train_loader(cfg, mapper=MyMapper(cfg))
+
+    fcos_d2's checkpointer and the stream's checkpointing are set up in :meth:`build_hooks`
+    (where detectron2's construction lets a subclass act before the hooks take the
+    checkpointer): a subclass that overrides ``build_hooks`` calls ``super().build_hooks()``.
     """
 
     def __init__(self, cfg):

@@ -20,7 +20,6 @@ from detectron2.structures import Instances
 from torch import Tensor
 
 from .losses import fcos_losses
-from .postprocess import fcos_inference_single_image
 from .targets import LevelGrid, batch_targets, level_size_ranges
 
 __all__ = [
@@ -102,9 +101,11 @@ class FCOSLoss:
         predictions: Predictions,
         labels: Tensor,
         reg_targets: Tensor,
+        num_pos: Optional[Tensor] = None,
         cls_normalizer: Optional[float] = None,
     ) -> Dict[str, Tensor]:
-        """Per-level predictions, labels (N, R), reg_targets (N, R, 4) -> losses (float32)."""
+        """Per-level predictions, labels (N, R), reg_targets (N, R, 4) -> losses (float32);
+        ``num_pos``: the positive count if the caller has it (``positive_count``)."""
         logits, box_reg, quality = flatten_predictions(predictions)
         return fcos_losses(
             logits.float(),
@@ -116,6 +117,7 @@ class FCOSLoss:
             focal_alpha=self.focal_alpha,
             focal_gamma=self.focal_gamma,
             box_quality=self.box_quality,
+            num_pos=num_pos,
             cls_normalizer=cls_normalizer,
         )
 
@@ -123,7 +125,8 @@ class FCOSLoss:
 @dataclass(frozen=True)
 class FCOSPostprocess:
     """
-    One image's detections (:func:`~fcos_d2.modeling.postprocess.fcos_detections`): candidates
+    Settings of one image's detections (:func:`~fcos_d2.modeling.postprocess.fcos_detections`,
+    which the detector calls with them, from plain copies that TorchScript can read): candidates
     whose class probability (times centre-ness with ``thresh_with_ctr``) exceeds
     ``score_thresh``, the ``topk`` best of each level, score sqrt(cls * ctr), class-wise NMS at
     ``nms_thresh``, the best ``max_detections``; ``legacy_conventions``: the original FCOS's
@@ -136,32 +139,6 @@ class FCOSPostprocess:
     max_detections: int
     thresh_with_ctr: bool
     legacy_conventions: bool
-
-    def __call__(
-        self,
-        locations: List[Tensor],
-        strides: Sequence[int],
-        logits: List[Tensor],
-        box_reg: List[Tensor],
-        quality: List[Tensor],
-        image_size: Tuple[int, int],
-    ) -> Instances:
-        """Per level of one image: locations (Ri, 2), logits (K, Ri), box_reg (4, Ri) in strides,
-        quality logits (Ri,) -> Instances of ``image_size`` (pred_boxes, scores, pred_classes)."""
-        return fcos_inference_single_image(
-            locations,
-            list(strides),
-            logits,
-            box_reg,
-            quality,
-            image_size,
-            score_thresh=self.score_thresh,
-            topk=self.topk,
-            nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections,
-            thresh_with_ctr=self.thresh_with_ctr,
-            legacy_conventions=self.legacy_conventions,
-        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .core import FCOSCore, Predictions, build_fcos_core
 from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead
 from .losses import positive_count
-from .postprocess import legacy_rescale
+from .postprocess import fcos_inference_single_image, legacy_rescale
 from .targets import compute_locations
 
 __all__ = ["FCOS"]
@@ -35,6 +35,8 @@ class FCOS(DenseDetector):
     decoding are the :class:`~fcos_d2.modeling.core.FCOSCore` it is given (shared with the FCOS
     proposal generator); this class runs the network and wires them.
     """
+
+    __jit_ignored_attributes__ = ["core"]
 
     @configurable
     def __init__(
@@ -79,6 +81,14 @@ class FCOS(DenseDetector):
                 f"the backbone's {head_in_features}, of strides {strides}"
             )
         self.core = core
+        # TorchScript cannot hold the core's dataclasses (``core`` is hidden from it, see
+        # __jit_ignored_attributes__): scripted code reads these copies, made once here.
+        post = core.postprocess
+        self.num_classes = core.num_classes
+        self.strides = list(core.strides)
+        self._decode_settings = (post.score_thresh, post.nms_thresh, post.thresh_with_ctr)
+        self._decode_counts = (post.topk, post.max_detections)
+        self._legacy_conventions = post.legacy_conventions
         self.input_format = input_format
         self.channels_last = channels_last
         self.loss_normalizer_cls = loss_normalizer_cls
@@ -116,14 +126,6 @@ class FCOS(DenseDetector):
             "train_dtype": fcos.TRAIN_DTYPE,
         }
 
-    @property
-    def num_classes(self) -> int:
-        return self.core.num_classes
-
-    @property
-    def strides(self) -> List[int]:
-        return list(self.core.strides)
-
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         """
         detectron2's dense-detector forward, with one precision boundary: backbone and head run
@@ -157,9 +159,7 @@ class FCOS(DenseDetector):
         results = self.forward_inference(images, features, predictions)
         if not do_postprocess or torch.jit.is_scripting():
             return results
-        rescale = (
-            legacy_rescale if self.core.postprocess.legacy_conventions else detector_postprocess
-        )
+        rescale = legacy_rescale if self._legacy_conventions else detector_postprocess
         return [
             {"instances": rescale(r, x.get("height", hw[0]), x.get("width", hw[1]))}
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
@@ -197,11 +197,11 @@ class FCOS(DenseDetector):
     ) -> Dict[str, Tensor]:
         sizes = [tuple(f.shape[-2:]) for f in features]
         labels, reg_targets = self.label_locations(sizes, gt_instances)
-        cls_normalizer = None
-        if self.loss_normalizer_cls == "moving_fg":
-            count = positive_count(labels, self.num_classes).item()
-            cls_normalizer = self._ema_update("moving_num_fg", count, 100.0, 0.9)
-        return self.core.loss(predictions, labels, reg_targets, cls_normalizer=cls_normalizer)
+        if self.loss_normalizer_cls != "moving_fg":
+            return self.core.loss(predictions, labels, reg_targets)
+        num_pos = positive_count(labels, self.num_classes)  # one reduction for both uses
+        cls_normalizer = self._ema_update("moving_num_fg", num_pos.item(), 100.0, 0.9)
+        return self.core.loss(predictions, labels, reg_targets, num_pos, cls_normalizer)
 
     @torch.no_grad()
     def label_locations(
@@ -235,15 +235,22 @@ class FCOS(DenseDetector):
         quality = [p.flatten(2) for p in predictions[2]]
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         locations = compute_locations(sizes, self.strides, features[0].device)
-        postprocess = self.core.postprocess
+        score_thresh, nms_thresh, thresh_with_ctr = self._decode_settings
+        topk, max_detections = self._decode_counts
         return [
-            postprocess(
+            fcos_inference_single_image(  # what core.postprocess does, in scriptable form
                 locations,
                 self.strides,
                 [x[i] for x in logits],
                 [x[i] for x in box_reg],
                 [x[i, 0] for x in quality],
                 image_size,
+                score_thresh=score_thresh,
+                topk=topk,
+                nms_thresh=nms_thresh,
+                max_detections=max_detections,
+                thresh_with_ctr=thresh_with_ctr,
+                legacy_conventions=self._legacy_conventions,
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
