@@ -92,6 +92,12 @@ def test_the_layout_table_imports_nothing_of_fcos_d2():
     assert _graph()["fcos_d2.checkpoint.layouts"] == set()
 
 
+def _run_in_a_fresh_process(code: str) -> None:
+    """Run ``code`` in a new interpreter (nothing imported or registered yet); it must pass."""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_import_fcos_d2_registers_models_only():
     code = (
         "import sys\n"
@@ -108,8 +114,7 @@ def test_import_fcos_d2_registers_models_only():
         "assert not heavy, heavy\n"
         "assert fcos_d2.Predictor.__module__ == 'fcos_d2.predictor'\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
+    _run_in_a_fresh_process(code)
 
 
 def test_register_shapes_keeps_datasets_the_user_registered_first():
@@ -121,5 +126,4 @@ def test_register_shapes_keeps_datasets_the_user_registered_first():
         "assert DatasetCatalog.get('shapes_train') == ['mine'], 'replaced'\n"
         "assert 'shapes_val' in DatasetCatalog.list()\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
+    _run_in_a_fresh_process(code)
