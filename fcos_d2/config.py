@@ -120,14 +120,16 @@ _RANGES = (
 )
 
 
+def _check_choice(fcos: CN, key: str) -> None:
+    if fcos[key] not in FCOS_CHOICES[key]:
+        raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(FCOS_CHOICES[key])}")
+
+
 def check_top_block_config(cfg: CN) -> None:
     """The part of :func:`check_fcos_config` the backbone builder needs: where P6/P7 come
     from."""
-    source, allowed = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE, FCOS_CHOICES["TOP_BLOCK_IN_FEATURE"]
-    if source not in allowed:
-        raise ValueError(
-            f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE={source!r} is not one of {list(allowed)}"
-        )
+    _check_choice(cfg.MODEL.FCOS, "TOP_BLOCK_IN_FEATURE")
+    source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
     if source == "res5" and "res5" not in cfg.MODEL.RESNETS.OUT_FEATURES:
         raise ValueError(
             "MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5' needs 'res5' in MODEL.RESNETS.OUT_FEATURES="
@@ -143,9 +145,8 @@ def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None
     too (before the backbone exists only the values that it needs are).
     """
     fcos = cfg.MODEL.FCOS
-    for key, allowed in FCOS_CHOICES.items():
-        if fcos[key] not in allowed:
-            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(allowed)}")
+    for key in FCOS_CHOICES:
+        _check_choice(fcos, key)
     for key, ok, what in _RANGES:
         if not ok(fcos[key]):
             raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} must be {what}")
