@@ -12,7 +12,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
-__all__ = ["FCOSDatasetMapper", "invalid_box_reason", "drop_invalid_annotations"]
+__all__ = [
+    "FCOSDatasetMapper",
+    "invalid_box_reason",
+    "drop_invalid_annotations",
+    "annotation_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +122,25 @@ def _coco_ids(json_files: Sequence[str], wanted: set) -> Dict[Tuple[str, ...], A
     return found
 
 
+def annotation_ids(
+    pairs: Sequence[Tuple[Dict[str, Any], Dict[str, Any]]], json_files: Sequence[str] = ()
+) -> List[Any]:
+    """
+    The COCO annotation id of each (record, annotation) pair of detectron2 dataset dicts: the
+    annotation's ``"id"``, else looked up by image id and bbox in ``json_files`` (detectron2's
+    COCO loader does not keep ids), else "?".
+    """
+    keys = [_bbox_key(r.get("image_id"), a.get("bbox")) for r, a in pairs]
+    wanted = {k for k, (_, a) in zip(keys, pairs) if "id" not in a}
+    ids = _coco_ids(json_files, wanted) if wanted and json_files else {}
+    return [a.get("id", ids.get(k, "?")) for k, (_, a) in zip(keys, pairs)]
+
+
 def _warn_dropped(invalid, removed: int, json_files: Sequence[str]) -> None:
     shown = invalid[:_SHOWN]
-    wanted = {_bbox_key(r.get("image_id"), a.get("bbox")) for r, a, _ in shown if "id" not in a}
-    ids = _coco_ids(json_files, wanted) if wanted and json_files else {}
+    ids = annotation_ids([(r, a) for r, a, _ in shown], json_files)
     lines = []
-    for record, ann, reason in shown:
-        ann_id = ann.get("id", ids.get(_bbox_key(record.get("image_id"), ann.get("bbox")), "?"))
+    for (record, ann, reason), ann_id in zip(shown, ids):
         where = f"annotation id {ann_id} in {record.get('file_name')!r}"
         lines.append(f"{where}: bbox {ann.get('bbox')} {reason}")
     if len(invalid) > _SHOWN:

@@ -20,7 +20,13 @@ from detectron2.structures import Instances
 from torch import Tensor
 
 from .losses import fcos_losses
-from .targets import LevelGrid, batch_targets, level_size_ranges
+from .targets import (
+    LevelGrid,
+    batch_targets,
+    candidate_pairs,
+    level_size_ranges,
+    match_locations,
+)
 
 __all__ = [
     "FCOSMatcher",
@@ -59,6 +65,23 @@ class FCOSMatcher:
         """ "sparse" (visits only cells near box centres; needs centre sampling) or "dense"."""
         return "sparse" if self.center_sampling_radius > 0 else "dense"
 
+    def grid(self, level_sizes: Sequence[Tuple[int, int]], device: torch.device) -> LevelGrid:
+        """The locations of levels of sizes (Hi, Wi), with these strides and size ranges."""
+        return LevelGrid.build(level_sizes, self.strides, self.size_ranges, device)
+
+    @torch.no_grad()
+    def match(self, grid: LevelGrid, boxes: Tensor) -> Tensor:
+        """(R,) index of the box each location of ``grid`` learns, -1 for background."""
+        return match_locations(
+            grid, boxes, self.center_sampling_radius, self.method, self.legacy_areas
+        )
+
+    @torch.no_grad()
+    def candidates(self, grid: LevelGrid, boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The (location, box) pairs inside the boxes' centre regions and whether each passes
+        the size test (:func:`~fcos_d2.modeling.targets.candidate_pairs`)."""
+        return candidate_pairs(grid, boxes, self.center_sampling_radius, self.method)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -72,9 +95,8 @@ class FCOSMatcher:
         (Hi, Wi) per level, and per image (M, 4) XYXY boxes and (M,) classes in [0, K) ->
         labels (N, R) with K for background, stride-normalised (l, t, r, b) targets (N, R, 4).
         """
-        grid = LevelGrid.build(level_sizes, self.strides, self.size_ranges, device)
         return batch_targets(
-            grid,
+            self.grid(level_sizes, device),
             boxes,
             classes,
             num_classes,

@@ -20,6 +20,7 @@ __all__ = [
     "LevelGrid",
     "MATCHING_METHODS",
     "match_locations",
+    "candidate_pairs",
     "compute_targets",
     "batch_targets",
     "centerness_targets",
@@ -112,20 +113,30 @@ class LevelGrid:
 MATCHING_METHODS = ("sparse", "dense")
 
 
-def _pair_ok(grid: LevelGrid, boxes, loc_idx, box_idx, radius: float) -> Tensor:
-    """(P,) bool: the (location, box) pairs that pass the centre-region and size tests."""
+def _pair_tests(grid: LevelGrid, boxes, loc_idx, box_idx, radius: float) -> Tuple[Tensor, Tensor]:
+    """
+    (P,) bool pair tests: ``inside``, the location lies strictly inside the box's centre region
+    (the box itself with ``radius`` 0), and ``in_range``, its largest distance to the box's
+    sides is in its level's size range.
+    """
     pts, b = grid.points[loc_idx], boxes[box_idx]  # (P, 2), (P, 4)
     ltrb = torch.cat([pts - b[:, :2], b[:, 2:] - pts], dim=1)
     max_dist = ltrb.amax(dim=1)
     ranges = grid.point_ranges[loc_idx]
-    ok = (max_dist >= ranges[:, 0]) & (max_dist <= ranges[:, 1])
+    in_range = (max_dist >= ranges[:, 0]) & (max_dist <= ranges[:, 1])
     if radius <= 0:
-        return ok & (ltrb.amin(dim=1) > 0)
+        return ltrb.amin(dim=1) > 0, in_range
     centers = (b[:, :2] + b[:, 2:]) / 2
     half = grid.point_strides[loc_idx, None] * radius
     lo = torch.maximum(centers - half, b[:, :2])
     hi = torch.minimum(centers + half, b[:, 2:])
-    return ok & (torch.cat([pts - lo, hi - pts], dim=1).amin(dim=1) > 0)
+    return torch.cat([pts - lo, hi - pts], dim=1).amin(dim=1) > 0, in_range
+
+
+def _pair_ok(grid: LevelGrid, boxes, loc_idx, box_idx, radius: float) -> Tensor:
+    """(P,) bool: the (location, box) pairs that pass the centre-region and size tests."""
+    inside, in_range = _pair_tests(grid, boxes, loc_idx, box_idx, radius)
+    return inside & in_range
 
 
 def _sparse_pairs(grid: LevelGrid, boxes: Tensor, radius: float):
@@ -184,10 +195,7 @@ def match_locations(
         (R,) int64 index of the matched box, -1 for background. Among several candidates the
         box of smallest area wins, the first one on equal areas.
     """
-    if method not in MATCHING_METHODS:
-        raise ValueError(f"method={method!r} is not one of {list(MATCHING_METHODS)}")
-    if method == "sparse" and radius <= 0:
-        raise ValueError(f"sparse matching needs a centre-sampling radius > 0, got {radius}")
+    _check_method(method, radius)
     matched = torch.full((len(grid),), -1, dtype=torch.long, device=grid.points.device)
     if len(boxes) == 0:
         return matched
@@ -198,6 +206,40 @@ def match_locations(
     offset = 1.0 if legacy_areas else 0.0
     areas = (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)  # (M,)
     return _assign(grid, boxes, areas, radius, pairs, matched)
+
+
+def candidate_pairs(
+    grid: LevelGrid, boxes: Tensor, radius: float, method: str = "sparse"
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """
+    Every (location, box) pair of :func:`match_locations`'s search whose location lies inside
+    the box's centre region, with the size test's verdict: location indices (P,), box indices
+    (P,) and ``in_range`` (P,) bool; the candidates of the tie-break are the pairs in range.
+    For analyses (:mod:`fcos_d2.analyze`): the boolean selection syncs with the host.
+    """
+    _check_method(method, radius)
+    empty = torch.zeros(0, dtype=torch.long, device=grid.points.device)
+    if len(boxes) == 0:
+        return empty, empty, empty.bool()
+    if method == "sparse":
+        pairs = _sparse_pairs(grid, boxes, radius)
+    else:
+        pairs = _dense_pairs(len(grid), len(boxes), grid.points.device)
+    locs, box_ids, in_ranges = [empty], [empty], [empty.bool()]
+    for loc, box, valid in pairs:
+        inside, in_range = _pair_tests(grid, boxes, loc, box, radius)
+        keep = valid & inside
+        locs.append(loc[keep])
+        box_ids.append(box[keep])
+        in_ranges.append(in_range[keep])
+    return torch.cat(locs), torch.cat(box_ids), torch.cat(in_ranges)
+
+
+def _check_method(method: str, radius: float) -> None:
+    if method not in MATCHING_METHODS:
+        raise ValueError(f"method={method!r} is not one of {list(MATCHING_METHODS)}")
+    if method == "sparse" and radius <= 0:
+        raise ValueError(f"sparse matching needs a centre-sampling radius > 0, got {radius}")
 
 
 def _assign(grid: LevelGrid, boxes, areas, radius, pairs, matched) -> Tensor:
