@@ -78,6 +78,10 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.TRAIN_DTYPE = "float32"
     # Source of P6/P7: "p5" (FPN output, FCOS default), "res5" (backbone C5) or "" (no P6/P7).
     _C.MODEL.FCOS.TOP_BLOCK_IN_FEATURE = "p5"
+    # Inference: a JSON file of per-class score thresholds (python -m fcos_d2.analyze results
+    # writes one: the best-F1 threshold of each class); detections scoring below their class's
+    # threshold are dropped after the NMS. "" = none.
+    _C.MODEL.FCOS.CLASS_THRESHOLDS_FILE = ""
     # The original FCOS's (maskrcnn-benchmark's) conventions, for its checkpoints
     # (configs/compat/Official-*): box areas (x1 - x0 + 1) * (y1 - y0 + 1) in the min-area
     # matching and the NMS, boxes clipped to (w - 1, h - 1) before the NMS and none dropped after

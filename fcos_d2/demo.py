@@ -3,7 +3,8 @@ Run a trained FCOS on images, folders, globs or a video; draw the detections and
 write them as COCO-format results.
 
     python -m fcos_d2.demo --config-file CFG --input a.jpg photos/ "more/*.png" --output OUT/ \
-        [--confidence-threshold 0.5] [--json dets.json] --opts MODEL.WEIGHTS model.pth
+        [--confidence-threshold 0.5] [--class-thresholds thresholds.json] [--json dets.json] \
+        --opts MODEL.WEIGHTS model.pth
     python -m fcos_d2.demo --config-file CFG --video-input clip.mp4 --output OUT/ --opts ...
     python -m fcos_d2.demo --exported EXPORT_DIR --input ... (a directory from fcos_d2.export)
 
@@ -92,6 +93,13 @@ def get_parser() -> argparse.ArgumentParser:
         f"default {DEFAULT_THRESHOLD}; an exported model keeps the threshold it was exported with)",
     )
     parser.add_argument(
+        "--class-thresholds",
+        metavar="FILE",
+        help="per-class score thresholds (python -m fcos_d2.analyze results writes them; sets "
+        "MODEL.FCOS.CLASS_THRESHOLDS_FILE, and then --confidence-threshold defaults to the "
+        "config's SCORE_THRESH_TEST; with --exported they filter the graph's detections)",
+    )
+    parser.add_argument(
         "--json", metavar="PATH", help="also write the detections as COCO-format results"
     )
     parser.add_argument(
@@ -104,15 +112,18 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """The frozen config; a missing config file or a bad threshold is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
-    threshold = (
-        DEFAULT_THRESHOLD if args.confidence_threshold is None else args.confidence_threshold
-    )
+    cfg = fcos_d2.load_config(args.config_file, list(args.opts))
+    threshold = args.confidence_threshold
+    if threshold is None:
+        # with per-class thresholds, those decide; the candidates are the config's
+        threshold = cfg.MODEL.FCOS.SCORE_THRESH_TEST if args.class_thresholds else DEFAULT_THRESHOLD
     if not 0.0 <= threshold <= 1.0:
         raise DemoError(f"--confidence-threshold {threshold} is not in [0, 1]")
-    cfg = fcos_d2.load_config(args.config_file, list(args.opts))
     # FCOS thresholds the class probability itself (not the reported score, which is
     # sqrt(probability x centre-ness)), as AdelaiDet's demo does.
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = threshold
+    if args.class_thresholds:
+        cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
     if args.exported:
         cfg.freeze()
         return cfg  # the weights are in the export
@@ -302,7 +313,10 @@ def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
     """The exported model's predictor, and its class names as metadata."""
     from .export.predictor import ExportedPredictor  # optional dependencies (onnxruntime)
 
-    predictor = ExportedPredictor(args.exported)
+    try:
+        predictor = ExportedPredictor(args.exported, class_thresholds=args.class_thresholds)
+    except ValueError as e:
+        raise DemoError(str(e)) from None
     exported_threshold = predictor.info.get("score_thresh")
     if args.confidence_threshold not in (None, exported_threshold):
         raise DemoError(
@@ -322,7 +336,10 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
         predictor, metadata = _exported_predictor(args)
     if args.config_file:
         cfg = setup_cfg(args)
-        predictor = predictor or Predictor(cfg)
+        try:
+            predictor = predictor or Predictor(cfg)
+        except ValueError as e:  # a bad MODEL.FCOS value or thresholds file, named
+            raise DemoError(str(e)) from None
         if cfg.DATASETS.TEST:
             metadata = dataset_metadata(cfg.DATASETS.TEST[0])
     return predictor, metadata or Metadata(name="__unused")

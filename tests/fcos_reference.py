@@ -185,3 +185,32 @@ def losses_and_reference(model, boxes, classes, h, w, strides=(8, 16, 32), area_
         reg0 + reg1,
     )
     return losses, ref, lab0
+
+
+def reference_candidates(h, w, strides, boxes, radius=1.5, ranges=RANGES):
+    """
+    Per location (levels in turn, rows in (y, x) order): the indices of the boxes whose rules
+    it passes (centre region, size range), and the box the min-area rule gives it (or None).
+    """
+    out = []
+    for level, s in enumerate(strides):
+        for yi in range((h + s - 1) // s):
+            for xi in range((w + s - 1) // s):
+                x, y = xi * s + s // 2, yi * s + s // 2
+                found = []
+                for m, (x0, y0, x1, y1) in enumerate(boxes):
+                    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                    if radius > 0:
+                        rx0, ry0 = max(cx - s * radius, x0), max(cy - s * radius, y0)
+                        rx1, ry1 = min(cx + s * radius, x1), min(cy + s * radius, y1)
+                    else:
+                        rx0, ry0, rx1, ry1 = x0, y0, x1, y1
+                    inside = min(x - rx0, y - ry0, rx1 - x, ry1 - y) > 0
+                    dmax = max(x - x0, y - y0, x1 - x, y1 - y)
+                    lo, hi = ranges[level]
+                    if inside and lo <= dmax <= hi:
+                        found.append(m)
+                areas = [(boxes[m][2] - boxes[m][0]) * (boxes[m][3] - boxes[m][1]) for m in found]
+                winner = found[areas.index(min(areas))] if found else None
+                out.append((found, winner))
+    return out

@@ -249,3 +249,90 @@ def test_confidence_threshold_sets_the_fcos_score_threshold(trained, tmp_path):
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.9
         high = len(Predictor(cfg)(cv2.imread(path))["instances"])
     assert counts[1] == high < counts[0]
+
+
+def _widest_gap_middle(scores):
+    if len(scores) < 2:
+        return 0.0
+    s = scores.sort(descending=True).values
+    i = int((s[:-1] - s[1:]).argmax())
+    return float((s[i] + s[i + 1]) / 2)
+
+
+def test_class_thresholds_file_filters_demo_predictor_and_export_identically(trained, tmp_path):
+    images = [cv2.imread(p) for p in trained["images"]]
+    plain = [_predictor(trained)(im)["instances"] for im in images]
+    scores = torch.cat([p.scores for p in plain])
+    classes = torch.cat([p.pred_classes for p in plain])
+    # per class, the middle of the widest gap between its detections' scores: some are dropped,
+    # some kept, none near the threshold (exported graphs' scores differ in the last bits)
+    names = dataset_metadata(DATASET).thing_classes
+    chosen = [_widest_gap_middle(scores[classes == k]) for k in range(3)]
+    path = tmp_path / "class_thresholds.json"
+    path.write_text(json.dumps({"classes": names, "thresholds": dict(zip(names, chosen))}))
+    # what the rule says: keep score >= threshold of the class
+    expected = [p[p.scores >= torch.tensor(chosen)[p.pred_classes]] for p in plain]
+    kept = sum(len(e) for e in expected)
+    assert 0 < kept < len(scores)
+
+    cfg = trained["cfg"].clone()
+    cfg.MODEL.WEIGHTS = trained["weights"]
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = THRESH
+    cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = str(path)
+    predictor = Predictor(cfg)
+    for im, e in zip(images, expected):
+        got = predictor(im)["instances"]
+        assert torch.equal(got.scores, e.scores) and torch.equal(got.pred_classes, e.pred_classes)
+        assert torch.equal(got.pred_boxes.tensor, e.pred_boxes.tensor)
+
+    json_path = tmp_path / "dets.json"
+    assert (
+        _demo(
+            trained,
+            "--input",
+            *trained["images"],
+            "--class-thresholds",
+            str(path),
+            "--json",
+            str(json_path),
+        )
+        == 0
+    )
+    records = json.loads(json_path.read_text())
+    for p, e in zip(trained["images"], expected):
+        mine = [r for r in records if r["file_name"] == p]
+        _assert_same_detections(mine, _expected(e, {0: 1, 1: 2, 2: 3}))
+
+    built_in, plain_dir = str(tmp_path / "with"), str(tmp_path / "without")
+    info = export_model(cfg, "onnx", built_in)
+    assert info["class_thresholds"]["values"] == chosen
+    cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = ""
+    export_model(cfg, "onnx", plain_dir)
+    for exported in (ExportedPredictor(built_in), ExportedPredictor(plain_dir, None, str(path))):
+        for im, e in zip(images, expected):
+            _assert_same_detections(
+                [
+                    {"category_id": c, "bbox": b, "score": s}
+                    for c, b, s in _expected(exported(im)["instances"], {0: 1, 1: 2, 2: 3})
+                ],
+                _expected(e, {0: 1, 1: 2, 2: 3}),
+            )
+
+
+def test_analyze_results_from_weights_and_from_the_export_agree(trained, tmp_path):
+    from fcos_d2.analyze.__main__ import main as analyze
+
+    weights_dir, export_dir, exported_dir = tmp_path / "w", tmp_path / "export", tmp_path / "e"
+    base = ["results", "--config-file", trained["config"], "--dataset", DATASET]
+    opts = ["MODEL.WEIGHTS", trained["weights"], "MODEL.FCOS.SCORE_THRESH_TEST", str(THRESH)]
+    assert analyze([*base, "--output", str(weights_dir), *opts]) == 0
+    cfg = trained["cfg"].clone()
+    cfg.MODEL.WEIGHTS = trained["weights"]
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = THRESH
+    export_model(cfg, "onnx", str(export_dir))
+    assert analyze([*base, "--output", str(exported_dir), "--exported", str(export_dir)]) == 0
+    by_weights = json.loads((weights_dir / "results_analysis.json").read_text())
+    by_export = json.loads((exported_dir / "results_analysis.json").read_text())
+    assert by_weights["bbox"]["AP"] == pytest.approx(by_export["bbox"]["AP"], abs=1e-3)
+    thresholds = json.loads((weights_dir / "class_thresholds.json").read_text())
+    assert thresholds["classes"] == dataset_metadata(DATASET).thing_classes

@@ -3,7 +3,7 @@ Export an FCOS model, whole (post-processing included), to ONNX or TorchScript.
 
     python -m fcos_d2.export --config-file CFG --format {onnx,torchscript} --output DIR \
         [--quantize int8 [--calibration-dataset NAME] [--calibration-images 64]] \
-        [--eval DATASET] [KEY VALUE ...]
+        [--eval DATASET] [--class-thresholds FILE] [KEY VALUE ...]
 
 Writes DIR/model.onnx or DIR/model.ts and DIR/export.json; ``--eval`` then prints the exported
 model's COCO bbox AP on a registered dataset.
@@ -32,6 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--calibration-dataset", default=None, help="default: DATASETS.TRAIN[0]")
     parser.add_argument("--calibration-images", type=int, default=64)
     parser.add_argument("--eval", default=None, metavar="DATASET", help="evaluate after export")
+    parser.add_argument(
+        "--class-thresholds",
+        metavar="FILE",
+        help="per-class score thresholds (python -m fcos_d2.analyze results), built into the "
+        "graph (sets MODEL.FCOS.CLASS_THRESHOLDS_FILE)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -41,6 +47,8 @@ def main(argv=None) -> None:
     setup_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
+    if args.class_thresholds:
+        cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
     info = export_model(
         cfg,
         args.format,

@@ -8,10 +8,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..modeling.class_thresholds import read_class_thresholds
+from ..modeling.postprocess import apply_class_thresholds
 from ..predictor import check_image
 from .writers import read_export_json
 
@@ -52,11 +55,25 @@ class ExportedPredictor:
     boxes come back in ``image``'s coordinates (scaled, clipped, empty boxes dropped, as
     detectron2's ``detector_postprocess`` does).
 
+    ``class_thresholds``: a per-class thresholds file (``MODEL.FCOS.CLASS_THRESHOLDS_FILE``'s
+    format) whose thresholds filter the graph's detections, on top of those the graph was
+    exported with (``info["class_thresholds"]``).
+
     Attributes: ``info`` (the ``export.json`` content), ``class_names`` (or None).
     """
 
-    def __init__(self, directory: str, num_threads: Optional[int] = None):
+    def __init__(
+        self,
+        directory: str,
+        num_threads: Optional[int] = None,
+        class_thresholds: Optional[str] = None,
+    ):
         self.info = read_export_json(directory)
+        self._thresholds = None
+        if class_thresholds:
+            num_classes = CfgNode.load_cfg(self.info["config"]).MODEL.FCOS.NUM_CLASSES
+            values = read_class_thresholds(class_thresholds, num_classes)
+            self._thresholds = torch.tensor(values, dtype=torch.float32)
         path = os.path.join(directory, self.info["file"])
         make_runner = _onnx_runner if self.info["format"] == "onnx" else _torchscript_runner
         self._run = make_runner(path, num_threads)
@@ -70,12 +87,15 @@ class ExportedPredictor:
         """The graph on an already resized uint8 (3, h, w) image in the model's channel order:
         ``Instances`` of (h, w) with pred_boxes, scores, pred_classes."""
         boxes, scores, classes = self._run(np.ascontiguousarray(image))
-        return Instances(
+        instances = Instances(
             tuple(image.shape[1:]),
             pred_boxes=Boxes(torch.from_numpy(boxes)),
             scores=torch.from_numpy(scores),
             pred_classes=torch.from_numpy(classes),
         )
+        if self._thresholds is not None:
+            instances = apply_class_thresholds(instances, self._thresholds)
+        return instances
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         image = check_image(original_image, "BGR")

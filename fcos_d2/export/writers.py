@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ..data import dataset_metadata
+from ..modeling.class_thresholds import read_class_thresholds
 from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, check_exportable, sample_image
 
 __all__ = [
@@ -111,6 +112,8 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
         },
         "class_names": _class_names(cfg),
         "score_thresh": cfg.MODEL.FCOS.SCORE_THRESH_TEST,
+        # in the graph: detections below their class's threshold are already dropped
+        "class_thresholds": _class_thresholds(cfg),
         "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         "trace_size": list(sample.shape[1:]),
         "fcos_d2_version": fcos_d2.__version__,
@@ -121,6 +124,13 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
         info["opset"] = ONNX_OPSET
     info.update(extra)
     return info
+
+
+def _class_thresholds(cfg: CfgNode) -> Optional[Dict[str, Any]]:
+    path = cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE
+    if not path:
+        return None
+    return {"file": path, "values": read_class_thresholds(path, cfg.MODEL.FCOS.NUM_CLASSES)}
 
 
 def export_model(

@@ -4,7 +4,7 @@ The FCOS meta-architecture.
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -16,11 +16,12 @@ from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config
+from .class_thresholds import read_class_thresholds
 from .core import FCOSCore, Predictions, build_fcos_core
 from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead
 from .losses import positive_count
-from .postprocess import fcos_inference_single_image, legacy_rescale
+from .postprocess import apply_class_thresholds, fcos_inference_single_image, legacy_rescale
 from .targets import compute_locations
 
 __all__ = ["FCOS"]
@@ -53,6 +54,7 @@ class FCOS(DenseDetector):
         loss_normalizer_cls: str,
         inference_dtype: str,
         train_dtype: str,
+        class_thresholds: Optional[Sequence[float]] = None,
     ):
         """
         Args:
@@ -64,6 +66,8 @@ class FCOS(DenseDetector):
             channels_last: give the network its input in channels_last memory format (use it
                 with a backbone and head converted to that format, as ``from_config`` does).
             loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
+            class_thresholds: (K,) minimum score of each class's detections (after the NMS), or
+                None (``MODEL.FCOS.CLASS_THRESHOLDS_FILE``'s values).
 
         The modules passed in are used as they are. The one thing construction adds is a
         state-dict pre-hook on this model, so that checkpoints in the layouts of AdelaiDet,
@@ -94,6 +98,14 @@ class FCOS(DenseDetector):
         self.loss_normalizer_cls = loss_normalizer_cls
         self.inference_dtype = getattr(torch, inference_dtype)
         self.train_dtype = getattr(torch, train_dtype)
+        self._use_class_thresholds = class_thresholds is not None
+        if class_thresholds is not None and len(class_thresholds) != core.num_classes:
+            raise ValueError(
+                f"{len(class_thresholds)} class thresholds for {core.num_classes} classes"
+            )
+        # Not in the state dict: checkpoints stay the same with or without thresholds.
+        thresholds = torch.tensor(class_thresholds or [0.0] * core.num_classes, dtype=torch.float32)
+        self.register_buffer("class_thresholds", thresholds, persistent=False)
         install_foreign_checkpoint_hook(self)
 
     @classmethod
@@ -124,6 +136,7 @@ class FCOS(DenseDetector):
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
             "train_dtype": fcos.TRAIN_DTYPE,
+            "class_thresholds": _class_thresholds(cfg),
         }
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
@@ -157,6 +170,8 @@ class FCOS(DenseDetector):
         images = self.preprocess_image(batched_inputs)
         features, predictions = self._network(images.tensor)
         results = self.forward_inference(images, features, predictions)
+        if self._use_class_thresholds:
+            results = [apply_class_thresholds(r, self.class_thresholds) for r in results]
         if not do_postprocess or torch.jit.is_scripting():
             return results
         rescale = legacy_rescale if self._legacy_conventions else detector_postprocess
@@ -254,3 +269,13 @@ class FCOS(DenseDetector):
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
+
+
+def _class_thresholds(cfg: CfgNode) -> Optional[List[float]]:
+    path = cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE
+    if not path:
+        return None
+    try:
+        return read_class_thresholds(path, cfg.MODEL.FCOS.NUM_CLASSES)
+    except ValueError as e:
+        raise ValueError(f"MODEL.FCOS.CLASS_THRESHOLDS_FILE: {e}") from None

@@ -20,6 +20,7 @@ __all__ = [
     "fcos_detections",
     "fcos_inference_single_image",
     "legacy_rescale",
+    "apply_class_thresholds",
 ]
 
 
@@ -279,3 +280,9 @@ def legacy_rescale(results: Instances, height: int, width: int) -> Instances:
         scores=results.scores,
         pred_classes=results.pred_classes,
     )
+
+
+def apply_class_thresholds(results: Instances, thresholds: Tensor) -> Instances:
+    """The detections of ``results`` whose score is >= ``thresholds[class]``, (K,) thresholds."""
+    keep = results.scores >= thresholds[results.pred_classes]
+    return results[keep]
