@@ -50,7 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="FILE",
-            help="a COCO-format file to analyse (registered under its file name)",
+            help="a COCO-format file to analyse, registered as FOLDER_STEM (images in FOLDER/STEM/ "
+            "if there is one, else in FOLDER/)",
         )
         p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     data.add_argument(
@@ -79,9 +80,15 @@ def _register_json_files(files: Sequence[str]) -> List[str]:
     for path in files:
         if not os.path.isfile(path):
             raise AnalyzeError(f"--coco-json {path!r}: no such file")
-        name = os.path.splitext(os.path.basename(path))[0]
+        folder, stem = os.path.split(os.path.abspath(path))
+        stem = os.path.splitext(stem)[0]
+        name = f"{os.path.basename(folder)}_{stem}"
+        # images next to the file, or in a folder of its name (the shapes layout: val.json, val/)
+        image_root = (
+            os.path.join(folder, stem) if os.path.isdir(os.path.join(folder, stem)) else folder
+        )
         if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, path, os.path.dirname(path))
+            register_coco_instances(name, {}, path, image_root)
         names.append(name)
     return names
 

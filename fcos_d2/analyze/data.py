@@ -247,7 +247,9 @@ def analyse_data(
     sizes: List[List[np.ndarray]] = [[] for _ in setup.scales]
     grids: Dict[Tuple[int, Tuple[int, int]], Any] = {}
     device = torch.device("cpu")
-    for image in tqdm(images, desc="analyse data", unit="image", disable=not progress):
+    for image in tqdm(
+        images, desc="analyse data", unit="image", disable=not progress, mininterval=2.0
+    ):
         for s, short in enumerate(setup.scales):
             size, boxes, keep = resize_boxes(image.boxes, image.image_size, short, setup.max_size)
             kept_index = np.nonzero(keep)[0]

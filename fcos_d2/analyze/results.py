@@ -141,7 +141,9 @@ def error_breakdown(
         if keep is None or keep[i]:
             by_image[r["image_id"]].append(i)
     taken = set()
-    for image_id, indices in tqdm(by_image.items(), desc="errors", disable=not progress):
+    for image_id, indices in tqdm(
+        by_image.items(), desc="errors", disable=not progress, mininterval=2.0
+    ):
         gts = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[image_id]))
         dts = [results[i] for i in indices]
         iou = _ious(dts, gts)  # (D, G)

@@ -148,7 +148,8 @@ def test_cli_writes_the_report_and_the_picture(coco_file, tmp_path, capsys):
     assert rc == 0
     report = json.loads((tmp_path / "data_analysis.json").read_text())
     assert (tmp_path / "data_analysis.png").stat().st_size > 0
-    assert report["datasets"] == ["nested_boxes"] and report["images"] == 2
+    folder = os.path.basename(os.path.dirname(coco_file))
+    assert report["datasets"] == [f"{folder}_nested_boxes"] and report["images"] == 2
     assert [r["sizes_of_interest"] for r in report["runs"]] == [[64.0, 128.0], [32.0, 64.0]]
     scale = report["runs"][0]["scales"][0]
     assert REPORT_KEYS <= set(scale)
