@@ -15,5 +15,11 @@ setup(
     install_requires=["fvcore", "pycocotools", "tabulate"],
     # python -m fcos_d2.export (ONNX graphs, ONNX Runtime, int8 quantization); not needed by
     # import fcos_d2 or training. onnxscript: torch.onnx imports it.
-    extras_require={"export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript"]},
+    extras_require={
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
+        # --format openvino (float32 / bfloat16 / NNCF int8), ExportedPredictor on OpenVINO
+        "openvino": ["openvino>=2024.4", "nncf>=2.13"],
+        # COCO evaluation without detectron2's compiled ops: fcos_d2's COCOEvaluator uses it
+        "eval": ["faster-coco-eval>=1.6"],
+    },
 )

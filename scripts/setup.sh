@@ -41,8 +41,8 @@ fi
 echo "[setup] installing requirements and fcos_d2 (editable)"
 pip_install -r requirements.txt
 pip_install --no-deps --no-build-isolation -e .
-echo "[setup] installing the export extra (onnx, onnxruntime, onnxscript)"
-pip_install -e ".[export]" --no-build-isolation
+echo "[setup] installing the extras: export (onnx, onnxruntime), openvino (openvino, nncf), eval (faster-coco-eval)"
+pip_install -e ".[export,openvino,eval]" --no-build-isolation
 "$PY" -c "import fcos_d2, detectron2, torch; print('[setup] ok: torch', torch.__version__, \
 'detectron2', detectron2.__version__)"
 echo "$WANT" > "$STAMP"

@@ -335,7 +335,9 @@ def plot_results(analysis: ResultsAnalysis, output_dir: str) -> List[str]:
 
 def _predict(args, cfg, dataset: str, inference_dir: str, error) -> str:
     """A results file of the model of ``cfg`` (or ``--exported``) on ``dataset``."""
-    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+    from detectron2.evaluation import inference_on_dataset
+
+    from ..evaluation import FCOSCOCOEvaluator
 
     os.makedirs(inference_dir, exist_ok=True)
     if args.exported:
@@ -350,7 +352,7 @@ def _predict(args, cfg, dataset: str, inference_dir: str, error) -> str:
 
         model = Predictor(cfg).model
         loader = FCOSTrainer.build_test_loader(cfg, dataset)
-        evaluator = COCOEvaluator(dataset, tasks=("bbox",), output_dir=inference_dir)
+        evaluator = FCOSCOCOEvaluator(dataset, tasks=("bbox",), output_dir=inference_dir)
         inference_on_dataset(model, loader, evaluator)
     return os.path.join(inference_dir, "coco_instances_results.json")
 

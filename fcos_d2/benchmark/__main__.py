@@ -4,6 +4,7 @@ Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the sa
     python -m fcos_d2.benchmark [--device cpu|cuda] [--size 800 1216] [--iters 3] [--json F]
         [--no-deploy] [--demo-weights output/demo/model_final.pth]
     python -m fcos_d2.benchmark --profile
+    python -m fcos_d2.benchmark --pick   (the fastest deploy mode within 1 AP of float32)
 
 Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
 """
@@ -49,11 +50,17 @@ def main(argv=None) -> Dict:
     parser.add_argument(
         "--profile", action="store_true", help="only profile fcos_d2's default model (~1 min)"
     )
+    parser.add_argument(
+        "--pick",
+        action="store_true",
+        help="the deploy rows and the demo AP per mode, then the fastest mode within 1 AP of "
+        "float32 and the command that gives it",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     register_shapes(replace=False)  # calibration and AP rows use the demo's datasets
     cfg, ours, d2 = build_models(args.config, args.device)
-    if args.deploy_only:
+    if args.deploy_only or args.pick:
         return _deploy_only(args, cfg, ours, d2)
     if args.profile:
         rows = profile_default(ours, args.size, args.device, training_batch())
@@ -84,6 +91,7 @@ def main(argv=None) -> Dict:
 def _deploy_only(args, cfg, ours, d2) -> Dict:
     from tabulate import tabulate
 
+    from .deploy import pick_fastest
     from .report import COLUMNS, deploy_goals
 
     rows = bench_deploy(cfg, ours, d2, args.size, args.iters)
@@ -95,10 +103,26 @@ def _deploy_only(args, cfg, ours, d2) -> Dict:
         tabulate([[r.get(c, "") for c in COLUMNS] for r in rows], headers=COLUMNS, floatfmt=".4g")
     )
     print(tabulate([[g["goal"], g["target"], g["ratio"], g["met"]] for g in result["goals"]]))
+    result["pick"] = pick_fastest(rows)
+    if args.pick:
+        print(_pick_text(result["pick"], args.demo_weights))
     os.makedirs(args.output, exist_ok=True)
     with open(args.json or os.path.join(args.output, "deploy.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result
+
+
+def _pick_text(pick, weights: str) -> str:
+    if pick is None:
+        return (
+            f"--pick needs the demo model's AP per mode: train it first (make demo; {weights!r} "
+            "is missing)"
+        )
+    return (
+        f"fastest mode within 1 AP of float32 on this machine: {pick['deploy_mode']} "
+        f"({pick['min_s']:.3f} s per image here, demo AP {pick['AP']:.2f} vs "
+        f"{pick['AP_float32']:.2f}); get it with: {pick['command']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,24 +1,76 @@
 """
-Exported models (python -m fcos_d2.export) against detectron2's built-in FCOS in eager PyTorch:
-latency of the float32 and int8 ONNX graphs in ONNX Runtime, interleaved with the built-in in
-one run, and the demo model's bbox AP per format.
+Every runtime x precision users deploy with, against detectron2's built-in FCOS in eager float32,
+interleaved in one run: fcos_d2 eager float32 / bfloat16, the exported graph in ONNX Runtime
+float32 / int8 and in OpenVINO float32 / bfloat16 / int8 (those available on this machine), each
+with its per-precision conv-bound floor; the demo model's bbox AP per mode; and the fastest mode
+whose AP is within 1 point of float32 (``--pick``).
 """
 
 import os
 import tempfile
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from ..data import register_shapes
+from .floors import conv_rates, floor_seconds
 from .harness import timeit_interleaved
 
-__all__ = ["bench_deploy", "bench_deploy_ap"]
+__all__ = ["DEPLOY_MODES", "DEPLOY_TARGETS", "bench_deploy", "bench_deploy_ap", "pick_fastest"]
 
+# The ONNX Runtime goals of the previous deploy issue (ratios to the built-in).
 DEPLOY_TARGETS = {"float32": 0.70, "int8": 0.30}
 
+# mode -> (precision, how to get it); "eager" modes are the PyTorch model itself.
+DEPLOY_MODES = {
+    "eager float32": ("float32", "fcos_d2.Predictor / train_net.py --eval-only (the default)"),
+    "eager bfloat16": ("bfloat16", "MODEL.FCOS.INFERENCE_DTYPE bfloat16"),
+    "onnxruntime float32": ("float32", "python -m fcos_d2.export --format onnx"),
+    "onnxruntime int8": ("int8", "python -m fcos_d2.export --format onnx --quantize int8"),
+    "openvino float32": ("float32", "python -m fcos_d2.export --format openvino --precision fp32"),
+    "openvino bfloat16": (
+        "bfloat16",
+        "python -m fcos_d2.export --format openvino --precision bf16",
+    ),
+    "openvino int8": ("int8", "python -m fcos_d2.export --format openvino --precision int8"),
+}
+_OPENVINO_PRECISION = {
+    "openvino float32": "fp32",
+    "openvino bfloat16": "bf16",
+    "openvino int8": "int8",
+}
 
-def _onnx_sessions(cfg, ours, size, calibration_dataset: str, calibration_images: int):
+
+def _openvino_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _bf16_available() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def available_modes() -> List[str]:
+    """The modes this machine and install can run."""
+    bf16, ov = _bf16_available(), _openvino_available()
+    wanted = {
+        "eager bfloat16": bf16,
+        "openvino float32": ov,
+        "openvino bfloat16": ov and bf16,
+        "openvino int8": ov,
+    }
+    return [m for m in DEPLOY_MODES if wanted.get(m, True)]
+
+
+def _exported_runners(
+    cfg, ours, size, modes, calibration_dataset: str, calibration_images: int
+) -> Dict[str, Tuple[Callable[[np.ndarray], tuple], str]]:
+    """mode -> (image -> outputs, runtime version) for the exported modes of ``modes``."""
     import onnxruntime as ort
 
     from ..export.graph import DeployFCOS, sample_image
@@ -29,47 +81,105 @@ def _onnx_sessions(cfg, ours, size, calibration_dataset: str, calibration_images
     fp32, int8 = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
     write_onnx(DeployFCOS(ours), sample_image(*size), fp32)
     quantize_int8(cfg, fp32, int8, calibration_dataset, calibration_images)
-    make = lambda p: ort.InferenceSession(p, providers=["CPUExecutionProvider"])  # noqa: E731
-    return {"float32": make(fp32), "int8": make(int8)}, ort.__version__
+
+    def session(path):
+        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return lambda a: s.run(None, {"image": a})
+
+    runners = {
+        "onnxruntime float32": (session(fp32), f"ONNX Runtime {ort.__version__}"),
+        "onnxruntime int8": (session(int8), f"ONNX Runtime {ort.__version__}"),
+    }
+    ov_modes = [m for m in modes if m.startswith("openvino")]
+    if ov_modes:
+        import openvino
+
+        from ..export.openvino import convert_onnx, openvino_runner, quantize_openvino_int8
+
+        xml32, xml8 = os.path.join(folder, "fp32.xml"), os.path.join(folder, "int8.xml")
+        convert_onnx(fp32, xml32)
+        if "openvino int8" in ov_modes:
+            quantize_openvino_int8(cfg, fp32, xml8, calibration_dataset, calibration_images)
+        for mode in ov_modes:
+            precision = _OPENVINO_PRECISION[mode]
+            path = xml8 if precision == "int8" else xml32
+            runners[mode] = (openvino_runner(path, precision), f"OpenVINO {openvino.__version__}")
+    return runners
 
 
 def bench_deploy(
     cfg, ours, d2, size, iters, calibration_dataset: str = "shapes_train", calibration_images=4
 ) -> List[Dict]:
     """
-    Rows "deploy batch 1": the built-in (float32 eager), fcos_d2 eager, and the exported float32
-    and int8 graphs in ONNX Runtime on one uint8 image of ``size``, timed round by round. The
-    int8 graph is calibrated on ``calibration_images`` images of ``calibration_dataset`` (the
-    count does not change its speed). ``matched_to_eager``: the share of fcos_d2's eager
-    detections the graph gives (one-to-one, same class, IoU >= 0.999, |d score| <= 1e-4).
+    Rows "deploy batch 1": the built-in (float32 eager) and every available mode on one uint8
+    image of ``size``, timed round by round, each with ``deploy_mode``, ``precision``,
+    ``floor_s`` (the network's multiply-adds at this CPU's rate for one 256 -> 256 3x3 conv of
+    that precision) and ``floor_ratio`` (min_s / floor_s). int8 graphs are calibrated on
+    ``calibration_images`` images of ``calibration_dataset`` (the count does not change their
+    speed). ``matched_to_eager``: the share of fcos_d2's eager detections an exported graph
+    gives (one-to-one, same class, IoU >= 0.999, |d score| <= 1e-4).
     """
     from ..export.compare import matched_fractions
+    from .harness import variant
+    from .inference import _gmacs
 
-    sessions, version = _onnx_sessions(cfg, ours, size, calibration_dataset, calibration_images)
+    modes = available_modes()
+    runners = _exported_runners(cfg, ours, size, modes, calibration_dataset, calibration_images)
     gen = torch.Generator().manual_seed(0)
     image = (torch.rand(3, *size, generator=gen) * 255).to(torch.uint8)
     array = image.numpy()
-    runs = {
-        "d2 built-in (float32, eager)": lambda: d2([{"image": image.float()}]),
-        "fcos_d2 eager (float32, default)": lambda: ours([{"image": image}]),
-    }
-    for precision, session in sessions.items():
-        runs[f"exported {precision}, ONNX Runtime {version}"] = lambda s=session: s.run(
-            None, {"image": array}
-        )
+    runs = {"d2 built-in (float32, eager)": lambda: d2([{"image": image.float()}])}
+    names = {}
+    eager = {"eager float32": ours}
+    if "eager bfloat16" in modes:
+        eager["eager bfloat16"] = variant(cfg, ours, INFERENCE_DTYPE="bfloat16")
+    for mode, model in eager.items():
+        names[mode] = f"fcos_d2 {mode}" + (" (default)" if mode == "eager float32" else "")
+        runs[names[mode]] = lambda m=model: m([{"image": image}])
+    for mode, (run, version) in runners.items():
+        precision = DEPLOY_MODES[mode][0]
+        names[mode] = f"exported {precision}, {version}"
+        runs[names[mode]] = lambda r=run: r(array)
     with torch.no_grad():
-        eager = ours([{"image": image}])[0]["instances"]
-        eager = (eager.pred_boxes.tensor, eager.scores, eager.pred_classes)
+        reference = ours([{"image": image}])[0]["instances"]
+        reference = (reference.pred_boxes.tensor, reference.scores, reference.pred_classes)
         times = timeit_interleaved(runs, iters, "cpu")
-    rows = []
-    for name, t in times.items():
-        row = {"what": "deploy batch 1", "mode": name, **t}
-        for precision, session in sessions.items():
-            if name.startswith(f"exported {precision}"):
-                got = tuple(torch.from_numpy(o) for o in session.run(None, {"image": array}))
-                row["matched_to_eager"] = min(matched_fractions(eager, got))
-                row["detections"] = len(got[0])
+    rates = conv_rates(ours.head.cls_logits.in_channels, size)
+    gmacs = _gmacs(ours, size, "cpu")
+    rows = [
+        {
+            "what": "deploy batch 1",
+            "mode": "d2 built-in (float32, eager)",
+            **times["d2 built-in (float32, eager)"],
+        }
+    ]
+    for mode, name in names.items():
+        precision = DEPLOY_MODES[mode][0]
+        row = {
+            "what": "deploy batch 1",
+            "mode": name,
+            "deploy_mode": mode,
+            "precision": precision,
+            **times[name],
+        }
+        if precision in rates:
+            row["floor_s"] = floor_seconds(gmacs, rates[precision]["gflops_per_s"])
+            row["floor_ratio"] = row["min_s"] / row["floor_s"]
+        if mode in runners:
+            got = tuple(torch.from_numpy(np.asarray(o)) for o in runners[mode][0](array))
+            row["matched_to_eager"] = min(matched_fractions(reference, got))
+            row["detections"] = len(got[0])
         rows.append(row)
+    for precision, r in rates.items():
+        rows.append(
+            {
+                "what": "conv rate (256->256 3x3, P3 map)",
+                "mode": f"{precision}, {r['by']}",
+                "precision": precision,
+                "gflops_per_s": r["gflops_per_s"],
+                "min_s": floor_seconds(gmacs, r["gflops_per_s"]),
+            }
+        )
     return rows
 
 
@@ -77,28 +187,76 @@ def bench_deploy_ap(
     config: str, weights: str, dataset: str, calibration_images: int = 64
 ) -> Optional[List[Dict]]:
     """
-    bbox AP of a trained model on ``dataset``: eager, exported float32 and int8 (ONNX
-    Runtime); None when ``weights`` does not exist (e.g. before ``make demo``)."""
+    bbox AP of a trained model on ``dataset`` in every available mode (rows with
+    ``deploy_mode``); None when ``weights`` does not exist (e.g. before ``make demo``)."""
     if not os.path.isfile(weights):
         return None
     register_shapes(replace=False)  # the demo's datasets, also when called on its own
     from detectron2.data import build_detection_test_loader
-    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+    from detectron2.evaluation import inference_on_dataset
+    from detectron2.modeling import build_model
 
+    from ..checkpoint import load_for_inference
     from ..config_loader import load_config
+    from ..evaluation import FCOSCOCOEvaluator
     from ..export.evaluate import evaluate_exported
-    from ..export.writers import build_deploy_model, export_model
+    from ..export.writers import export_model
 
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
-    model = build_deploy_model(cfg).model
-    loader = build_detection_test_loader(cfg, dataset)
-    eager = inference_on_dataset(model, loader, COCOEvaluator(dataset, output_dir=None))
-    rows = [{"what": f"bbox AP on {dataset}", "mode": "eager float32", **eager["bbox"]}]
+    what = f"bbox AP on {dataset}"
+    rows = []
     folder = tempfile.mkdtemp(prefix="fcos_d2_bench_ap_")
-    for precision in ("float32", "int8"):
-        out = os.path.join(folder, precision)
-        quantize = "int8" if precision == "int8" else None
-        export_model(cfg, "onnx", out, quantize=quantize, calibration_images=calibration_images)
-        result = evaluate_exported(out, dataset)["bbox"]
-        rows.append({"what": f"bbox AP on {dataset}", "mode": f"exported {precision}", **result})
+    for mode in available_modes():
+        if mode.startswith("eager"):
+            c = cfg.clone()
+            c.MODEL.FCOS.INFERENCE_DTYPE = DEPLOY_MODES[mode][0]
+            model = build_model(c).eval()
+            load_for_inference(model, weights)
+            loader = build_detection_test_loader(c, dataset)
+            evaluator = FCOSCOCOEvaluator(dataset, output_dir=None)
+            result = inference_on_dataset(model, loader, evaluator)["bbox"]
+        else:
+            out = os.path.join(folder, mode.replace(" ", "_"))
+            kwargs = {"calibration_images": calibration_images}
+            if mode == "onnxruntime int8":
+                kwargs["quantize"] = "int8"
+            if mode.startswith("openvino"):
+                kwargs["precision"] = _OPENVINO_PRECISION[mode]
+            export_model(cfg, "openvino" if mode.startswith("openvino") else "onnx", out, **kwargs)
+            result = evaluate_exported(out, dataset)["bbox"]
+        rows.append(
+            {"what": what, "mode": _AP_NAMES.get(mode, mode), "deploy_mode": mode, **result}
+        )
     return rows
+
+
+# AP row names of the previous release (kept for its goals and reports)
+_AP_NAMES = {"onnxruntime float32": "exported float32", "onnxruntime int8": "exported int8"}
+
+
+def pick_fastest(rows: List[Dict], max_ap_drop: float = 1.0) -> Optional[Dict]:
+    """
+    The fastest ``deploy batch 1`` mode whose demo AP (the ``bbox AP`` row of the same
+    ``deploy_mode``) is within ``max_ap_drop`` points of eager float32's, with its time, AP and
+    the command that gives it; None without AP rows.
+    """
+    ap = {
+        r["deploy_mode"]: r["AP"]
+        for r in rows
+        if r["what"].startswith("bbox AP") and "deploy_mode" in r
+    }
+    if "eager float32" not in ap:
+        return None
+    timed = [r for r in rows if r["what"] == "deploy batch 1" and r.get("deploy_mode") in ap]
+    ok = [r for r in timed if not ap[r["deploy_mode"]] < ap["eager float32"] - max_ap_drop]
+    if not ok:
+        return None
+    best = min(ok, key=lambda r: r["min_s"])
+    mode = best["deploy_mode"]
+    return {
+        "deploy_mode": mode,
+        "min_s": best["min_s"],
+        "AP": ap[mode],
+        "AP_float32": ap["eager float32"],
+        "command": DEPLOY_MODES[mode][1],
+    }

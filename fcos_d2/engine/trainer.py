@@ -17,13 +17,14 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import FCOSCheckpointer
 from ..data import check_num_classes
 from ..data.mapper import FCOSDatasetMapper, drop_invalid_annotations
+from ..evaluation import FCOSCOCOEvaluator
 from ..solver import build_optimizer
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
@@ -243,4 +244,4 @@ class FCOSTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return DatasetEvaluators([COCOEvaluator(dataset_name, output_dir=output_folder)])
+        return DatasetEvaluators([FCOSCOCOEvaluator(dataset_name, output_dir=output_folder)])

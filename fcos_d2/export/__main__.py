@@ -1,12 +1,13 @@
 """
-Export an FCOS model, whole (post-processing included), to ONNX or TorchScript.
+Export an FCOS model, whole (post-processing included), to ONNX, TorchScript or OpenVINO.
 
-    python -m fcos_d2.export --config-file CFG --format {onnx,torchscript} --output DIR \
-        [--quantize int8 [--calibration-dataset NAME] [--calibration-images 64]] \
+    python -m fcos_d2.export --config-file CFG --format {onnx,torchscript,openvino} --output DIR \
+        [--quantize int8 (ONNX) | --precision {fp32,bf16,int8} (OpenVINO)] \
+        [--calibration-dataset NAME] [--calibration-images 64] \
         [--eval DATASET] [--class-thresholds FILE] [KEY VALUE ...]
 
-Writes DIR/model.onnx or DIR/model.ts and DIR/export.json; ``--eval`` then prints the exported
-model's COCO bbox AP on a registered dataset.
+Writes DIR/model.onnx, DIR/model.ts or DIR/model.xml (+ model.bin) and DIR/export.json;
+``--eval`` then prints the exported model's COCO bbox AP on a registered dataset.
 """
 
 import argparse
@@ -29,6 +30,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default=None,
+        help="OpenVINO only: float32 (default), bfloat16 inference, or NNCF int8",
+    )
     parser.add_argument("--calibration-dataset", default=None, help="default: DATASETS.TRAIN[0]")
     parser.add_argument("--calibration-images", type=int, default=64)
     parser.add_argument("--eval", default=None, metavar="DATASET", help="evaluate after export")
@@ -54,6 +61,7 @@ def main(argv=None) -> None:
         args.format,
         args.output,
         quantize=args.quantize,
+        precision=args.precision,
         calibration_dataset=args.calibration_dataset,
         calibration_images=args.calibration_images,
     )

@@ -10,11 +10,12 @@ from typing import Any, Dict, List, Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, build_detection_test_loader
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
+from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.logger import setup_logger
 
 from ..data import register_shapes
+from ..evaluation import FCOSCOCOEvaluator
 from .predictor import ExportedPredictor
 
 __all__ = ["evaluate_exported"]
@@ -48,7 +49,7 @@ def evaluate_exported(
     loader = build_detection_test_loader(cfg, dataset)
     if max_images:
         loader = _FirstBatches(loader, max_images)
-    evaluator = COCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)
+    evaluator = FCOSCOCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)
     return inference_on_dataset(_AsModel(predictor), loader, evaluator)
 
 

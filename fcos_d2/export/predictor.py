@@ -1,6 +1,7 @@
 """
 ``ExportedPredictor``: detectron2's ``DefaultPredictor`` calling convention over a directory
-written by ``python -m fcos_d2.export`` (ONNX in ONNX Runtime, or TorchScript).
+written by ``python -m fcos_d2.export`` (ONNX in ONNX Runtime, TorchScript, or an OpenVINO IR in
+OpenVINO in its precision).
 """
 
 import os
@@ -75,8 +76,14 @@ class ExportedPredictor:
             values = read_class_thresholds(class_thresholds, num_classes)
             self._thresholds = torch.tensor(values, dtype=torch.float32)
         path = os.path.join(directory, self.info["file"])
-        make_runner = _onnx_runner if self.info["format"] == "onnx" else _torchscript_runner
-        self._run = make_runner(path, num_threads)
+        fmt = self.info["format"]
+        if fmt == "openvino":
+            from .openvino import openvino_runner
+
+            self._run = openvino_runner(path, self.info["openvino_precision"], num_threads)
+        else:
+            make_runner = _onnx_runner if fmt == "onnx" else _torchscript_runner
+            self._run = make_runner(path, num_threads)
         resize = self.info["resize"]
         min_size = resize["min_size_test"]
         self.aug = T.ResizeShortestEdge([min_size, min_size], resize["max_size_test"])

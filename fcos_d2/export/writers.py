@@ -20,6 +20,7 @@ from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, check_exportable, sampl
 __all__ = [
     "FORMATS",
     "MODEL_FILES",
+    "RUNTIMES",
     "build_deploy_model",
     "trace",
     "write_onnx",
@@ -27,8 +28,11 @@ __all__ = [
     "read_export_json",
 ]
 
-FORMATS = ("onnx", "torchscript")
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+FORMATS = ("onnx", "torchscript", "openvino")
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "openvino": "model.xml"}
+# runtime of each format, and the precision names export.json records
+RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript", "openvino": "openvino"}
+PRECISION_NAMES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 ONNX_OPSET = 17
 EXPORT_JSON = "export.json"
 
@@ -94,6 +98,7 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
     info = {
         "format": fmt,
         "file": MODEL_FILES[fmt],
+        "runtime": RUNTIMES[fmt],
         "precision": "float32",
         "input": {
             "name": INPUT_NAME,
@@ -139,6 +144,7 @@ def export_model(
     output_dir: str,
     *,
     quantize: Optional[str] = None,
+    precision: Optional[str] = None,
     calibration_dataset: Optional[str] = None,
     calibration_images: int = 64,
 ) -> Dict[str, Any]:
@@ -147,19 +153,26 @@ def export_model(
     ``export.json``, whose content is returned.
 
     Args:
-        fmt: "onnx" or "torchscript".
+        fmt: "onnx", "torchscript" or "openvino".
         quantize: None, or "int8" (ONNX only): static post-training quantization calibrated on
             ``calibration_images`` images of the registered dataset ``calibration_dataset``
             (default: the first of ``DATASETS.TRAIN``).
+        precision: OpenVINO only: "fp32" (default), "bf16" (OpenVINO's bfloat16 inference of
+            the float32 IR) or "int8" (NNCF quantization, calibrated as ``quantize``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {list(FORMATS)}")
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize={quantize!r} is not one of [None, 'int8']")
     if quantize and fmt != "onnx":
-        raise ValueError("--quantize int8 needs --format onnx (int8 runs in ONNX Runtime)")
+        raise ValueError("--quantize int8 needs --format onnx (for OpenVINO use --precision int8)")
+    if precision is not None and fmt != "openvino":
+        raise ValueError(f"--precision {precision} needs --format openvino")
+    precision = precision or ("fp32" if fmt == "openvino" else None)
+    if precision is not None and precision not in PRECISION_NAMES:
+        raise ValueError(f"--precision {precision!r} is not one of {list(PRECISION_NAMES)}")
     extra: Dict[str, Any] = {}
-    if quantize:
+    if quantize or precision == "int8":
         from .quantize import check_calibration_dataset
 
         calibration_dataset = check_calibration_dataset(cfg, calibration_dataset)
@@ -170,6 +183,10 @@ def export_model(
     path = os.path.join(output_dir, MODEL_FILES[fmt])
     if fmt == "torchscript":
         trace(deploy, sample).save(path)
+    elif fmt == "openvino":
+        extra = _write_openvino(
+            cfg, deploy, sample, output_dir, precision, calibration_dataset, calibration_images
+        )
     elif quantize:
         from .quantize import quantize_int8
 
@@ -183,6 +200,31 @@ def export_model(
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
     return info
+
+
+def _write_openvino(cfg, deploy, sample, output_dir, precision, dataset, count) -> Dict[str, Any]:
+    """model.xml / model.bin from the ONNX graph (removed afterwards); what export.json adds."""
+    from .openvino import convert_onnx, quantize_openvino_int8
+
+    onnx_path = os.path.join(output_dir, "model_float32.onnx")
+    xml_path = os.path.join(output_dir, MODEL_FILES["openvino"])
+    write_onnx(deploy, sample, onnx_path)
+    try:
+        if precision == "int8":
+            extra = quantize_openvino_int8(cfg, onnx_path, xml_path, dataset, count)
+        else:
+            convert_onnx(onnx_path, xml_path)
+            extra = {}
+    finally:
+        os.remove(onnx_path)
+    import openvino
+
+    return {
+        **extra,
+        "precision": PRECISION_NAMES[precision],
+        "openvino_precision": precision,
+        "openvino_version": openvino.__version__,
+    }
 
 
 def read_export_json(directory: str) -> Dict[str, Any]:

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from fcos_d2.benchmark.report import summarize
 
 
@@ -92,3 +94,82 @@ def test_deploy_goals_are_ratios_to_the_builtin_and_ap_differences(tmp_path):
     assert math.isclose(drop["ratio"], 1.5) and drop["met"] is False
     write_chart(rows, str(tmp_path / "chart.png"))
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+def _runtime_rows(amx):
+    flags = ["avx2", "avx512f"] + (["amx_bf16", "amx_int8"] if amx else [])
+    rows = [
+        {
+            "what": "deploy batch 1",
+            "mode": "d2 built-in (float32, eager)",
+            "min_s": 2.0,
+            "cpu_flags": flags,
+        }
+    ]
+    for mode, precision, t, floor in (
+        ("eager float32", "float32", 1.5, 1.4),
+        ("eager bfloat16", "bfloat16", 0.4, 0.3),
+        ("onnxruntime float32", "float32", 1.6, 1.4),
+        ("onnxruntime int8", "int8", 0.8, 0.2),
+        ("openvino float32", "float32", 1.2, 1.4),
+        ("openvino int8", "int8", 0.3, 0.25),
+    ):
+        rows.append(
+            {
+                "what": "deploy batch 1",
+                "mode": f"exported {precision}, {mode}",
+                "deploy_mode": mode,
+                "precision": precision,
+                "min_s": t,
+                "floor_s": floor,
+                "floor_ratio": t / floor,
+            }
+        )
+    for mode, ap in (
+        ("eager float32", 88.0),
+        ("eager bfloat16", 87.9),
+        ("onnxruntime float32", 88.0),
+        ("onnxruntime int8", 87.5),
+        ("openvino float32", 88.0),
+        ("openvino int8", 86.5),
+    ):
+        rows.append(
+            {
+                "what": "bbox AP on shapes_val",
+                "mode": {
+                    "onnxruntime float32": "exported float32",
+                    "onnxruntime int8": "exported int8",
+                }.get(mode, mode),
+                "deploy_mode": mode,
+                "AP": ap,
+            }
+        )
+    return rows
+
+
+def test_pick_is_the_fastest_mode_within_one_ap_of_float32():
+    from fcos_d2.benchmark.deploy import pick_fastest
+
+    rows = _runtime_rows(amx=False)
+    # openvino int8 (0.3 s) drops 1.5 AP: out; the next fastest is eager bfloat16 (0.4 s, -0.1)
+    pick = pick_fastest(rows)
+    assert pick["deploy_mode"] == "eager bfloat16" and pick["min_s"] == 0.4
+    assert "INFERENCE_DTYPE bfloat16" in pick["command"]
+    assert pick_fastest(rows, max_ap_drop=2.0)["deploy_mode"] == "openvino int8"
+    assert pick_fastest([r for r in rows if not r["what"].startswith("bbox")]) is None
+
+
+@pytest.mark.parametrize("amx, int8_target", [(True, 0.06), (False, 0.25)])
+def test_runtime_goals_use_the_cpus_column(amx, int8_target):
+    from fcos_d2.benchmark.report import deploy_goals
+
+    goals = {g["goal"]: g for g in deploy_goals(_runtime_rows(amx))}
+    (best_int8,) = [g for k, g in goals.items() if "best int8 mode" in k]
+    assert "openvino int8" in next(k for k in goals if "best int8 mode" in k)
+    assert best_int8["target"] == int8_target and math.isclose(best_int8["ratio"], 0.15)
+    floor = goals["deploy batch 1, onnxruntime int8 / its int8 floor"]
+    assert math.isclose(floor["ratio"], 4.0) and floor["met"] is False
+    exported = [g for k, g in goals.items() if "best exported float32" in k][0]
+    assert math.isclose(exported["ratio"], 1.2 / 1.5) and exported["met"] is True
+    drop = goals["demo bbox AP drop eager float32 -> openvino int8 (AP points)"]
+    assert math.isclose(drop["ratio"], 1.5) and drop["met"] is False

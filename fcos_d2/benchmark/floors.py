@@ -1,0 +1,96 @@
+"""
+Per-precision floors: how fast this CPU runs the network's most common layer (one 256 -> 256 3x3
+convolution on a P3-sized map) in float32, bfloat16 and int8, and so how long a forward would
+take if every multiply-add ran at that rate (the network's FLOPs / the rate). A mode's time over
+its own floor says how much of it is overhead rather than arithmetic.
+"""
+
+import os
+from typing import Callable, Dict, Tuple
+
+import torch
+
+from .harness import timeit
+
+__all__ = ["conv_rates", "cpu_isa", "floor_seconds"]
+
+
+def _conv_input(channels: int, size: Tuple[int, int]) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    h, w = -(-size[0] // 8), -(-size[1] // 8)
+    x = torch.randn(1, channels, h, w, generator=gen)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _rate(fn: Callable[[], object], macs: int, iters: int) -> float:
+    with torch.no_grad():
+        t = timeit(fn, iters, "cpu")
+    return 2 * macs / t["min_s"] / 1e9
+
+
+def _torch_float(x: torch.Tensor, dtype: torch.dtype) -> Callable[[], object]:
+    c = x.shape[1]
+    conv = torch.nn.Conv2d(c, c, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+    x = x.to(dtype)
+    return lambda: conv(x)
+
+
+def _torch_int8(x: torch.Tensor) -> Callable[[], object]:
+    """PyTorch's x86 quantized conv (oneDNN / fbgemm, VNNI where the CPU has it)."""
+    from torch.ao.nn.quantized import Conv2d as QConv2d
+
+    torch.backends.quantized.engine = "x86"
+    c = x.shape[1]
+    conv = QConv2d(c, c, 3, padding=1)
+    q = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
+    return lambda: conv(q)
+
+
+def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str, Dict]:
+    """
+    GFLOP/s (2 x multiply-adds / s) of a ``channels`` -> ``channels`` 3x3 conv on a
+    (size / 8)-sized map, per precision, with what ran it: float32 and bfloat16 in PyTorch
+    (oneDNN, channels_last; bfloat16 only where oneDNN has bfloat16 kernels for this CPU), int8
+    in PyTorch's x86 quantized conv (uint8 activations, int8 weights; VNNI where the CPU has it).
+    """
+    x = _conv_input(channels, size)
+    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
+    rates = {
+        "float32": {
+            "gflops_per_s": _rate(_torch_float(x, torch.float32), macs, iters),
+            "by": "PyTorch (oneDNN)",
+        },
+    }
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        rates["bfloat16"] = {
+            "gflops_per_s": _rate(_torch_float(x, torch.bfloat16), macs, iters),
+            "by": "PyTorch (oneDNN)",
+        }
+    rates["int8"] = {
+        "gflops_per_s": _rate(_torch_int8(x), macs, iters),
+        "by": "PyTorch x86 quantized conv",
+    }
+    return rates
+
+
+def floor_seconds(gmacs: float, rate_gflops: float) -> float:
+    """Seconds of ``gmacs`` G multiply-adds at ``rate_gflops`` GFLOP/s."""
+    return 2 * gmacs / rate_gflops
+
+
+def cpu_isa() -> Dict[str, object]:
+    """The instruction sets in use: PyTorch's ATen kernels, oneDNN's limit, OpenVINO's view."""
+    info: Dict[str, object] = {
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set: all the CPU has)"),
+        "onednn_bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    }
+    try:
+        import openvino as ov
+
+        info["openvino_capabilities"] = list(
+            ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        )
+    except ImportError:
+        pass
+    return info
