@@ -7,6 +7,7 @@ installed (``pip install 'fcos_d2[eval]'``), :class:`FCOSCOCOEvaluator` runs its
 """
 
 import itertools
+import logging
 from typing import Optional
 
 from detectron2.evaluation import COCOEvaluator
@@ -22,6 +23,15 @@ def faster_cocoeval():
     except ImportError:
         return None
     return COCOeval_faster
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 class FCOSCOCOEvaluator(COCOEvaluator):
@@ -50,10 +60,13 @@ class FCOSCOCOEvaluator(COCOEvaluator):
         # detectron2's pass maps the class ids back to the dataset's (on these result dicts)
         # and writes the results file; evaluation is then ours.
         do_evaluation, self._do_evaluation = self._do_evaluation, False
+        quiet = _DropMessage("Annotations are not available")  # they are: evaluation follows
+        self._logger.addFilter(quiet)
         try:
             super()._eval_predictions(predictions, img_ids)
         finally:
             self._do_evaluation = do_evaluation
+            self._logger.removeFilter(quiet)
         if not do_evaluation:
             return
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))

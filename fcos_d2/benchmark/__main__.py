@@ -5,6 +5,7 @@ Side-by-side benchmark of fcos_d2 and detectron2's built-in FCOS carrying the sa
         [--no-deploy] [--demo-weights output/demo/model_final.pth]
     python -m fcos_d2.benchmark --profile
     python -m fcos_d2.benchmark --pick   (the fastest deploy mode within 1 AP of float32)
+    python -m fcos_d2.benchmark --eval-only [--eval-images 5000]   (COCO evaluation time)
 
 Everything printed is measured in this run; results also go to OUTPUT/benchmark.{json,png}.
 """
@@ -19,7 +20,8 @@ import torch
 from ..data import register_shapes
 from ..model_zoo import get_config_file
 from .deploy import bench_deploy, bench_deploy_ap
-from .harness import DEFAULT_CONFIG, build_models
+from .evaluation import bench_coco_eval
+from .harness import DEFAULT_CONFIG, build_models, in_fresh_process
 from .inference import bench_end_to_end, bench_postprocess
 from .matching import bench_matching
 from .report import machine_info, print_profile, print_report, summarize, write_chart
@@ -51,6 +53,17 @@ def main(argv=None) -> Dict:
         "--profile", action="store_true", help="only profile fcos_d2's default model (~1 min)"
     )
     parser.add_argument(
+        "--eval-images",
+        type=int,
+        default=5000,
+        help="images of the COCO evaluation timing (x 100 detections; COCO val has 5,000)",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only the COCO evaluation timing (pycocotools against faster-coco-eval)",
+    )
+    parser.add_argument(
         "--pick",
         action="store_true",
         help="the deploy rows and the demo AP per mode, then the fastest mode within 1 AP of "
@@ -58,6 +71,8 @@ def main(argv=None) -> Dict:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.eval_only:
+        return _eval_only(args)
     register_shapes(replace=False)  # calibration and AP rows use the demo's datasets
     cfg, ours, d2 = build_models(args.config, args.device)
     if args.deploy_only or args.pick:
@@ -72,7 +87,10 @@ def main(argv=None) -> Dict:
     rows += bench_train(cfg, ours, d2, args.device, args.iters)
     if not args.no_deploy and args.device == "cpu":
         rows += bench_deploy(cfg, ours, d2, args.size, args.iters)
-        rows += bench_deploy_ap(DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+        rows += (
+            in_fresh_process(bench_deploy_ap, DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+        )
+        rows += in_fresh_process(bench_coco_eval, args.eval_images)
     result = {
         "machine": machine_info(args.device),
         "size": args.size,
@@ -95,7 +113,8 @@ def _deploy_only(args, cfg, ours, d2) -> Dict:
     from .report import COLUMNS, deploy_goals
 
     rows = bench_deploy(cfg, ours, d2, args.size, args.iters)
-    rows += bench_deploy_ap(DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+    rows += in_fresh_process(bench_deploy_ap, DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+    rows += in_fresh_process(bench_coco_eval, args.eval_images)
     result = {"machine": machine_info(args.device), "size": args.size, "rows": rows}
     result["goals"] = deploy_goals(rows)
     print(result["machine"])
@@ -109,6 +128,25 @@ def _deploy_only(args, cfg, ours, d2) -> Dict:
     os.makedirs(args.output, exist_ok=True)
     with open(args.json or os.path.join(args.output, "deploy.json"), "w") as f:
         json.dump(result, f, indent=1)
+    return result
+
+
+def _eval_only(args) -> Dict:
+    from tabulate import tabulate
+
+    from .report import deploy_goals
+
+    rows = bench_coco_eval(args.eval_images)
+    result = {"machine": machine_info("cpu"), "rows": rows, "goals": deploy_goals(rows)}
+    print(result["machine"])
+    print(
+        tabulate(
+            [[r["mode"], r["min_s"], r["AP"], r["AP50"]] for r in rows],
+            headers=[rows[0]["what"], "s", "AP", "AP50"],
+            floatfmt=".4g",
+        )
+    )
+    print(tabulate([[g["goal"], g["target"], g["ratio"], g["met"]] for g in result["goals"]]))
     return result
 
 

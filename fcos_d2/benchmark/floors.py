@@ -5,14 +5,13 @@ take if every multiply-add ran at that rate (the network's FLOPs / the rate). A 
 its own floor says how much of it is overhead rather than arithmetic.
 """
 
-import os
 from typing import Callable, Dict, Tuple
 
 import torch
 
 from .harness import timeit
 
-__all__ = ["conv_rates", "cpu_isa", "floor_seconds"]
+__all__ = ["conv_rates", "floor_seconds"]
 
 
 def _conv_input(channels: int, size: Tuple[int, int]) -> torch.Tensor:
@@ -76,21 +75,3 @@ def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str
 def floor_seconds(gmacs: float, rate_gflops: float) -> float:
     """Seconds of ``gmacs`` G multiply-adds at ``rate_gflops`` GFLOP/s."""
     return 2 * gmacs / rate_gflops
-
-
-def cpu_isa() -> Dict[str, object]:
-    """The instruction sets in use: PyTorch's ATen kernels, oneDNN's limit, OpenVINO's view."""
-    info: Dict[str, object] = {
-        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not set: all the CPU has)"),
-        "onednn_bf16_kernels": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-    }
-    try:
-        import openvino as ov
-
-        info["openvino_capabilities"] = list(
-            ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        )
-    except ImportError:
-        pass
-    return info

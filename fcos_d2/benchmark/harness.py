@@ -13,7 +13,14 @@ from ..checkpoint import from_native
 from ..config_loader import load_config
 from ..model_zoo import get_config_file
 
-__all__ = ["DEFAULT_CONFIG", "timeit", "timeit_interleaved", "build_models", "variant"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "timeit",
+    "timeit_interleaved",
+    "build_models",
+    "variant",
+    "in_fresh_process",
+]
 
 DEFAULT_CONFIG = get_config_file("compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml")
 
@@ -94,3 +101,39 @@ def variant(cfg, ours, **fcos_keys):
     model = build_model(cfg).eval()
     model.load_state_dict(ours.state_dict())
     return model
+
+
+def _run_and_send(connection, fn: Callable, args) -> None:
+    import traceback
+
+    try:
+        connection.send((True, fn(*args)))
+    except BaseException:  # reported in the parent, with the child's traceback
+        connection.send((False, traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a new (spawned, non-daemonic: it may start data-loader workers) Python
+    process, its result returned: measurements that load several runtimes stay out of each
+    other's way (a run that had timed the R-50 graphs in ONNX Runtime and OpenVINO and then
+    evaluated the demo model's OpenVINO int8 graph crashed with a segmentation fault; each part
+    alone did not)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_run_and_send, args=(send, fn, args))
+    process.start()
+    send.close()
+    try:
+        ok, result = receive.recv()
+    except EOFError:
+        ok, result = False, "the process ended without a result"
+    process.join()
+    if not ok:
+        raise RuntimeError(
+            f"{fn.__name__} failed in its process (exit code {process.exitcode}): {result}"
+        )
+    return result

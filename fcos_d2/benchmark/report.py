@@ -36,6 +36,14 @@ def machine_info(device: str) -> Dict:
     info["cpu_flags"] = cpu["flags"]
     info["cpu_isa"] = f"ATen {cpu['aten']}, oneDNN {cpu['onednn_max_isa']}"
     info["native_bfloat16"] = cpu["native_bfloat16"]
+    try:  # what OpenVINO's CPU plugin reports it can use here
+        import openvino
+
+        info["openvino_cpu"] = list(
+            openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        )
+    except ImportError:
+        pass
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -163,7 +171,24 @@ def deploy_goals(rows: List[Dict]) -> List[Dict]:
             )
         goals += _runtime_goals(rows)
     goals += _ap_goals(rows)
+    goals += _eval_goals(rows)
     return _with_met(goals)
+
+
+def _eval_goals(rows: List[Dict]) -> List[Dict]:
+    timed = {r["mode"]: r for r in rows if r["what"].startswith("COCO evaluation")}
+    if "faster-coco-eval" not in timed or "pycocotools" not in timed:
+        return []
+    fast, slow = timed["faster-coco-eval"], timed["pycocotools"]
+    same = abs(fast["AP"] - slow["AP"]) <= 1e-4 * 100  # AP in points: 1e-4 of AP as a fraction
+    return [
+        {
+            "goal": "COCO evaluation time, faster-coco-eval / pycocotools "
+            f"({'same AP' if same else 'AP DIFFERS'})",
+            "target": 0.3 if same else float("nan"),
+            "ratio": fast["min_s"] / slow["min_s"],
+        }
+    ]
 
 
 def _runtime_goals(rows: List[Dict]) -> List[Dict]:

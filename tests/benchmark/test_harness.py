@@ -1,0 +1,16 @@
+"""in_fresh_process: the result of a function run in its own process, and its failure named."""
+
+import math
+
+import pytest
+
+from fcos_d2.benchmark.harness import in_fresh_process
+
+
+def test_result_comes_back_from_the_other_process():
+    assert in_fresh_process(math.hypot, 3.0, 4.0) == 5.0
+
+
+def test_failure_names_the_function_and_carries_the_traceback():
+    with pytest.raises(RuntimeError, match=r"sqrt failed in its process .*ValueError"):
+        in_fresh_process(math.sqrt, -1.0)
