@@ -114,10 +114,11 @@ def bench_deploy(
     Rows "deploy batch 1": the built-in (float32 eager) and every available mode on one uint8
     image of ``size``, timed round by round, each with ``deploy_mode``, ``precision``,
     ``floor_s`` (the network's multiply-adds at this CPU's rate for one 256 -> 256 3x3 conv of
-    that precision) and ``floor_ratio`` (min_s / floor_s). int8 graphs are calibrated on
-    ``calibration_images`` images of ``calibration_dataset`` (the count does not change their
-    speed). ``matched_to_eager``: the share of fcos_d2's eager detections an exported graph
-    gives (one-to-one, same class, IoU >= 0.999, |d score| <= 1e-4).
+    that precision), ``floor_ratio`` (min_s / floor_s) and ``vs_builtin`` (min_s / the
+    built-in's). int8 graphs are calibrated on ``calibration_images`` images of
+    ``calibration_dataset`` (the count does not change their speed). ``matched_to_eager``: the
+    share of fcos_d2's eager detections an exported graph gives (one-to-one, same class,
+    IoU >= 0.999, |d score| <= 1e-4).
     """
     from ..export.compare import matched_fractions
     from .harness import variant
@@ -161,6 +162,7 @@ def bench_deploy(
             "deploy_mode": mode,
             "precision": precision,
             **times[name],
+            "vs_builtin": times[name]["min_s"] / times["d2 built-in (float32, eager)"]["min_s"],
         }
         if precision in rates:
             row["floor_s"] = floor_seconds(gmacs, rates[precision]["gflops_per_s"])

@@ -306,6 +306,7 @@ COLUMNS = (
     "gflops_per_s",
     "peak_extra_mib",
     "same_detections_as_d2",
+    "vs_builtin",
     "floor_ratio",
     "matched_to_eager",
     "detections",

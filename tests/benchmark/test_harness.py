@@ -12,5 +12,6 @@ def test_result_comes_back_from_the_other_process():
 
 
 def test_failure_names_the_function_and_carries_the_traceback():
-    with pytest.raises(RuntimeError, match=r"(?s)sqrt failed in its process .*ValueError: math domain error"):
+    message = r"(?s)sqrt failed in its process .*ValueError: math domain error"
+    with pytest.raises(RuntimeError, match=message):
         in_fresh_process(math.sqrt, -1.0)
