@@ -14,7 +14,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 from torch import nn
 
-__all__ = ["register_tiny_dataset", "tiny_training_cfg", "tiny_batch", "randomize_head"]
+__all__ = [
+    "register_tiny_dataset",
+    "register_coco_dict",
+    "with_saved_weights",
+    "tiny_training_cfg",
+    "tiny_batch",
+    "randomize_head",
+]
 
 
 def register_tiny_dataset(root: str, name: str, num: int = 7) -> None:
@@ -44,6 +51,32 @@ def register_tiny_dataset(root: str, name: str, num: int = 7) -> None:
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: [dict(r) for r in records])
     MetadataCatalog.get(name).thing_classes = ["a", "b", "c"]
+
+
+def register_coco_dict(name: str, data: dict, root) -> str:
+    """``data`` (a COCO dict) written to ``root``/gt.json and registered (replacing) as ``name``,
+    then loaded once, as a test loader does, so its metadata has the category id map."""
+    import json
+
+    from detectron2.data.datasets import register_coco_instances
+
+    path = os.path.join(str(root), "gt.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, path, str(root))
+    DatasetCatalog.get(name)
+    return path
+
+
+def with_saved_weights(cfg, model, folder):
+    """A copy of ``cfg`` whose MODEL.WEIGHTS is ``model``'s state dict saved in ``folder``."""
+    cfg = cfg.clone()
+    cfg.MODEL.WEIGHTS = os.path.join(str(folder), "model.pth")
+    torch.save({"model": model.state_dict()}, cfg.MODEL.WEIGHTS)
+    return cfg
 
 
 def tiny_training_cfg(dataset: str, out: str, max_iter: int = 4):

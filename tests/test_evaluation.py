@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from common_utils import register_coco_dict
 from detectron2.structures import Boxes, Instances
 
 from fcos_d2.evaluation import FCOSCOCOEvaluator
@@ -43,12 +42,7 @@ def dataset(tmp_path_factory):
         "categories": [{"id": c, "name": n} for c, n in ((1, "a"), (3, "b"), (7, "c"))],
     }
     root = tmp_path_factory.mktemp("evaluation")
-    (root / "gt.json").write_text(json.dumps(data))
-    if NAME in DatasetCatalog.list():
-        DatasetCatalog.remove(NAME)
-        MetadataCatalog.remove(NAME)
-    register_coco_instances(NAME, {}, str(root / "gt.json"), str(root))
-    DatasetCatalog.get(NAME)
+    register_coco_dict(NAME, data, root)
     return data, root
 
 

@@ -10,8 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from common_utils import register_coco_dict
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
@@ -102,12 +101,7 @@ NAME = "fcos_analyze_results_test"
 def evaluated(tmp_path_factory):
     """The hand-built dataset registered, and COCOEvaluator's AP and results file for DETS."""
     root = tmp_path_factory.mktemp("analyze_results")
-    (root / "gt.json").write_text(json.dumps(GT))
-    if NAME in DatasetCatalog.list():
-        DatasetCatalog.remove(NAME)
-        MetadataCatalog.remove(NAME)
-    register_coco_instances(NAME, {}, str(root / "gt.json"), str(root))
-    DatasetCatalog.get(NAME)  # as a test loader does: fills the category id map
+    register_coco_dict(NAME, GT, root)
     evaluator = COCOEvaluator(NAME, tasks=("bbox",), output_dir=str(root / "inference"))
     evaluator.reset()
     xyxy = [[x, y, x + w, y + h] for _, (x, y, w, h), _ in DETS]

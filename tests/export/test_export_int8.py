@@ -7,7 +7,7 @@ trained does not generalise; the check is that quantization keeps what float32 f
 calibrated on them too. ``-s`` prints the three APs.
 """
 
-import torch
+from common_utils import with_saved_weights
 from train_helpers import evaluate_on_dataset
 
 from fcos_d2.export.evaluate import evaluate_exported
@@ -16,10 +16,7 @@ from fcos_d2.export.writers import export_model
 
 def test_int8_model_still_finds_the_objects(tmp_path, overfit_model):
     cfg, name, model = overfit_model("float32", 0)
-    cfg = cfg.clone()
-    weights = str(tmp_path / "model.pth")
-    torch.save({"model": model.state_dict()}, weights)
-    cfg.MODEL.WEIGHTS = weights
+    cfg = with_saved_weights(cfg, model, tmp_path)
 
     eager = evaluate_on_dataset(model, cfg, name)
     assert eager["AP50"] >= 85, eager  # the float model finds the objects (test_learning)

@@ -6,6 +6,7 @@ trained in the test (as test_export_int8 does for ONNX Runtime).
 
 import pytest
 import torch
+from common_utils import with_saved_weights
 from export_helpers import DEMO, load_test_config, random_model
 from test_export import DEMO_SIZES, check_parity
 from train_helpers import evaluate_on_dataset
@@ -59,10 +60,7 @@ def test_precision_is_an_openvino_option(tmp_path):
 
 def test_openvino_precisions_keep_the_trained_models_ap(tmp_path, overfit_model):
     cfg, name, model = overfit_model("float32", 0)
-    cfg = cfg.clone()
-    weights = str(tmp_path / "model.pth")
-    torch.save({"model": model.state_dict()}, weights)
-    cfg.MODEL.WEIGHTS = weights
+    cfg = with_saved_weights(cfg, model, tmp_path)
     eager = evaluate_on_dataset(model, cfg, name)
     assert eager["AP50"] >= 85, eager
     results = {}
