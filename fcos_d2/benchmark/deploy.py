@@ -48,7 +48,9 @@ def _openvino_available() -> bool:
         import openvino  # noqa: F401
     except ImportError:
         return False
-    return True
+    from ..export.openvino import openvino_cpu_problem
+
+    return openvino_cpu_problem() is None
 
 
 def _bf16_available() -> bool:

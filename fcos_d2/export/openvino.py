@@ -8,11 +8,18 @@ post-processing stay float32. Same contract as the ONNX graph: uint8 (3, H, W) i
 scores, classes out, NMS inside, any H and W.
 """
 
+import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["OPENVINO_PRECISIONS", "convert_onnx", "quantize_openvino_int8", "openvino_runner"]
+__all__ = [
+    "OPENVINO_PRECISIONS",
+    "convert_onnx",
+    "quantize_openvino_int8",
+    "openvino_runner",
+    "openvino_cpu_problem",
+]
 
 # --precision of the OpenVINO export -> OpenVINO's INFERENCE_PRECISION_HINT at run time
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -28,6 +35,28 @@ _FLOAT_PATTERNS = (
 )
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# oneDNN ISA caps below AVX-512 under which OpenVINO 2026.4's CPU plugin dies with a segmentation
+# fault on an AVX-512 CPU (measured here, float32 and int8 IRs alike; AVX512_CORE runs)
+_CRASHING_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def openvino_cpu_problem() -> Optional[str]:
+    """Why OpenVINO's CPU plugin cannot run in this process, or None."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap in _CRASHING_CAPS:
+        return (
+            f"ONEDNN_MAX_CPU_ISA={cap}: OpenVINO's CPU plugin crashes under this oneDNN ISA cap "
+            "(a CPU emulated below its own ISA); unset it to run OpenVINO"
+        )
+    return None
+
+
+def _check_cpu() -> None:
+    problem = openvino_cpu_problem()
+    if problem:
+        raise RuntimeError(problem)
 
 
 def _openvino():
@@ -52,6 +81,7 @@ def quantize_openvino_int8(
     """NNCF int8 post-training quantization of the ONNX graph at ``onnx_path``, calibrated on
     ``count`` images of ``dataset``, written as an IR; returns what export.json records."""
     ov = _openvino()
+    _check_cpu()  # NNCF runs the model on the calibration images
     try:
         import nncf
     except ImportError as e:
@@ -84,6 +114,7 @@ def openvino_runner(
     the inference precision of ``precision`` ("fp32", "bf16", "int8"): float32 is asked for
     explicitly, since the plugin defaults to bfloat16 on CPUs with AMX."""
     ov = _openvino()
+    _check_cpu()
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {list(OPENVINO_PRECISIONS)}")
     core = ov.Core()
