@@ -16,7 +16,6 @@ for a usage or set-up error.
 
 import argparse
 import ast
-import json
 import math
 import os
 import sys
@@ -27,6 +26,8 @@ from detectron2.data.datasets import register_coco_instances
 
 import fcos_d2
 from fcos_d2.data import register_shapes
+
+from .io import write_json
 
 __all__ = ["main", "get_parser"]
 
@@ -139,8 +140,7 @@ def _run_data(args: argparse.Namespace, cfg) -> None:
     report, centre_sizes = analyse_data(images, setup, alternatives, json_files, progress=True)
     report = {"config_file": args.config_file, "datasets": names, **report}
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "data_analysis.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(args.output, "data_analysis.json"), report)
     plot_data_report(report, centre_sizes, os.path.join(args.output, "data_analysis.png"))
     print(format_data_report(report))
     print(f"\nwrote {args.output}/data_analysis.json and data_analysis.png")

@@ -27,6 +27,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from .io import write_json
 from .thresholds import best_f1_threshold, write_class_thresholds
 
 __all__ = [
@@ -384,8 +385,10 @@ def run_results(args, cfg, json_names: Sequence[str], error) -> None:
         [analysis.thresholds[n] for n in names],
         {"dataset": dataset, "predictions": path},
     )
-    with open(os.path.join(args.output, "results_analysis.json"), "w") as f:
-        json.dump({"dataset": dataset, "predictions": path, **analysis.to_json()}, f, indent=2)
+    write_json(
+        os.path.join(args.output, "results_analysis.json"),
+        {"dataset": dataset, "predictions": path, **analysis.to_json()},
+    )
     pictures = plot_results(analysis, args.output)
     print(format_results_report(analysis))
     written = ", ".join(os.path.basename(p) for p in pictures)

@@ -6,11 +6,12 @@ thresholds), and the file that carries them (read by
 Shape shorthand: D detections of the class.
 """
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
+
+from .io import write_json
 
 __all__ = ["F1Point", "best_f1_threshold", "write_class_thresholds"]
 
@@ -74,5 +75,4 @@ def write_class_thresholds(
         "per_class": {n: asdict(p) for n, p in zip(class_names, points)},
         **(extra or {}),
     }
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
+    write_json(path, data)

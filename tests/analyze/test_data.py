@@ -186,3 +186,16 @@ def test_reasons_are_the_documented_ones():
         "outside_ranges",
         "taken_by_smaller_boxes",
     )
+
+
+def test_report_file_is_strict_json_with_the_open_range_as_null(coco_file, tmp_path):
+    assert (
+        main(
+            ["data", "--config-file", DEMO_CFG, "--coco-json", coco_file, "--output", str(tmp_path)]
+        )
+        == 0
+    )
+    text = (tmp_path / "data_analysis.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    levels = json.loads(text)["runs"][0]["scales"][0]["levels"]
+    assert [lv["size_range"] for lv in levels] == [[-1.0, 64.0], [64.0, 128.0], [128.0, None]]
