@@ -315,7 +315,7 @@ def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
 
     try:
         predictor = ExportedPredictor(args.exported, class_thresholds=args.class_thresholds)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # bad thresholds file; OpenVINO refusing this CPU
         raise DemoError(str(e)) from None
     exported_threshold = predictor.info.get("score_thresh")
     if args.confidence_threshold not in (None, exported_threshold):

@@ -26,8 +26,7 @@ from detectron2.data.datasets import register_coco_instances
 
 import fcos_d2
 from fcos_d2.data import register_shapes
-
-from .io import write_json
+from fcos_d2.utils.jsonio import write_json
 
 __all__ = ["main", "get_parser"]
 
@@ -150,6 +149,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     register_shapes(replace=False)
     try:
+        options = [o for o in args.opts if o.startswith("--")]
+        if options:
+            raise AnalyzeError(
+                f"{options[0]} after the KEY VALUE overrides: give options before them"
+            )
         if not os.path.isfile(args.config_file):
             raise AnalyzeError(f"config file {args.config_file!r} not found")
         cfg = fcos_d2.load_config(args.config_file, list(args.opts))
@@ -159,7 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .results import run_results
 
             run_results(args, cfg, _register_json_files(args.coco_json), AnalyzeError)
-    except (AnalyzeError, ValueError, KeyError) as e:
+    except (AnalyzeError, ValueError, KeyError, AssertionError, OSError, RuntimeError) as e:
+        # AssertionError: yacs's "Non-existent key" for a bad override
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

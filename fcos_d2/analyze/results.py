@@ -27,7 +27,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from .io import write_json
+from ..utils.jsonio import write_json
 from .thresholds import best_f1_threshold, write_class_thresholds
 
 __all__ = [
@@ -151,7 +151,7 @@ def error_breakdown(
         gt_cls = np.array([g["category_id"] for g in gts])
         crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
         for row, (i, d) in enumerate(zip(indices, dts)):
-            match = det_match.get(i + 1, 0)
+            match = det_match.get(i + 1, -1)  # absent: not evaluated by COCO (beyond maxDets)
             if match < 0:
                 continue
             counts["detections"] += 1
@@ -203,15 +203,21 @@ def analyse_results(
     if evaluator is None:
         summary = {k: 0.0 for k in keys}
         precision = np.full((10, 101, len(class_names)), -1.0)
-        det_match, gt_ids = {}, []
+        det_match = {}
+        gt_ids = [  # the boxes that count (COCO ignores crowd boxes)
+            a["id"]
+            for a in coco_gt.dataset["annotations"]
+            if not a.get("iscrowd", 0) and not a.get("ignore", 0)
+        ]
     else:
-        summary = {k: float(100 * v) for k, v in zip(keys, evaluator.stats[:6])}
+        # COCOeval's -1 (no box of that size) is NaN, as COCOEvaluator reports it
+        summary = {k: float(100 * v) if v >= 0 else math.nan for k, v in zip(keys, evaluator.stats)}
         order = [evaluator.params.catIds.index(c) for c in class_ids]
         precision = evaluator.eval["precision"][:, :, order, 0, -1]  # (T, R, K)
         det_match, gt_ids = _matches_at_iou50(evaluator)
     scores, tps = defaultdict(list), defaultdict(list)
     for i, r in enumerate(results):
-        match = det_match.get(i + 1, 0)
+        match = det_match.get(i + 1, -1)  # absent: beyond COCO's 100 per image and class
         if match >= 0:
             scores[r["category_id"]].append(r["score"])
             tps[r["category_id"]].append(match > 0)

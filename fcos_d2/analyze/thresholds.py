@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .io import write_json
+from ..utils.jsonio import write_json
 
 __all__ = ["F1Point", "best_f1_threshold", "write_class_thresholds"]
 
@@ -19,8 +19,8 @@ __all__ = ["F1Point", "best_f1_threshold", "write_class_thresholds"]
 @dataclass(frozen=True)
 class F1Point:
     """Keeping the detections with score >= ``threshold`` gives ``precision``, ``recall`` and
-    ``f1``; ``threshold`` 0 keeps everything (a class without ground truth or without a true
-    positive, where no threshold helps: ``reason`` says which)."""
+    ``f1``. Where F1 is 0 at every threshold (``reason`` says why): a class whose detections
+    were all wrong gets 1.0 (drop them), a class with neither boxes nor detections 0.0."""
 
     threshold: float
     precision: float
@@ -41,10 +41,12 @@ def best_f1_threshold(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> F1P
         threshold).
     """
     scores, is_tp = np.asarray(scores, np.float64), np.asarray(is_tp, bool)
+    if num_gt == 0 and len(scores) == 0:
+        return F1Point(0.0, 0.0, 0.0, 0.0, "no ground truth, no detection")
     if num_gt == 0:
-        return F1Point(0.0, 0.0, 0.0, 0.0, "no ground truth")
+        return F1Point(1.0, 0.0, 0.0, 0.0, "no ground truth: every detection is wrong")
     if not is_tp.any():
-        return F1Point(0.0, 0.0, 0.0, 0.0, "no true positive")
+        return F1Point(1.0, 0.0, 0.0, 0.0, "no true positive")
     order = np.argsort(-scores, kind="stable")
     scores, is_tp = scores[order], is_tp[order]
     tp = np.cumsum(is_tp)

@@ -11,7 +11,6 @@ Everything printed is measured in this run; results also go to OUTPUT/benchmark.
 """
 
 import argparse
-import json
 import os
 from typing import Dict
 
@@ -19,6 +18,7 @@ import torch
 
 from ..data import register_shapes
 from ..model_zoo import get_config_file
+from ..utils.jsonio import write_json
 from .deploy import bench_deploy, bench_deploy_ap
 from .evaluation import bench_coco_eval
 from .harness import DEFAULT_CONFIG, build_models, in_fresh_process
@@ -98,8 +98,7 @@ def main(argv=None) -> Dict:
         "goals": summarize(rows),
     }
     os.makedirs(args.output, exist_ok=True)
-    with open(args.json or os.path.join(args.output, "benchmark.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json or os.path.join(args.output, "benchmark.json"), result)
     write_chart(rows, os.path.join(args.output, "benchmark.png"))
     print_report(result)
     print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
@@ -126,8 +125,7 @@ def _deploy_only(args, cfg, ours, d2) -> Dict:
     if args.pick:
         print(_pick_text(result["pick"], args.demo_weights))
     os.makedirs(args.output, exist_ok=True)
-    with open(args.json or os.path.join(args.output, "deploy.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json or os.path.join(args.output, "deploy.json"), result)
     return result
 
 

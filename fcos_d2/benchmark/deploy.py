@@ -6,6 +6,7 @@ with its per-precision conv-bound floor; the demo model's bbox AP per mode; and 
 whose AP is within 1 point of float32 (``--pick``).
 """
 
+import math
 import os
 import tempfile
 from typing import Callable, Dict, List, Optional, Tuple
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import register_shapes
+from ..utils import cpu_info
 from .floors import conv_rates, floor_seconds
 from .harness import timeit_interleaved
 
@@ -53,6 +55,14 @@ def _openvino_available() -> bool:
     return openvino_cpu_problem() is None
 
 
+def _openvino_bf16() -> bool:
+    """OpenVINO's own view (PyTorch also emulates bfloat16 on AVX-512 without AVX512_BF16;
+    OpenVINO's bfloat16 mode needs the CPU's)."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def _bf16_available() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -63,7 +73,7 @@ def available_modes() -> List[str]:
     wanted = {
         "eager bfloat16": bf16,
         "openvino float32": ov,
-        "openvino bfloat16": ov and bf16,
+        "openvino bfloat16": ov and _openvino_bf16(),
         "openvino int8": ov,
     }
     return [m for m in DEPLOY_MODES if wanted.get(m, True)]
@@ -154,6 +164,7 @@ def bench_deploy(
             "what": "deploy batch 1",
             "mode": "d2 built-in (float32, eager)",
             **times["d2 built-in (float32, eager)"],
+            "cpu_flags": cpu_info()["flags"],  # the goals' CPU kind travels with the rows
         }
     ]
     for mode, name in names.items():
@@ -252,7 +263,8 @@ def pick_fastest(rows: List[Dict], max_ap_drop: float = 1.0) -> Optional[Dict]:
     if "eager float32" not in ap:
         return None
     timed = [r for r in rows if r["what"] == "deploy batch 1" and r.get("deploy_mode") in ap]
-    ok = [r for r in timed if not ap[r["deploy_mode"]] < ap["eager float32"] - max_ap_drop]
+    floor = ap["eager float32"] - max_ap_drop
+    ok = [r for r in timed if math.isfinite(ap[r["deploy_mode"]]) and ap[r["deploy_mode"]] >= floor]
     if not ok:
         return None
     best = min(ok, key=lambda r: r["min_s"])

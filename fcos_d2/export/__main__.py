@@ -12,6 +12,7 @@ Writes DIR/model.onnx, DIR/model.ts or DIR/model.xml (+ model.bin) and DIR/expor
 
 import argparse
 import json
+import sys
 
 from detectron2.evaluation import print_csv_format
 from detectron2.utils.logger import setup_logger
@@ -49,8 +50,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """The command; exit status 2 with one line for a usage or set-up error."""
     args = parse_args(argv)
+    try:
+        _run(args)
+    except (ValueError, KeyError, AssertionError, OSError, RuntimeError, ImportError) as e:
+        print(f"python -m fcos_d2.export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    options = [o for o in args.opts if o.startswith("--")]
+    if options:
+        raise ValueError(f"{options[0]} after the KEY VALUE overrides: give options before them")
     setup_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
@@ -75,4 +89,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

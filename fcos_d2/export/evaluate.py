@@ -6,6 +6,7 @@ COCO evaluation of an exported directory on a registered dataset, with detectron
 """
 
 import argparse
+import sys
 from typing import Any, Dict, List, Optional
 
 from detectron2.config import CfgNode
@@ -69,7 +70,7 @@ class _FirstBatches:
             yield batch
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--exported", required=True, help="directory written by fcos_d2.export")
     parser.add_argument("--dataset", required=True, help="a registered dataset")
@@ -79,9 +80,14 @@ def main(argv=None) -> None:
     setup_logger(name="detectron2")
     register_shapes(replace=False)  # the demo's datasets
 
-    results = evaluate_exported(args.exported, args.dataset, args.output)
+    try:
+        results = evaluate_exported(args.exported, args.dataset, args.output)
+    except (KeyError, OSError, RuntimeError, ImportError) as e:
+        print(f"python -m fcos_d2.export.evaluate: error: {e}", file=sys.stderr)
+        return 2
     print_csv_format(results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

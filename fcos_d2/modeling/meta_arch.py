@@ -104,7 +104,8 @@ class FCOS(DenseDetector):
                 f"{len(class_thresholds)} class thresholds for {core.num_classes} classes"
             )
         # Not in the state dict: checkpoints stay the same with or without thresholds.
-        thresholds = torch.tensor(class_thresholds or [0.0] * core.num_classes, dtype=torch.float32)
+        values = [0.0] * core.num_classes if class_thresholds is None else list(class_thresholds)
+        thresholds = torch.tensor(values, dtype=torch.float32)
         self.register_buffer("class_thresholds", thresholds, persistent=False)
         install_foreign_checkpoint_hook(self)
 

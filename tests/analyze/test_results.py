@@ -48,10 +48,14 @@ def test_equal_f1_prefers_the_higher_threshold():
     assert p.threshold == 0.9 and p.recall == 0.5
 
 
-def test_classes_without_ground_truth_or_true_positive_keep_everything():
-    assert best_f1_threshold(np.array([0.9]), np.array([False]), 0).reason == "no ground truth"
+def test_classes_whose_detections_are_all_wrong_drop_them():
+    # F1 is 0 at every threshold: no threshold can help, and every detection seen was wrong
     p = best_f1_threshold(np.array([0.9, 0.3]), np.array([False, False]), 2)
-    assert (p.threshold, p.reason) == (0.0, "no true positive")
+    assert (p.threshold, p.reason) == (1.0, "no true positive")
+    p = best_f1_threshold(np.array([0.9]), np.array([False]), 0)
+    assert p.threshold == 1.0 and p.reason.startswith("no ground truth")
+    p = best_f1_threshold(np.array([]), np.array([], bool), 0)
+    assert (p.threshold, p.reason) == (0.0, "no ground truth, no detection")
 
 
 # One 100 x 100 image, boxes XYWH: A (class "a") at [0, 0, 10, 10], B ("b") at [50, 50, 10, 10].
@@ -63,7 +67,7 @@ def test_classes_without_ground_truth_or_true_positive_keep_everything():
 #   a [80, 0, 10, 10] .5   background
 #   b [55, 50, 10, 10] .4  localisation (IoU 50 / 150 = .33 with B)
 # B is missed. AP: a 100 (its best detection is exact), b 0 -> 50; thresholds: a .9 (F1 1),
-# b none (no true positive). At the thresholds: the .9 and the .4 are kept.
+# b 1.0 (no true positive: its one detection was wrong). At the thresholds: the .9 is kept.
 GT = {
     "images": [{"id": 1, "file_name": "1.jpg", "width": 100, "height": 100}],
     "annotations": [
@@ -140,7 +144,7 @@ def test_thresholds_and_error_breakdown_are_worked_out(evaluated):
     a, b = analysis.thresholds["a"], analysis.thresholds["b"]
     # scores went through float32 (detectron2's Instances)
     assert (a.threshold, a.precision, a.recall, a.f1) == (pytest.approx(0.9), 1.0, 1.0, 1.0)
-    assert (b.threshold, b.reason) == (0.0, "no true positive")
+    assert (b.threshold, b.reason) == (1.0, "no true positive")
     every = analysis.errors["all_detections"]
     assert {
         k: every[k]
@@ -165,9 +169,10 @@ def test_thresholds_and_error_breakdown_are_worked_out(evaluated):
         "missed": 1,
     }
     kept = analysis.errors["at_class_thresholds"]
-    assert (kept["detections"], kept["true_positives"], kept["localisation"]) == (2, 1, 1)
-    assert kept["duplicate"] == kept["classification"] == kept["background"] == 0
-    assert kept["missed"] == 1 and kept["precision"] == 0.5 and kept["recall"] == 0.5
+    assert (kept["detections"], kept["true_positives"]) == (1, 1)
+    assert sum(kept[t] for t in ("duplicate", "classification", "localisation", "both")) == 0
+    assert kept["background"] == 0
+    assert kept["missed"] == 1 and kept["precision"] == 1.0 and kept["recall"] == 0.5
 
 
 def test_cli_writes_a_thresholds_file_the_model_reads(evaluated, tmp_path, capsys):
@@ -189,7 +194,7 @@ def test_cli_writes_a_thresholds_file_the_model_reads(evaluated, tmp_path, capsy
     )
     assert rc == 0
     values = read_class_thresholds(str(tmp_path / "class_thresholds.json"), 2)
-    assert values == [pytest.approx(0.9), 0.0]
+    assert values == [pytest.approx(0.9), 1.0]
     report = json.loads((tmp_path / "results_analysis.json").read_text())
     assert report["per_class"]["a"]["f1_threshold"]["threshold"] == pytest.approx(0.9)
     for picture in ("pr_curves.png", "class_ap.png", "errors.png"):
@@ -233,3 +238,14 @@ def test_missing_thresholds_file_is_named_with_its_key(cfg, tmp_path):
     cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = str(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="MODEL.FCOS.CLASS_THRESHOLDS_FILE: .*missing.json"):
         build_model(cfg)
+
+
+def test_no_detections_at_all_counts_every_box_missed(evaluated):
+    root, _, _ = evaluated
+    coco, names, ids = coco_ground_truth(NAME, str(root))
+    analysis = analyse_results(coco, [], names, ids)
+    assert analysis.summary["AP"] == 0.0
+    every = analysis.errors["all_detections"]
+    assert (every["detections"], every["missed"], every["ground_truth"]) == (0, 2, 2)
+    assert every["recall"] == 0.0
+    assert analysis.thresholds["a"].reason == "no true positive"

@@ -1,5 +1,7 @@
-"""The analyses' JSON files: strict JSON, a value that is not a number (a fraction of zero boxes,
-the AP of a class without boxes) written as null."""
+"""
+Strict JSON files (the analyses', the benchmark's): a value that is not a number (a fraction of
+zero boxes, the AP of a class without boxes, a goal with no target) is written as null.
+"""
 
 import json
 import math
