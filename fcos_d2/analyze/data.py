@@ -18,6 +18,7 @@ from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.structures import BoxMode
 from tqdm import tqdm
 
+from ..config import check_fcos_config
 from ..data.mapper import annotation_ids, drop_invalid_annotations
 from ..modeling.core import FCOSMatcher, build_fcos_core
 from ..modeling.targets import level_size_ranges
@@ -85,13 +86,8 @@ def data_setup(cfg: CfgNode) -> DataSetup:
 
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
+    check_fcos_config(cfg, list(shapes))  # the model build's own check (IN_FEATURES, levels)
     names = tuple(cfg.MODEL.FCOS.IN_FEATURES)
-    missing = [n for n in names if n not in shapes]
-    if missing:
-        raise ValueError(
-            f"MODEL.FCOS.IN_FEATURES={list(names)}: {missing} not produced by the backbone, "
-            f"which gives {list(shapes)}"
-        )
     strides = [shapes[n].stride for n in names]
     core = build_fcos_core(cfg, strides, cfg.MODEL.FCOS.NUM_CLASSES, with_postprocess=False)
     return DataSetup(
@@ -176,9 +172,13 @@ class _Tally:
                 size = (float(b[2] - b[0]), float(b[3] - b[1]))
                 self.first.append((image, int(kept_index[j]), reason, size))
 
-    def report(self, setup: DataSetup, json_files: Sequence[str]) -> Dict[str, Any]:
+    def sources(self) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+        """(record, annotation) of each box listed in ``first``."""
+        return [im.sources[j] for im, j, _, _ in self.first]
+
+    def report(self, setup: DataSetup, ids: Sequence[Any]) -> Dict[str, Any]:
+        """The counts and fractions, with ``ids``: the annotation ids of ``first``."""
         positives = int(self.level_positives.sum())
-        ids = annotation_ids([im.sources[j] for im, j, _, _ in self.first], json_files)
         return {
             "boxes": self.boxes,
             "recalled": self.recalled,
@@ -263,15 +263,20 @@ def analyse_data(
                     grids[key] = one.matcher.grid(shape, device)
                 match = analyse_matching(one.matcher, grids[key], boxes_t, classes_t)
                 tallies[k][s].add(image, kept_index, boxes[keep], match)
+    # one look-up (one read of the COCO files) for the listed boxes of every run and scale
+    listed = [[t.sources() for t in per_scale] for per_scale in tallies]
+    flat = [pair for row in listed for pairs in row for pair in pairs]
+    found = iter(annotation_ids(flat, json_files))
+    ids = [[[next(found) for _ in pairs] for pairs in row] for row in listed]
     runs = []
-    for one, per_scale in zip(setups, tallies):
+    for k, (one, per_scale) in enumerate(zip(setups, tallies)):
         soi = [lo for lo, _ in one.matcher.size_ranges[1:]]
         runs.append(
             {
                 "sizes_of_interest": soi,
                 "scales": [
-                    {"scale": short, **tally.report(one, json_files)}
-                    for short, tally in zip(setup.scales, per_scale)
+                    {"scale": short, **tally.report(one, ids[k][s])}
+                    for s, (short, tally) in enumerate(zip(setup.scales, per_scale))
                 ],
             }
         )

@@ -35,6 +35,7 @@ __all__ = [
     "coco_ground_truth",
     "ResultsAnalysis",
     "analyse_results",
+    "detection_outcomes",
     "error_breakdown",
     "format_results_report",
     "plot_results",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 ERROR_TYPES = ("duplicate", "classification", "localisation", "both", "background", "missed")
+RECALL_POINTS = np.linspace(0, 1, 101)  # COCOeval's recall thresholds (the precision array's R)
 _FG_IOU, _BG_IOU = 0.5, 0.1
 
 
@@ -73,13 +75,12 @@ class ResultsAnalysis:
     ``per_class`` (AP, AP50, detections, ground truth) and ``thresholds`` (:class:`F1Point`),
     ``errors`` at all detections and at the thresholds, and the COCOeval precision array."""
 
-    def __init__(self, summary, per_class, thresholds, errors, precision, recall_points):
+    def __init__(self, summary, per_class, thresholds, errors, precision):
         self.summary = summary
         self.per_class = per_class
         self.thresholds = thresholds
         self.errors = errors
         self.precision = precision  # (T, R, K) at area "all", 100 detections
-        self.recall_points = recall_points
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -121,27 +122,22 @@ def _matches_at_iou50(evaluator: COCOeval) -> Tuple[Dict[int, int], List[int]]:
     return det_match, gt_ids
 
 
-def error_breakdown(
+def detection_outcomes(
     coco_gt: COCO,
     results: Sequence[Dict[str, Any]],
     det_match: Dict[int, int],
-    gt_ids: Sequence[int],
-    keep: Optional[Sequence[bool]] = None,
     progress: bool = False,
-) -> Dict[str, int]:
+) -> List[Optional[str]]:
     """
-    Counts of the error types (module docstring) of ``results`` (COCO results; detection i has
-    id i + 1, as ``COCO.loadRes`` numbers them) restricted to ``keep`` (bool per detection), with
-    ``det_match`` and ``gt_ids`` from COCO's matching of all of ``results``. COCO matches
-    greedily by score, so the matches of the kept detections are the same with or without the
-    others.
+    Per detection of ``results`` (COCO results; detection i has id i + 1, as ``COCO.loadRes``
+    numbers them): "true_positive", one of the error types (module docstring) or None (not
+    counted: ignored by COCO, or beyond its 100 per image and class), with ``det_match`` from
+    COCO's matching of all of ``results``.
     """
-    counts = {"detections": 0, "true_positives": 0, **{t: 0 for t in ERROR_TYPES}}
+    outcomes: List[Optional[str]] = [None] * len(results)
     by_image: Dict[Any, List[int]] = defaultdict(list)
     for i, r in enumerate(results):
-        if keep is None or keep[i]:
-            by_image[r["image_id"]].append(i)
-    taken = set()
+        by_image[r["image_id"]].append(i)
     for image_id, indices in tqdm(
         by_image.items(), desc="errors", disable=not progress, mininterval=2.0
     ):
@@ -151,15 +147,37 @@ def error_breakdown(
         gt_cls = np.array([g["category_id"] for g in gts])
         crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
         for row, (i, d) in enumerate(zip(indices, dts)):
-            match = det_match.get(i + 1, -1)  # absent: not evaluated by COCO (beyond maxDets)
-            if match < 0:
-                continue
-            counts["detections"] += 1
+            match = det_match.get(i + 1, -1)
             if match > 0:
-                counts["true_positives"] += 1
-                taken.add(match)
-                continue
-            counts[_error_type(iou[row], gt_cls == d["category_id"], crowd)] += 1
+                outcomes[i] = "true_positive"
+            elif match == 0:
+                outcomes[i] = _error_type(iou[row], gt_cls == d["category_id"], crowd)
+    return outcomes
+
+
+def error_breakdown(
+    outcomes: Sequence[Optional[str]],
+    det_match: Dict[int, int],
+    gt_ids: Sequence[int],
+    keep: Optional[Sequence[bool]] = None,
+) -> Dict[str, int]:
+    """
+    Counts of the ``outcomes`` (:func:`detection_outcomes`) of the detections ``keep`` selects
+    (all by default), and ``missed``: the boxes of ``gt_ids`` no kept true positive took. COCO
+    matches greedily by score, so the matches of the kept detections are the same with or
+    without the others.
+    """
+    counts = {"detections": 0, "true_positives": 0, **{t: 0 for t in ERROR_TYPES}}
+    taken = set()
+    for i, outcome in enumerate(outcomes):
+        if outcome is None or (keep is not None and not keep[i]):
+            continue
+        counts["detections"] += 1
+        if outcome == "true_positive":
+            counts["true_positives"] += 1
+            taken.add(det_match[i + 1])
+        else:
+            counts[outcome] += 1
     counts["missed"] = sum(1 for g in gt_ids if g not in taken)
     counts["ground_truth"] = len(gt_ids)
     return counts
@@ -240,16 +258,16 @@ def analyse_results(
         )
     thresholds = {cid: points[n].threshold for n, cid in zip(class_names, class_ids)}
     keep = [r["score"] >= thresholds.get(r["category_id"], 0.0) for r in results]
+    outcomes = detection_outcomes(coco_gt, results, det_match, progress)  # IoUs computed once
     errors = {
-        "all_detections": error_breakdown(coco_gt, results, det_match, gt_ids, None, progress),
-        "at_class_thresholds": error_breakdown(coco_gt, results, det_match, gt_ids, keep, progress),
+        "all_detections": error_breakdown(outcomes, det_match, gt_ids),
+        "at_class_thresholds": error_breakdown(outcomes, det_match, gt_ids, keep),
     }
     for e in errors.values():
         e["precision"] = e["true_positives"] / e["detections"] if e["detections"] else math.nan
         found = e["ground_truth"] - e["missed"]
         e["recall"] = found / e["ground_truth"] if e["ground_truth"] else math.nan
-    recall_points = np.linspace(0, 1, 101)  # COCOeval's recall thresholds
-    return ResultsAnalysis(summary, per_class, points, errors, precision, recall_points)
+    return ResultsAnalysis(summary, per_class, points, errors, precision)
 
 
 def format_results_report(analysis: ResultsAnalysis) -> str:
@@ -299,7 +317,7 @@ def plot_results(analysis: ResultsAnalysis, output_dir: str) -> List[str]:
     for ax, (k, name) in zip(axes.flat, enumerate(names)):
         for t, label in ((0, "IoU 0.5"), (5, "IoU 0.75")):
             p = analysis.precision[t, :, k]
-            ax.plot(analysis.recall_points[p > -1], p[p > -1], label=label)
+            ax.plot(RECALL_POINTS[p > -1], p[p > -1], label=label)
         point = analysis.thresholds[name]
         if point.reason is None:
             ax.plot([point.recall], [point.precision], "ko", label=f"F1 thr. {point.threshold:.2f}")

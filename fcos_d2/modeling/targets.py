@@ -174,6 +174,13 @@ def _dense_pairs(num_locations: int, num_boxes: int, device):
         yield loc, box, torch.ones_like(loc, dtype=torch.bool)
 
 
+def _pairs(grid: LevelGrid, boxes: Tensor, radius: float, method: str):
+    """The (location, box, valid) batches ``method`` visits (see :func:`match_locations`)."""
+    if method == "sparse":
+        return _sparse_pairs(grid, boxes, radius)
+    return _dense_pairs(len(grid), len(boxes), grid.points.device)
+
+
 def match_locations(
     grid: LevelGrid,
     boxes: Tensor,
@@ -199,10 +206,7 @@ def match_locations(
     matched = torch.full((len(grid),), -1, dtype=torch.long, device=grid.points.device)
     if len(boxes) == 0:
         return matched
-    if method == "sparse":
-        pairs = _sparse_pairs(grid, boxes, radius)
-    else:
-        pairs = _dense_pairs(len(grid), len(boxes), grid.points.device)
+    pairs = _pairs(grid, boxes, radius, method)
     offset = 1.0 if legacy_areas else 0.0
     areas = (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)  # (M,)
     return _assign(grid, boxes, areas, radius, pairs, matched)
@@ -221,10 +225,7 @@ def candidate_pairs(
     empty = torch.zeros(0, dtype=torch.long, device=grid.points.device)
     if len(boxes) == 0:
         return empty, empty, empty.bool()
-    if method == "sparse":
-        pairs = _sparse_pairs(grid, boxes, radius)
-    else:
-        pairs = _dense_pairs(len(grid), len(boxes), grid.points.device)
+    pairs = _pairs(grid, boxes, radius, method)
     locs, box_ids, in_ranges = [empty], [empty], [empty.bool()]
     for loc, box, valid in pairs:
         inside, in_range = _pair_tests(grid, boxes, loc, box, radius)
