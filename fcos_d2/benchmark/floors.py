@@ -11,27 +11,36 @@ import torch
 
 from .harness import timeit
 
-__all__ = ["conv_rates", "floor_seconds"]
+__all__ = ["conv_rates", "float_conv_rate", "floor_seconds"]
 
 
-def _conv_input(channels: int, size: Tuple[int, int]) -> torch.Tensor:
+def _conv_input(channels: int, size: Tuple[int, int], device: str = "cpu") -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     h, w = -(-size[0] // 8), -(-size[1] // 8)
-    x = torch.randn(1, channels, h, w, generator=gen)
-    return x.contiguous(memory_format=torch.channels_last)
+    return torch.randn(1, channels, h, w, generator=gen).to(device)
 
 
-def _rate(fn: Callable[[], object], macs: int, iters: int) -> float:
+def _rate(fn: Callable[[], object], macs: int, iters: int, device: str = "cpu") -> float:
     with torch.no_grad():
-        t = timeit(fn, iters, "cpu")
+        t = timeit(fn, iters, device)
     return 2 * macs / t["min_s"] / 1e9
 
 
-def _torch_float(x: torch.Tensor, dtype: torch.dtype) -> Callable[[], object]:
-    c = x.shape[1]
-    conv = torch.nn.Conv2d(c, c, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
-    x = x.to(dtype)
-    return lambda: conv(x)
+def float_conv_rate(
+    channels: int,
+    size: Tuple[int, int],
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.channels_last,
+    device: str = "cpu",
+    iters: int = 5,
+) -> float:
+    """GFLOP/s of one ``channels`` -> ``channels`` 3x3 conv on a (size / 8)-sized map in
+    ``dtype`` and ``memory_format`` on ``device``."""
+    x = _conv_input(channels, size, device).to(dtype).contiguous(memory_format=memory_format)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    conv = conv.to(device=device, dtype=dtype, memory_format=memory_format)
+    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
+    return _rate(lambda: conv(x), macs, iters, device)
 
 
 def _torch_int8(x: torch.Tensor) -> Callable[[], object]:
@@ -52,19 +61,19 @@ def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str
     (oneDNN, channels_last; bfloat16 only where oneDNN has bfloat16 kernels for this CPU), int8
     in PyTorch's x86 quantized conv (uint8 activations, int8 weights; VNNI where the CPU has it).
     """
-    x = _conv_input(channels, size)
-    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
     rates = {
         "float32": {
-            "gflops_per_s": _rate(_torch_float(x, torch.float32), macs, iters),
+            "gflops_per_s": float_conv_rate(channels, size, torch.float32, iters=iters),
             "by": "PyTorch (oneDNN)",
         },
     }
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         rates["bfloat16"] = {
-            "gflops_per_s": _rate(_torch_float(x, torch.bfloat16), macs, iters),
+            "gflops_per_s": float_conv_rate(channels, size, torch.bfloat16, iters=iters),
             "by": "PyTorch (oneDNN)",
         }
+    x = _conv_input(channels, size).contiguous(memory_format=torch.channels_last)
+    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
     rates["int8"] = {
         "gflops_per_s": _rate(_torch_int8(x), macs, iters),
         "by": "PyTorch x86 quantized conv",

@@ -6,6 +6,7 @@ from typing import Dict, List
 import torch
 from detectron2.structures import Instances
 
+from .floors import float_conv_rate
 from .harness import timeit, timeit_interleaved, variant
 
 __all__ = ["bench_end_to_end", "conv_ceiling", "bench_postprocess"]
@@ -109,15 +110,9 @@ def conv_ceiling(model, size, device, iters: int = 5) -> float:
     in the model's layout. Backbone + head FLOPs at this rate, with nothing else, is the
     "conv-bound floor" of a float32 forward on this machine.
     """
-    channels = model.head.cls_logits.in_channels
     fmt = torch.channels_last if model.channels_last else torch.contiguous_format
-    x = torch.randn(1, channels, -(-size[0] // 8), -(-size[1] // 8), device=device)
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device, memory_format=fmt)
-    x = x.contiguous(memory_format=fmt)
-    with torch.no_grad():
-        t = timeit(lambda: conv(x), iters, device)
-    macs = channels * channels * 9 * x.shape[2] * x.shape[3]
-    return 2 * macs / t["min_s"] / 1e9
+    channels = model.head.cls_logits.in_channels
+    return float_conv_rate(channels, size, torch.float32, fmt, device, iters)
 
 
 def _head_outputs(ours, size, device, candidates=3000):
