@@ -160,6 +160,9 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     A detectron2 ``CfgNode`` with the ``MODEL.FCOS`` keys, from an fcos_d2 or an AdelaiDet FCOS
     YAML file, plus ``KEY VALUE`` overrides (in the file's own key names).
     """
+    options = [o for o in opts if str(o).startswith("--")]
+    if options:  # argparse's REMAINDER swallowed an option given after the overrides
+        raise ValueError(f"{options[0]} after the KEY VALUE overrides: give options before them")
     cfg = get_cfg()
     add_fcos_config(cfg)
     raw = CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)

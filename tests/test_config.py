@@ -148,3 +148,10 @@ def test_input_format_other_than_bgr_or_rgb_is_a_one_line_error(cfg):
     cfg.INPUT.FORMAT = "L"
     with pytest.raises(ValueError, match=r"INPUT.FORMAT='L' is not one of \['BGR', 'RGB'\]"):
         build_model(cfg)
+
+
+def test_an_option_among_the_overrides_is_named():
+    # argparse's REMAINDER hands "--eval x" given after the overrides to them
+    config = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
+    with pytest.raises(ValueError, match="--eval after the KEY VALUE overrides"):
+        fcos_d2.load_config(config, ["MODEL.FCOS.NUM_CLASSES", "3", "--eval", "x"])

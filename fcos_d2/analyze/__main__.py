@@ -149,11 +149,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     register_shapes(replace=False)
     try:
-        options = [o for o in args.opts if o.startswith("--")]
-        if options:
-            raise AnalyzeError(
-                f"{options[0]} after the KEY VALUE overrides: give options before them"
-            )
         if not os.path.isfile(args.config_file):
             raise AnalyzeError(f"config file {args.config_file!r} not found")
         cfg = fcos_d2.load_config(args.config_file, list(args.opts))

@@ -62,9 +62,6 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    options = [o for o in args.opts if o.startswith("--")]
-    if options:
-        raise ValueError(f"{options[0]} after the KEY VALUE overrides: give options before them")
     setup_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)

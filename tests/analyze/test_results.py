@@ -133,6 +133,9 @@ def test_ap_is_cocoevaluators_and_per_class_ap_is_worked_out(evaluated):
     assert abs(ap["AP"] - 50.0) < 1e-6  # the hand answer, through detectron2
     for key in ("AP", "AP50", "AP75"):
         assert abs(analysis.summary[key] - ap[key]) < 1e-9
+    # both boxes are small: no medium or large box, NaN as COCOEvaluator reports it (not -100)
+    for key in ("APm", "APl"):
+        assert ap[key] != ap[key] and analysis.summary[key] != analysis.summary[key]
     assert analysis.per_class["a"]["AP"] == pytest.approx(100.0)
     assert analysis.per_class["b"]["AP"] == 0.0
     assert analysis.per_class["a"]["ground_truth"] == 1

@@ -157,6 +157,16 @@ def test_pick_is_the_fastest_mode_within_one_ap_of_float32():
     assert "INFERENCE_DTYPE bfloat16" in pick["command"]
     assert pick_fastest(rows, max_ap_drop=2.0)["deploy_mode"] == "openvino int8"
     assert pick_fastest([r for r in rows if not r["what"].startswith("bbox")]) is None
+    # a mode whose AP is NaN (no detections) is never picked, however fast
+    nan_rows = [
+        (
+            dict(r, AP=float("nan"))
+            if r.get("deploy_mode") == "eager bfloat16" and r["what"].startswith("bbox")
+            else r
+        )
+        for r in rows
+    ]
+    assert pick_fastest(nan_rows)["deploy_mode"] == "onnxruntime int8"
 
 
 @pytest.mark.parametrize("amx, int8_target", [(True, 0.06), (False, 0.25)])

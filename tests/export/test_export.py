@@ -213,3 +213,21 @@ def test_import_fcos_d2_does_not_need_the_export_extra():
         "if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_export_command_errors_are_one_line(tmp_path, capsys):
+    from fcos_d2.export.__main__ import main
+
+    argv = [
+        "--config-file",
+        DEMO,
+        "--format",
+        "onnx",
+        "--precision",
+        "bf16",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--precision bf16 needs --format openvino" in err
