@@ -27,7 +27,6 @@ from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
-from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from tqdm import tqdm
@@ -37,6 +36,7 @@ import fcos_d2
 from .checkpoint import CheckpointReadError, IncompleteCheckpointError
 from .data import dataset_metadata, register_shapes
 from .predictor import Predictor
+from .utils import setup_command_logger
 
 __all__ = [
     "DemoError",
@@ -347,7 +347,7 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    setup_logger(name="fcos_d2")
+    setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # the demo's own datasets, unless the user's are registered
     if bool(args.input) == bool(args.video_input):
         print("fcos_d2.demo: error: give either --input or --video-input", file=sys.stderr)

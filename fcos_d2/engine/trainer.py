@@ -19,14 +19,13 @@ from detectron2.data import (
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import FCOSCheckpointer
 from ..data import check_num_classes
 from ..data.mapper import FCOSDatasetMapper, drop_invalid_annotations
 from ..evaluation import FCOSCOCOEvaluator
 from ..solver import build_optimizer
-from ..utils import describe_cpu
+from ..utils import describe_cpu, setup_command_logger
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
@@ -55,7 +54,7 @@ def setup_fcos_logger(output_dir: Optional[str] = None) -> logging.Logger:
     logger before. A second call with the same directory adds no handler (detectron2's
     ``setup_logger`` is cached on its arguments); one with another directory adds that file.
     """
-    return setup_logger(output_dir or None, distributed_rank=comm.get_rank(), name="fcos_d2")
+    return setup_command_logger("fcos_d2", output_dir or None, comm.get_rank())
 
 
 @contextlib.contextmanager
@@ -135,7 +134,7 @@ class FCOSTrainer(DefaultTrainer):
         # local GPU index, which DistributedDataParallel refuses for a model on the CPU.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
+            setup_command_logger("detectron2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)

@@ -15,10 +15,10 @@ import json
 import sys
 
 from detectron2.evaluation import print_csv_format
-from detectron2.utils.logger import setup_logger
 
 import fcos_d2
 from fcos_d2.data import register_shapes
+from fcos_d2.utils import setup_command_logger
 
 from .writers import FORMATS, export_model
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> None:
-    setup_logger(name="fcos_d2")
+    setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
     if args.class_thresholds:
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.eval:
         from .evaluate import evaluate_exported
 
-        setup_logger(name="detectron2")
+        setup_command_logger(name="detectron2")
         print_csv_format(evaluate_exported(args.output, args.eval))
 
 

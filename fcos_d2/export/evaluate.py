@@ -13,10 +13,10 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.utils.logger import setup_logger
 
 from ..data import register_shapes
 from ..evaluation import FCOSCOCOEvaluator
+from ..utils import setup_command_logger
 from .predictor import ExportedPredictor
 
 __all__ = ["evaluate_exported"]
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True, help="a registered dataset")
     parser.add_argument("--output", default=None, help="where COCOEvaluator writes its files")
     args = parser.parse_args(argv)
-    setup_logger(name="fcos_d2")
-    setup_logger(name="detectron2")
+    setup_command_logger(name="fcos_d2")
+    setup_command_logger(name="detectron2")
     register_shapes(replace=False)  # the demo's datasets
 
     try:

@@ -1,0 +1,41 @@
+"""detectron2's loggers for fcos_d2's commands, writing to the ``sys.stdout`` of the moment.
+
+detectron2's ``setup_logger`` is cached on its arguments and binds its console handler to the
+``sys.stdout`` of the first call. A command's ``main(argv)`` called a second time in one process
+(a notebook, a test, ``contextlib.redirect_stdout``) would then log to the first call's stream,
+or fail with "I/O operation on closed file" once that stream is closed.
+"""
+
+import logging
+import sys
+from typing import Optional
+
+from detectron2.utils.logger import setup_logger
+
+__all__ = ["setup_command_logger"]
+
+
+class _CurrentStdout:
+    """A stream that writes to whatever ``sys.stdout`` is when it writes."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+_STDOUT = _CurrentStdout()
+
+
+def setup_command_logger(
+    name: str, output: Optional[str] = None, distributed_rank: int = 0
+) -> logging.Logger:
+    """detectron2's ``setup_logger(output, distributed_rank, name=name)`` (its format, its file
+    ``output/log.txt``), with the console handler following ``sys.stdout``."""
+    logger = setup_logger(output, distributed_rank, name=name)
+    for handler in logger.handlers:
+        # the console handler is a plain StreamHandler on the sys.stdout of its creation
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
+            handler.setStream(_STDOUT)
+    return logger
