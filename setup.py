@@ -7,7 +7,7 @@ setup(
     description="FCOS (Fully Convolutional One-Stage object detection) for Detectron2",
     packages=find_packages(include=["fcos_d2", "fcos_d2.*"]),
     # the configs (configs/ in a clone links to fcos_d2/model_zoo/configs), for fcos_d2.model_zoo
-    package_data={"fcos_d2.model_zoo": ["configs/**/*.yaml"]},
+    package_data={"fcos_d2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
     python_requires=">=3.8",
     # torch and detectron2 are deliberately not listed: pip must never replace a user's own
     # (CUDA) builds. OpenCV (any flavour; only the demo data and pictures use it) is left to the

@@ -5,6 +5,7 @@ Train or evaluate FCOS with fcos_d2's FCOSTrainer (detectron2's DefaultTrainer w
 
     python train_net.py --config-file configs/FCOS_R_50_FPN_1x.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS /path/to/model.pth
+    python train_net.py --config-file configs/lazy/fcos_R_50_FPN_1x.py train.max_iter=100
 """
 
 import logging
@@ -17,8 +18,9 @@ from detectron2.evaluation import verify_results
 
 import fcos_d2
 from fcos_d2.checkpoint import FCOSCheckpointer
+from fcos_d2.config_loader import is_lazy_config
 from fcos_d2.data import register_shapes
-from fcos_d2.engine import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
+from fcos_d2.engine import FCOSTrainer, hold_fcos_messages, lazy_main, setup_fcos_logger
 from fcos_d2.tta import tta_model
 
 
@@ -47,6 +49,9 @@ def setup(args):
 
 
 def main(args):
+    if is_lazy_config(args.config_file):  # LazyConfig: fcos_d2's loop of the same guarantees
+        register_shapes(replace=False)
+        return lazy_main(args)
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -6,6 +6,7 @@ from detectron2.config import CfgNode as CN
 
 __all__ = [
     "add_fcos_config",
+    "check_choices",
     "check_fcos_config",
     "check_top_block_config",
     "FCOS_CHOICES",
@@ -122,6 +123,15 @@ _RANGES = (
     ("TOPK_CANDIDATES_TEST", lambda v: v >= 1, "at least 1"),
     ("NMS_THRESH_TEST", lambda v: 0 <= v <= 1, "in [0, 1]"),
 )
+
+
+def check_choices(**values: str) -> None:
+    """One-line ``ValueError`` for a value (given by its lower-case ``MODEL.FCOS`` key name, as
+    the modules' arguments are named) outside :data:`FCOS_CHOICES`."""
+    for name, value in values.items():
+        allowed = FCOS_CHOICES[name.upper()]
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
 
 
 def _check_choice(fcos: CN, key: str) -> None:

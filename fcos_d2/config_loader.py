@@ -1,5 +1,6 @@
 """
-``load_config``: one entry point for fcos_d2 YAML files and AdelaiDet FCOS YAML files.
+``load_config``: one entry point for fcos_d2 YAML files, AdelaiDet FCOS YAML files and LazyConfig
+(Python) files.
 
 AdelaiDet files (``META_ARCHITECTURE: OneStageDetector`` with ``PROPOSAL_GENERATOR.NAME: FCOS``)
 are translated to fcos_d2's keys; keys with no equivalent are listed in one warning.
@@ -7,13 +8,15 @@ are translated to fcos_d2's keys; keys with no equivalent are listed in one warn
 
 import ast
 import logging
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode, LazyConfig, get_cfg
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import add_fcos_config
 
-__all__ = ["load_config", "is_adelaidet_config", "translate_adelaidet"]
+__all__ = ["load_config", "is_lazy_config", "is_adelaidet_config", "translate_adelaidet"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,32 @@ _NO_EQUIVALENT = {
 }
 _NORMS = {"none": "", "NaiveGN": "GN"}
 _TOP_LEVELS = {0: "", 2: "p5"}
+
+
+_ABSENT = object()
+
+
+def _load_lazy(config_file: str, opts: List[str]) -> DictConfig:
+    bad = [o for o in opts if "=" not in o]
+    if bad:
+        raise ValueError(
+            f"override {bad[0]!r} of Python config {config_file}: Python configs take key=value "
+            "overrides (e.g. train.max_iter=100), not KEY VALUE pairs"
+        )
+    cfg = LazyConfig.load(config_file)
+    for o in opts:  # a mistyped key would otherwise be added silently ("+key=value" adds one)
+        key = o.split("=", 1)[0]
+        if not key.startswith("+") and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ValueError(
+                f"override {o!r}: Python config {config_file} has no key {key!r} "
+                f"(write +{key}=... to add one)"
+            )
+    opts = [o[1:] if o.startswith("+") else o for o in opts]
+    try:
+        return LazyConfig.apply_overrides(cfg, opts)
+    except (KeyError, ValueError, AttributeError, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"overrides {opts} of Python config {config_file}: {first}") from None
 
 
 def is_adelaidet_config(raw: Dict[str, Any]) -> bool:
@@ -155,14 +184,22 @@ def _deep_update(base: Dict, extra: Dict) -> Dict:
     return base
 
 
-def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+def is_lazy_config(config_file: str) -> bool:
+    """Whether ``config_file`` is a LazyConfig (Python) config."""
+    return str(config_file).endswith(".py")
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> Union[CfgNode, DictConfig]:
     """
     A detectron2 ``CfgNode`` with the ``MODEL.FCOS`` keys, from an fcos_d2 or an AdelaiDet FCOS
-    YAML file, plus ``KEY VALUE`` overrides (in the file's own key names).
+    YAML file, plus ``KEY VALUE`` overrides (in the file's own key names); or, from a Python
+    file, detectron2's LazyConfig (a ``DictConfig``) with ``key=value`` overrides.
     """
     options = [o for o in opts if str(o).startswith("--")]
     if options:  # argparse's REMAINDER swallowed an option given after the overrides
-        raise ValueError(f"{options[0]} after the KEY VALUE overrides: give options before them")
+        raise ValueError(f"{options[0]} after the overrides: give options before them")
+    if is_lazy_config(config_file):
+        return _load_lazy(config_file, [str(o) for o in opts])
     cfg = get_cfg()
     add_fcos_config(cfg)
     raw = CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)

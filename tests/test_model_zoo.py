@@ -18,8 +18,9 @@ def test_every_config_of_the_clone_is_in_the_model_zoo():
                 os.sep, "/"
             )
             for f in files
-            if f.endswith(".yaml")
+            if f.endswith((".yaml", ".py")) and "__pycache__" not in root
         }
+    assert {"lazy/fcos_R_50_FPN_1x.py", "lazy/common/models/fcos.py"} <= in_clone
     assert len(in_clone) >= 10 and set(model_zoo.list_configs()) == in_clone
 
 
@@ -59,6 +60,8 @@ def test_a_non_editable_install_finds_its_configs_and_runs_its_commands(tmp_path
         f"assert fcos_d2.__file__.startswith({str(target)!r}), fcos_d2.__file__\n"
         "print(z.get_config_file('FCOS_R_50_FPN_1x.yaml'))\n"
         "assert z.get_config('demo/FCOS_R18_shapes_demo.yaml').MODEL.RESNETS.DEPTH == 18\n"
+        "assert z.get_config('lazy/fcos_R18_shapes_demo.py').model.head.num_classes == 3\n"
+        "assert z.get_config('lazy/fcos_R_50_FPN_1x.py', ['train.max_iter=5']).train.max_iter == 5\n"
     )
     outputs = []
     for argv in (

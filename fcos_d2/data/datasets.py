@@ -2,13 +2,13 @@
 
 import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_shapes", "check_num_classes", "dataset_metadata"]
+__all__ = ["register_shapes", "check_num_classes", "check_dataset_classes", "dataset_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,19 @@ def check_num_classes(cfg: CfgNode) -> None:
     Raise if a training dataset has more categories than ``MODEL.FCOS.NUM_CLASSES``.
     Call after the datasets were loaded (loading COCO JSON fills ``thing_classes``).
     """
-    for name in cfg.DATASETS.TRAIN:
+    check_dataset_classes(cfg.DATASETS.TRAIN, cfg.MODEL.FCOS.NUM_CLASSES)
+
+
+def check_dataset_classes(
+    names: Sequence[str], num_classes: int, key: str = "MODEL.FCOS.NUM_CLASSES"
+) -> None:
+    """Raise (naming ``key``) if a dataset of ``names`` has more categories than
+    ``num_classes``; datasets whose categories are not known yet are not checked."""
+    for name in names:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) > cfg.MODEL.FCOS.NUM_CLASSES:
+        if classes is not None and len(classes) > num_classes:
             raise ValueError(
-                f"MODEL.FCOS.NUM_CLASSES={cfg.MODEL.FCOS.NUM_CLASSES} is smaller than the "
+                f"{key}={num_classes} is smaller than the "
                 f"{len(classes)} categories of training dataset {name!r}"
             )
 

@@ -1,13 +1,21 @@
-"""Training machinery for reliable runs: exact resume, CPU DDP, fcos_d2's log set-up."""
+"""Training machinery for reliable runs (YAML and LazyConfig configs): exact resume, CPU DDP,
+fcos_d2's log set-up."""
 
 import warnings
 
 from .ddp import create_ddp_model
+from .lazy import FCOSLazyTrainer, lazy_main, lazy_test
+from .loader import build_fcos_train_loader, training_records
 from .sampler import ResumableBatchSampler, build_resumable_loader
 from .trainer import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
 
 __all__ = [
+    "build_fcos_train_loader",
     "create_ddp_model",
+    "FCOSLazyTrainer",
+    "lazy_main",
+    "lazy_test",
+    "training_records",
     "ResumableBatchSampler",
     "build_resumable_loader",
     "FCOSTrainer",

@@ -10,23 +10,18 @@ import os
 import weakref
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
-from detectron2.data import (
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 
 from ..checkpoint import FCOSCheckpointer
-from ..data import check_num_classes
-from ..data.mapper import FCOSDatasetMapper, drop_invalid_annotations
+from ..data.mapper import FCOSDatasetMapper
 from ..evaluation import FCOSCOCOEvaluator
 from ..solver import build_optimizer
 from ..utils import describe_cpu, setup_command_logger
 from .ddp import create_ddp_model
+from .loader import training_records
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
 __all__ = ["FCOSTrainer", "setup_fcos_logger", "hold_fcos_messages"]
@@ -197,17 +192,11 @@ class FCOSTrainer(DefaultTrainer):
         With ``DATALOADER.SAMPLER_TRAIN`` other than "TrainingSampler", detectron2's loader (with
         the same records and mapper), which does not resume exactly.
         """
-        records = get_detection_dataset_dicts(
+        records = training_records(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-        )
-        check_num_classes(cfg)  # datasets are loaded now, so their categories are known
-        json_files = [MetadataCatalog.get(n).get("json_file", None) for n in cfg.DATASETS.TRAIN]
-        records = drop_invalid_annotations(
-            records,
-            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-            json_files=[f for f in json_files if f and os.path.isfile(f)],
+            num_classes=cfg.MODEL.FCOS.NUM_CLASSES,
         )
         if mapper is None:
             mapper = FCOSDatasetMapper(cfg, is_train=True)

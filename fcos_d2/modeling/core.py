@@ -3,7 +3,7 @@ FCOS's algorithm once, for both of its roles (the ``FCOS`` detector and the ``FC
 generator of two-stage models): the matching of locations to boxes, the losses and the decoding
 of one image's detections, each a small frozen object holding its settings (as detectron2's
 ``Matcher`` and ``Box2BoxTransform``), and :func:`build_fcos_core`, the one place that reads
-their ``MODEL.FCOS`` keys. The settings have no defaults of their own: those live in
+their ``MODEL.FCOS`` keys (through :func:`make_fcos_core`, which LazyConfig configs call). The settings have no defaults of their own: those live in
 :mod:`fcos_d2.config` only.
 
 Shape shorthand: N images, L levels, Hi x Wi locations of level i, Ri = Hi * Wi, R locations over
@@ -11,7 +11,7 @@ all levels, K classes (1 for the proposal generator), M boxes of an image.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -19,6 +19,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Instances
 from torch import Tensor
 
+from ..config import check_choices
 from .losses import fcos_losses
 from .targets import (
     LevelGrid,
@@ -34,6 +35,7 @@ __all__ = [
     "FCOSPostprocess",
     "FCOSCore",
     "build_fcos_core",
+    "make_fcos_core",
     "flatten_predictions",
 ]
 
@@ -204,6 +206,60 @@ def flatten_predictions(predictions: Predictions) -> Tuple[Tensor, Tensor, Tenso
     )
 
 
+def make_fcos_core(
+    *,
+    num_classes: int,
+    strides: Sequence[int],
+    sizes_of_interest: Sequence[float],
+    center_sampling_radius: float,
+    box_loss_type: str,
+    focal_loss_alpha: float,
+    focal_loss_gamma: float,
+    box_quality: str,
+    legacy_conventions: bool,
+    postprocess: Optional[Dict[str, Any]] = None,
+) -> FCOSCore:
+    """
+    An :class:`FCOSCore` from its settings by name (the ``MODEL.FCOS`` keys, lower case): the
+    builder of LazyConfig model configs (``core=L(make_fcos_core)(...)``) and of
+    :func:`build_fcos_core`.
+
+    Args:
+        strides: of the head's levels, finest first.
+        sizes_of_interest: the L - 1 size boundaries between levels.
+        postprocess: the detector's decoding, keys ``score_thresh``, ``topk``, ``nms_thresh``,
+            ``max_detections``, ``thresh_with_ctr`` (:class:`FCOSPostprocess`); None for the
+            proposal generator.
+    """
+    check_choices(box_loss_type=box_loss_type, box_quality=box_quality)
+    matcher = FCOSMatcher(
+        strides=tuple(int(s) for s in strides),
+        size_ranges=tuple(
+            (float(lo), float(hi))
+            for lo, hi in level_size_ranges(list(sizes_of_interest), len(strides))
+        ),
+        center_sampling_radius=float(center_sampling_radius),
+        legacy_areas=bool(legacy_conventions),
+    )
+    loss = FCOSLoss(
+        box_loss_type=box_loss_type,
+        focal_alpha=float(focal_loss_alpha),
+        focal_gamma=float(focal_loss_gamma),
+        box_quality=box_quality,
+    )
+    post = None
+    if postprocess is not None:
+        post = FCOSPostprocess(
+            score_thresh=float(postprocess["score_thresh"]),
+            topk=int(postprocess["topk"]),
+            nms_thresh=float(postprocess["nms_thresh"]),
+            max_detections=int(postprocess["max_detections"]),
+            thresh_with_ctr=bool(postprocess["thresh_with_ctr"]),
+            legacy_conventions=bool(legacy_conventions),
+        )
+    return FCOSCore(int(num_classes), matcher, loss, post)
+
+
 def build_fcos_core(
     cfg: CfgNode, strides: Sequence[int], num_classes: int, with_postprocess: bool = True
 ) -> FCOSCore:
@@ -212,29 +268,24 @@ def build_fcos_core(
     ``TEST.DETECTIONS_PER_IMAGE``, for a head on levels of these ``strides``.
     """
     fcos = cfg.MODEL.FCOS
-    matcher = FCOSMatcher(
-        strides=tuple(int(s) for s in strides),
-        size_ranges=tuple(
-            (float(lo), float(hi))
-            for lo, hi in level_size_ranges(list(fcos.SIZES_OF_INTEREST), len(strides))
-        ),
-        center_sampling_radius=float(fcos.CENTER_SAMPLING_RADIUS),
-        legacy_areas=bool(fcos.LEGACY_CONVENTIONS),
-    )
-    loss = FCOSLoss(
-        box_loss_type=fcos.BOX_LOSS_TYPE,
-        focal_alpha=float(fcos.FOCAL_LOSS_ALPHA),
-        focal_gamma=float(fcos.FOCAL_LOSS_GAMMA),
-        box_quality=fcos.BOX_QUALITY,
-    )
     postprocess = None
     if with_postprocess:
-        postprocess = FCOSPostprocess(
-            score_thresh=float(fcos.SCORE_THRESH_TEST),
-            topk=int(fcos.TOPK_CANDIDATES_TEST),
-            nms_thresh=float(fcos.NMS_THRESH_TEST),
-            max_detections=int(cfg.TEST.DETECTIONS_PER_IMAGE),
-            thresh_with_ctr=bool(fcos.THRESH_WITH_CTR),
-            legacy_conventions=bool(fcos.LEGACY_CONVENTIONS),
+        postprocess = dict(
+            score_thresh=fcos.SCORE_THRESH_TEST,
+            topk=fcos.TOPK_CANDIDATES_TEST,
+            nms_thresh=fcos.NMS_THRESH_TEST,
+            max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
+            thresh_with_ctr=fcos.THRESH_WITH_CTR,
         )
-    return FCOSCore(num_classes, matcher, loss, postprocess)
+    return make_fcos_core(
+        num_classes=num_classes,
+        strides=strides,
+        sizes_of_interest=fcos.SIZES_OF_INTEREST,
+        center_sampling_radius=fcos.CENTER_SAMPLING_RADIUS,
+        box_loss_type=fcos.BOX_LOSS_TYPE,
+        focal_loss_alpha=fcos.FOCAL_LOSS_ALPHA,
+        focal_loss_gamma=fcos.FOCAL_LOSS_GAMMA,
+        box_quality=fcos.BOX_QUALITY,
+        legacy_conventions=fcos.LEGACY_CONVENTIONS,
+        postprocess=postprocess,
+    )

@@ -1,0 +1,74 @@
+"""
+The training records and stream of both config systems: the datasets' records after fcos_d2's
+bad-data policy, in the stream that ``--resume`` continues exactly. :class:`FCOSTrainer` (YAML)
+and LazyConfig configs (``dataloader.train = L(build_fcos_train_loader)(...)``) use the same
+functions.
+"""
+
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
+from detectron2.utils import comm
+from torch.utils.data import DataLoader
+
+from ..data import check_dataset_classes
+from ..data.mapper import drop_invalid_annotations
+from .sampler import build_resumable_loader
+
+__all__ = ["training_records", "build_fcos_train_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def training_records(
+    dataset_names: Union[str, Sequence[str]],
+    *,
+    filter_empty: bool = True,
+    proposal_files: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+) -> List[Dict[str, Any]]:
+    """
+    The records of ``dataset_names`` (detectron2's ``get_detection_dataset_dicts``) without their
+    invalid box annotations (:func:`~fcos_d2.data.mapper.drop_invalid_annotations`, which names
+    them); with ``num_classes``, a dataset of more categories is refused.
+    """
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    records = get_detection_dataset_dicts(
+        names, filter_empty=filter_empty, proposal_files=proposal_files
+    )
+    if num_classes is not None:  # the datasets are loaded now, so their categories are known
+        check_dataset_classes(names, num_classes)
+    json_files = [MetadataCatalog.get(n).get("json_file", None) for n in names]
+    return drop_invalid_annotations(
+        records,
+        filter_empty=filter_empty,
+        json_files=[f for f in json_files if f and os.path.isfile(f)],
+    )
+
+
+def build_fcos_train_loader(
+    *,
+    dataset_names: Union[str, Sequence[str]],
+    mapper: Callable[[Dict], Dict],
+    total_batch_size: int,
+    num_workers: int = 0,
+    seed: int = -1,
+    aspect_ratio_grouping: bool = True,
+    filter_empty: bool = True,
+    num_classes: Optional[int] = None,
+) -> DataLoader:
+    """
+    The exactly resumable training stream (:func:`~fcos_d2.engine.sampler.build_resumable_loader`)
+    over :func:`training_records`; ``seed`` < 0: one drawn and shared by all processes.
+    """
+    records = training_records(dataset_names, filter_empty=filter_empty, num_classes=num_classes)
+    return build_resumable_loader(
+        records,
+        mapper,
+        total_batch_size=total_batch_size,
+        seed=seed if seed >= 0 else comm.shared_random_seed(),
+        num_workers=num_workers,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+    )
