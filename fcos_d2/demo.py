@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -29,12 +29,14 @@ from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 import fcos_d2
 
 from .checkpoint import CheckpointReadError, IncompleteCheckpointError
 from .data import dataset_metadata, register_shapes
+from .lazy_config import lazy_test_dataset, set_lazy_class_thresholds, set_lazy_score_thresh
 from .predictor import Predictor
 from .utils import setup_command_logger
 
@@ -103,31 +105,43 @@ def get_parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH", help="also write the detections as COCO-format results"
     )
     parser.add_argument(
-        "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ..."
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides: KEY VALUE ... (YAML), key=value ... (Python configs)",
     )
     return parser
 
 
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """The frozen config; a missing config file or a bad threshold is a :class:`DemoError`."""
+def setup_cfg(args: argparse.Namespace) -> Union[CfgNode, DictConfig]:
+    """The config (YAML: frozen; Python: a LazyConfig); a missing config file or a bad threshold
+    is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
     cfg = fcos_d2.load_config(args.config_file, list(args.opts))
+    lazy = isinstance(cfg, DictConfig)
     threshold = args.confidence_threshold
     if threshold is None:
         # with per-class thresholds, those decide; the candidates are the config's
-        threshold = cfg.MODEL.FCOS.SCORE_THRESH_TEST if args.class_thresholds else DEFAULT_THRESHOLD
+        configured = (
+            cfg.model.core.postprocess.score_thresh if lazy else cfg.MODEL.FCOS.SCORE_THRESH_TEST
+        )
+        threshold = configured if args.class_thresholds else DEFAULT_THRESHOLD
     if not 0.0 <= threshold <= 1.0:
         raise DemoError(f"--confidence-threshold {threshold} is not in [0, 1]")
     # FCOS thresholds the class probability itself (not the reported score, which is
     # sqrt(probability x centre-ness)), as AdelaiDet's demo does.
+    if lazy:
+        set_lazy_score_thresh(cfg, threshold)
+        if args.class_thresholds:
+            set_lazy_class_thresholds(cfg, args.class_thresholds)
+        return cfg
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = threshold
     if args.class_thresholds:
         cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
-    if args.exported:
-        cfg.freeze()
-        return cfg  # the weights are in the export
-    cfg.freeze()  # empty or missing weights: the predictor's strict loading names them
+    # empty or missing weights (or, with --exported, none needed): the predictor's strict
+    # loading names them
+    cfg.freeze()
     return cfg
 
 
@@ -330,7 +344,10 @@ def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
 def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
     """The predictor and the dataset metadata (class names, ids) of the demo."""
     if not args.config_file and not args.exported:
-        raise DemoError("give --config-file (with weights in --opts MODEL.WEIGHTS) or --exported")
+        raise DemoError(
+            "give --config-file (with weights in --opts MODEL.WEIGHTS, or train.init_checkpoint="
+            " for a Python config) or --exported"
+        )
     predictor = metadata = None
     if args.exported:
         predictor, metadata = _exported_predictor(args)
@@ -340,8 +357,11 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
             predictor = predictor or Predictor(cfg)
         except ValueError as e:  # a bad MODEL.FCOS value or thresholds file, named
             raise DemoError(str(e)) from None
-        if cfg.DATASETS.TEST:
-            metadata = dataset_metadata(cfg.DATASETS.TEST[0])
+        name = lazy_test_dataset(cfg) if isinstance(cfg, DictConfig) else None
+        if not isinstance(cfg, DictConfig) and cfg.DATASETS.TEST:
+            name = cfg.DATASETS.TEST[0]
+        if name:
+            metadata = dataset_metadata(name)
     return predictor, metadata or Metadata(name="__unused")
 
 

@@ -11,17 +11,22 @@ and the fix.
 """
 
 import contextlib
+import copy
 import logging
 import warnings
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Union
 
 import numpy as np
 import torch
 from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
+from omegaconf import DictConfig
 
 from .checkpoint import load_for_inference
 from .config import INPUT_FORMATS
+from .lazy_config import build_lazy_model, lazy_test_augmentations, lazy_test_dataset, lazy_weights
 
 __all__ = ["check_image", "Predictor"]
 
@@ -109,6 +114,16 @@ def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
     return image
 
 
+class _AugmentationList:
+    """``DefaultPredictor``'s ``aug`` for a list of test augmentations (a LazyConfig mapper's)."""
+
+    def __init__(self, augmentations: List[T.Augmentation]):
+        self.augmentations = T.AugmentationList(augmentations)
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        return self.augmentations(T.AugInput(image))
+
+
 class Predictor(DefaultPredictor):
     """
     ``DefaultPredictor`` that checks each input with :func:`check_image` and loads
@@ -118,9 +133,16 @@ class Predictor(DefaultPredictor):
 
     ``predictor(image)`` -> ``{"instances": Instances}`` with boxes in the coordinates of
     ``image`` (H, W, 3).
+
+    ``cfg`` may be a LazyConfig (Python) config: then ``model``, ``train.init_checkpoint``,
+    ``train.device`` and ``dataloader.test`` (its augmentations and dataset) take the places of
+    the YAML keys.
     """
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: Union[CfgNode, DictConfig]):
+        if isinstance(cfg, DictConfig):  # a LazyConfig (Python) config
+            self._init_lazy(cfg)
+            return
         # DefaultPredictor's own set-up (model, metadata, resizing, input format), given no
         # weights so that it does not load them leniently; they are loaded strictly after.
         unloaded = cfg.clone()
@@ -131,6 +153,27 @@ class Predictor(DefaultPredictor):
         self.cfg = cfg.clone()
         load_for_inference(self.model, cfg.MODEL.WEIGHTS)
 
+    def _init_lazy(self, cfg: DictConfig) -> None:
+        # DefaultPredictor's attributes, from the LazyConfig equivalents of its keys
+        self.cfg = copy.deepcopy(cfg)
+        self.model = build_lazy_model(cfg).eval()
+        name = lazy_test_dataset(cfg)
+        self.metadata = MetadataCatalog.get(name) if name else None
+        self.aug = _AugmentationList(lazy_test_augmentations(cfg))
+        self.input_format = self.model.input_format
+        load_for_inference(self.model, lazy_weights(cfg))
+
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         """original_image: (H, W, 3) BGR (the DefaultPredictor convention)."""
-        return super().__call__(check_image(original_image, "BGR"))
+        image = check_image(original_image, "BGR")
+        if not isinstance(self.cfg, DictConfig):
+            return super().__call__(image)
+        # DefaultPredictor's steps, with the device of train.device (it reads MODEL.DEVICE)
+        with torch.no_grad():
+            if self.input_format == "RGB":
+                image = image[:, :, ::-1]
+            height, width = image.shape[:2]
+            resized = self.aug.get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+            inputs = {"image": tensor.to(self.cfg.train.device), "height": height, "width": width}
+            return self.model([inputs])[0]

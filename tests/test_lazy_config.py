@@ -242,3 +242,53 @@ def test_train_net_trains_a_python_config_on_two_cpu_processes_then_evaluates_it
     log = run("--eval-only", f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path}/e")
     assert f"Loading from {weights}" in log and "copypaste: AP,AP50" in log
     assert "iter: 0" not in log  # evaluated, not trained
+
+
+def test_predictor_and_demo_on_a_python_config_give_the_yaml_configs_detections(tmp_path, capsys):
+    import json
+
+    import cv2
+    import numpy as np
+
+    from fcos_d2 import Predictor
+    from fcos_d2.demo import main as demo
+
+    lazy_cfg, yaml_cfg = _pair(*PAIRS[0])
+    torch.manual_seed(0)
+    model = randomize_head(build_model(yaml_cfg), cls_bias=0.0, box_bias=1.0)
+    weights = str(tmp_path / "model.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    yaml_cfg.MODEL.WEIGHTS, lazy_cfg.train.init_checkpoint = weights, weights
+    image = np.random.default_rng(0).integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    a, b = Predictor(lazy_cfg)(image)["instances"], Predictor(yaml_cfg)(image)["instances"]
+    assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
+    assert a.image_size == (97, 131)  # boxes in the input image's coordinates
+    assert torch.allclose(a.scores, b.scores, atol=1e-5)
+    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3)
+
+    path = str(tmp_path / "image.png")
+    cv2.imwrite(path, image)
+    outputs = []
+    for config, opts in (
+        (PAIRS[0][0], [f"train.init_checkpoint={weights}"]),
+        (PAIRS[0][1], ["MODEL.WEIGHTS", weights]),
+    ):
+        out = str(tmp_path / f"{len(outputs)}.json")
+        argv = ["--config-file", os.path.join(CONFIGS, config), "--input", path, "--json", out]
+        assert demo(argv + ["--confidence-threshold", "0.3", "--opts", *opts]) == 0
+        outputs.append(json.load(open(out)))
+    assert len(outputs[0]) == len(outputs[1]) > 0
+    for x, y in zip(*outputs):
+        assert x["category_id"] == y["category_id"]
+        assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+        assert x["bbox"] == pytest.approx(y["bbox"], abs=1e-3)
+
+
+def test_exporting_a_python_config_is_a_one_line_error(tmp_path, capsys):
+    from fcos_d2.export.__main__ import main as export
+
+    argv = ["--config-file", os.path.join(CONFIGS, PAIRS[0][0]), "--format", "onnx"]
+    argv += ["--output", str(tmp_path)]
+    assert export(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Python (LazyConfig) configs cannot be exported" in err

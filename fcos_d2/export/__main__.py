@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from detectron2.config import CfgNode
 from detectron2.evaluation import print_csv_format
 
 import fcos_d2
@@ -65,6 +66,12 @@ def _run(args: argparse.Namespace) -> None:
     setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
+    if not isinstance(cfg, CfgNode):
+        raise ValueError(
+            f"{args.config_file}: Python (LazyConfig) configs cannot be exported yet; export the "
+            "YAML recipe of the same model (configs/lazy/ name theirs), whose checkpoints load "
+            "unchanged"
+        )
     if args.class_thresholds:
         cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
     info = export_model(
