@@ -21,5 +21,7 @@ setup(
         "openvino": ["openvino>=2024.4", "nncf>=2.13"],
         # COCO evaluation without detectron2's compiled ops: fcos_d2's COCOEvaluator uses it
         "eval": ["faster-coco-eval>=1.6"],
+        # MODEL.BACKBONE.NAME build_fcos_timm_fpn_backbone: any timm model with features_only
+        "timm": ["timm>=1.0"],
     },
 )

@@ -1,4 +1,4 @@
-"""The ``MODEL.FCOS`` config subtree (and ``SOLVER.OPTIMIZER``)."""
+"""The ``MODEL.FCOS`` and ``MODEL.TIMM`` config subtrees (and ``SOLVER.OPTIMIZER``)."""
 
 from typing import Optional, Sequence
 
@@ -11,13 +11,14 @@ __all__ = [
     "check_top_block_config",
     "FCOS_CHOICES",
     "INPUT_FORMATS",
+    "TIMM_NORMS",
 ]
 
 
 def add_fcos_config(cfg: CN) -> None:
     """
-    Add the ``MODEL.FCOS`` keys and ``SOLVER.OPTIMIZER`` to ``cfg`` (in place). Nothing else in
-    ``cfg`` is changed.
+    Add the ``MODEL.FCOS`` keys, the ``MODEL.TIMM`` keys (timm backbones) and
+    ``SOLVER.OPTIMIZER`` to ``cfg`` (in place). Nothing else in ``cfg`` is changed.
     Defaults reproduce the AdelaiDet ``FCOS_R_50_1x`` recipe (38.7 AP, AdelaiDet's number).
     """
     _C = cfg
@@ -88,6 +89,21 @@ def add_fcos_config(cfg: CN) -> None:
     # matching and the NMS, boxes clipped to (w - 1, h - 1) before the NMS and none dropped after
     # it, frozen BatchNorm without epsilon. Off: AdelaiDet's conventions.
     _C.MODEL.FCOS.LEGACY_CONVENTIONS = False
+    # The timm backbone of MODEL.BACKBONE.NAME "build_fcos_timm_fpn_backbone" (pip install
+    # "fcos_d2[timm]"); its features are the strides of MODEL.FPN.IN_FEATURES (stride 8 = "res3",
+    # as detectron2's ResNet names them) and MODEL.BACKBONE.FREEZE_AT freezes its first stages.
+    _C.MODEL.TIMM = CN()
+    # timm model name (timm.list_models(); any model with features_only), e.g. "convnext_tiny".
+    _C.MODEL.TIMM.NAME = ""
+    # Start from timm's pretrained weights (its default tag; downloaded from timm's hub once).
+    # Not loaded when MODEL.WEIGHTS is set: those weights replace them anyway.
+    _C.MODEL.TIMM.PRETRAINED = False
+    # A local file of those weights (the timm model's state dict), for machines without network
+    # (timm's pretrained_cfg_overlay file); "" = timm's hub. Needs PRETRAINED True.
+    _C.MODEL.TIMM.PRETRAINED_FILE = ""
+    # "FrozenBN": every BatchNorm frozen (timm's freeze_batch_norm_2d, for small per-GPU batches)
+    # or "": the model's norms as they are (frozen in the FREEZE_AT stages only).
+    _C.MODEL.TIMM.NORM = "FrozenBN"
     if "OPTIMIZER" not in _C.SOLVER:  # a project that defines it (Panoptic-DeepLab) keeps its own
         # fcos_d2's trainer (train_net.py): "SGD" (detectron2's, with SOLVER.MOMENTUM) or "ADAMW"
         # (decoupled SOLVER.WEIGHT_DECAY); detectron2's DefaultTrainer always uses SGD.
@@ -106,6 +122,9 @@ FCOS_CHOICES = {
     "TRAIN_DTYPE": ("float32", "bfloat16"),
     "TOP_BLOCK_IN_FEATURE": ("p5", "res5", ""),
 }
+
+# Allowed values of MODEL.TIMM.NORM.
+TIMM_NORMS = ("FrozenBN", "")
 
 # Channel orders of INPUT.FORMAT an FCOS model (its 3-channel pixel mean) can take.
 INPUT_FORMATS = ("BGR", "RGB")

@@ -24,12 +24,19 @@ PROPOSAL_GENERATORS = {"FCOS": FCOSProposalGenerator, "RPN": RPN}
 def test_registered():
     assert META_ARCH_REGISTRY.get("FCOS") is FCOS
     assert BACKBONE_REGISTRY.get("build_fcos_resnet_fpn_backbone") is not None
+    assert BACKBONE_REGISTRY.get("build_fcos_timm_fpn_backbone") is not None
 
 
-def test_add_fcos_config_adds_only_model_fcos_and_the_optimizer_key():
+def test_add_fcos_config_adds_only_model_fcos_model_timm_and_the_optimizer_key():
     plain, cfg = get_cfg(), get_cfg()
     fcos_d2.add_fcos_config(cfg)
     fcos = cfg.MODEL.pop("FCOS")
+    assert cfg.MODEL.pop("TIMM") == {
+        "NAME": "",
+        "PRETRAINED": False,
+        "PRETRAINED_FILE": "",
+        "NORM": "FrozenBN",
+    }
     assert cfg.SOLVER.pop("OPTIMIZER") == "SGD"
     assert cfg == plain
     assert fcos.NUM_CLASSES == 80 and fcos.NMS_THRESH_TEST == 0.6
@@ -51,6 +58,7 @@ def test_every_yaml_builds_and_trains_one_step_on_a_tiny_image(path):
     cfg = fcos_d2.load_config(path)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.TIMM.PRETRAINED = False  # timm's weights are downloaded; none can be here
     model = build_model(cfg)
     if cfg.MODEL.META_ARCHITECTURE == "FCOS":
         assert model.head.cls_logits.out_channels == cfg.MODEL.FCOS.NUM_CLASSES

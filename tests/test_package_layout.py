@@ -109,6 +109,8 @@ def test_import_fcos_d2_registers_models_only():
         "assert set(DatasetCatalog.list()) == before, 'registered datasets'\n"
         "assert 'FCOS' in META_ARCH_REGISTRY and 'FCOS' in PROPOSAL_GENERATOR_REGISTRY\n"
         "assert 'build_fcos_resnet_fpn_backbone' in BACKBONE_REGISTRY\n"
+        "assert 'build_fcos_timm_fpn_backbone' in BACKBONE_REGISTRY\n"
+        "assert 'timm' not in sys.modules, 'imported timm (the optional extra)'\n"
         "heavy = [m for m in sys.modules if m.startswith(('fcos_d2.engine', 'fcos_d2.benchmark',"
         " 'fcos_d2.export', 'fcos_d2.predictor', 'fcos_d2.demo', 'fcos_d2.analyze'))]\n"
         "assert not heavy, heavy\n"

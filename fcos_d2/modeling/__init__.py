@@ -1,12 +1,13 @@
 """
-FCOS model parts; importing this module registers the meta-architecture, the backbone and the
-"FCOS" proposal generator.
+FCOS model parts; importing this module registers the meta-architecture, the backbones (ResNet,
+and timm, which needs timm only when built) and the "FCOS" proposal generator.
 """
 
 from .backbone import build_fcos_resnet_fpn_backbone
 from .head import FCOSHead, Scale
 from .meta_arch import FCOS
 from .proposal_generator import FCOSProposalGenerator
+from .timm_backbone import build_fcos_timm_fpn_backbone
 
 __all__ = [
     "FCOS",
@@ -14,4 +15,5 @@ __all__ = [
     "FCOSProposalGenerator",
     "Scale",
     "build_fcos_resnet_fpn_backbone",
+    "build_fcos_timm_fpn_backbone",
 ]

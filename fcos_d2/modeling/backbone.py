@@ -1,4 +1,4 @@
-"""ResNet-FPN backbone with the P6/P7 levels FCOS uses."""
+"""ResNet-FPN backbone with the P6/P7 levels FCOS uses, and that FPN for other backbones."""
 
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
@@ -8,7 +8,7 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from ..config import check_top_block_config
 from .deform_resnet import build_resnet_backbone_torchvision_dcn
 
-__all__ = ["build_fcos_resnet_fpn_backbone"]
+__all__ = ["build_fcos_fpn", "build_fcos_resnet_fpn_backbone"]
 
 
 @BACKBONE_REGISTRY.register()
@@ -19,9 +19,17 @@ def build_fcos_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Back
     e.g. for FCOS-RT).
     """
     check_top_block_config(cfg)  # the rest of MODEL.FCOS: the detector's from_config
-    source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
     # Deformable stages (MODEL.RESNETS.DEFORM_ON_PER_STAGE) on torchvision, not detectron2._C.
     bottom_up = build_resnet_backbone_torchvision_dcn(cfg, input_shape)
+    return build_fcos_fpn(cfg, bottom_up)
+
+
+def build_fcos_fpn(cfg: CfgNode, bottom_up: Backbone) -> FPN:
+    """
+    detectron2's FPN (``MODEL.FPN``) on ``bottom_up``, with P6/P7 from
+    ``MODEL.FCOS.TOP_BLOCK_IN_FEATURE``: the one FPN of every fcos_d2 backbone builder.
+    """
+    source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     top_block = None
     if source == "p5":

@@ -1,0 +1,249 @@
+"""
+timm backbones (any timm model with ``features_only``) under detectron2's FPN with FCOS's P6/P7.
+
+timm is an optional extra (``pip install "fcos_d2[timm]"``): it is imported only when a timm
+backbone is built or frozen, so ``import fcos_d2`` works without it.
+"""
+
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
+from torch import Tensor, nn
+
+from ..config import TIMM_NORMS, check_top_block_config
+from .backbone import build_fcos_fpn
+
+__all__ = ["TimmBackbone", "build_fcos_timm_fpn_backbone", "feature_name"]
+
+_INSTALL = (
+    'MODEL.BACKBONE.NAME build_fcos_timm_fpn_backbone needs timm: pip install "fcos_d2[timm]"'
+)
+
+
+def feature_name(stride: int) -> str:
+    """The detectron2 ResNet name of the feature at ``stride`` (4 -> "res2", 32 -> "res5"), so
+    that configs written for ResNets (``MODEL.FPN.IN_FEATURES``) work unchanged."""
+    level = int(round(math.log2(stride))) if stride > 0 else -1
+    if level < 0 or 2**level != stride:
+        raise ValueError(f"timm feature stride {stride} is not a power of 2")
+    return f"res{level}"
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError as e:
+        raise ImportError(_INSTALL) from e
+    return timm
+
+
+class TimmBackbone(Backbone):
+    """
+    A detectron2 ``Backbone`` over an already-built timm ``features_only`` model, its outputs
+    named by stride as detectron2's ResNet names them (:func:`feature_name`). Only the
+    ``out_features`` asked for are returned (all of the model's, by default).
+    """
+
+    def __init__(self, model: nn.Module, out_features: Optional[Sequence[str]] = None):
+        """
+        Args:
+            model: a timm model built with ``features_only=True`` (it has ``feature_info`` and
+                returns the list of its ``feature_info.out_indices`` features).
+            out_features: the names of the features to return; all of them when None.
+        """
+        super().__init__()
+        self.model = model
+        info = model.feature_info
+        strides, channels = list(info.reduction()), list(info.channels())
+        self._model_features = [feature_name(s) for s in strides]
+        if len(set(self._model_features)) != len(strides):
+            raise ValueError(f"timm model returns two features of one stride: {strides}")
+        if out_features is None:
+            out_features = self._model_features
+        missing = [f for f in out_features if f not in self._model_features]
+        if missing or not out_features:
+            raise ValueError(
+                f"out_features {list(out_features)}: {missing or 'empty'} not among the timm "
+                f"model's {self._model_features}"
+            )
+        self._out_features = list(out_features)
+        self._out_feature_strides = dict(zip(self._model_features, strides))
+        self._out_feature_channels = dict(zip(self._model_features, channels))
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        features = self.model(x)
+        return {
+            name: f for name, f in zip(self._model_features, features) if name in self._out_features
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        # The features of consecutive strides line up (as FPN's top-down path needs) only on
+        # inputs divisible by the coarsest stride the model computes.
+        return max(self._out_feature_strides.values())
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        return {"size_divisibility": self.size_divisibility}
+
+    def freeze_batchnorm(self) -> "TimmBackbone":
+        """Every BatchNorm of the model frozen by timm's ``freeze_batch_norm_2d`` (statistics and
+        affine fixed, for small per-GPU batches); it keeps the activation and drop of timm's
+        fused BatchNormAct2d, which detectron2's FrozenBatchNorm2d conversion would lose."""
+        from timm.layers import freeze_batch_norm_2d
+
+        self.model = freeze_batch_norm_2d(self.model)
+        return self
+
+    def freeze(self, freeze_at: int = 0) -> "TimmBackbone":
+        """
+        ``MODEL.BACKBONE.FREEZE_AT`` as detectron2's ResNet reads it: 0 nothing, 1 the stem (all
+        the model runs before the stage of its stride-4 feature), k >= 2 the stem and the stages
+        up to the one of the stride 2**k feature ("res{k}"). Frozen parts get no gradient and
+        their BatchNorms are frozen (timm's ``freeze_batch_norm_2d``).
+        """
+        if freeze_at <= 0:
+            return self
+        from timm.layers import freeze_batch_norm_2d
+
+        units = self._units()
+        for parent, name, unit in units[: self._frozen_unit_count(units, freeze_at)]:
+            for p in unit.parameters():
+                p.requires_grad_(False)
+            frozen = freeze_batch_norm_2d(unit)
+            if frozen is not unit:  # the unit is a norm layer itself (EfficientNet's bn1)
+                parent.add_module(name, frozen)
+        return self
+
+    def _units(self) -> List[Tuple[nn.Module, str, nn.Module]]:
+        """(parent, name, module) of the model's parts in the order they run: its children,
+        with a Sequential child (EfficientNet's blocks) opened into its stages."""
+        units = []
+        for name, child in self.model.named_children():
+            if isinstance(child, nn.Sequential):
+                units += [(child, n, c) for n, c in child.named_children()]
+            else:
+                units.append((self.model, name, child))
+        return units
+
+    def _frozen_unit_count(self, units: List[Tuple[nn.Module, str, nn.Module]], k: int) -> int:
+        """How many of ``units`` (from the first) FREEZE_AT ``k`` freezes."""
+        info = self.model.feature_info
+        strides = [info.get("reduction", i) for i in range(len(info))]
+        if k == 1:  # the stem: everything before the first stage of stride 4 or more
+            index = next((i for i, s in enumerate(strides) if s >= 4), None)
+        else:
+            index = max((i for i, s in enumerate(strides) if s == 2**k), default=None)
+        if index is None:
+            raise ValueError(
+                f"MODEL.BACKBONE.FREEZE_AT={k}: the timm model has no feature of stride "
+                f"{4 if k == 1 else 2 ** k} (its strides: {strides})"
+            )
+        module = self._feature_module(info.get("module", index))
+        inside = {id(m) for m in module.modules()}
+        span = [
+            i
+            for i, (_, _, unit) in enumerate(units)
+            if id(unit) in inside or any(m is module for m in unit.modules())
+        ]
+        if not span:
+            raise ValueError(f"MODEL.BACKBONE.FREEZE_AT={k}: {module} is not part of the model")
+        return span[0] if k == 1 else span[-1] + 1
+
+    def _feature_module(self, name: str) -> nn.Module:
+        # timm's FeatureListNet renames the modules it flattens ("stages.0" -> "stages_0");
+        # EfficientNet's feature classes keep the names.
+        for candidate in (name, name.replace(".", "_")):
+            try:
+                return self.model.get_submodule(candidate)
+            except AttributeError:
+                continue
+        raise ValueError(f"MODEL.BACKBONE.FREEZE_AT: no module {name!r} in the timm model")
+
+
+def _feature_indices(timm, name: str, in_chans: int) -> Dict[str, int]:
+    """Feature name -> timm ``out_indices`` index of the model ``name`` (of a stride that
+    appears twice, the deeper feature), read off a model built on the meta device."""
+
+    def create(**kwargs):
+        return timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
+
+    try:
+        try:
+            with torch.device("meta"):  # no memory, no initialisation: only feature_info is read
+                probe = create()
+        except (RuntimeError, NotImplementedError):  # a model whose __init__ needs real tensors
+            probe = create()
+    except (RuntimeError, ValueError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"MODEL.TIMM.NAME={name!r}: timm cannot build it features_only ({reason})"
+        ) from None
+    info = probe.feature_info
+    indices = {}
+    for i in range(len(info)):
+        stride = info.get("reduction", i)
+        if stride > 0 and 2 ** int(round(math.log2(stride))) == stride:
+            indices[feature_name(stride)] = i
+    return indices
+
+
+@BACKBONE_REGISTRY.register()
+def build_fcos_timm_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
+    """
+    The timm model ``MODEL.TIMM.NAME`` (features_only, the strides of ``MODEL.FPN.IN_FEATURES``)
+    + detectron2's FPN with P6/P7 from ``MODEL.FCOS.TOP_BLOCK_IN_FEATURE``, as
+    :func:`~fcos_d2.modeling.backbone.build_fcos_resnet_fpn_backbone` builds on a ResNet.
+    ``MODEL.BACKBONE.FREEZE_AT`` freezes its stem and first stages, ``MODEL.TIMM.NORM``
+    "FrozenBN" all its BatchNorms.
+    """
+    check_top_block_config(cfg)
+    spec = cfg.MODEL.TIMM
+    if spec.NORM not in TIMM_NORMS:
+        raise ValueError(f"MODEL.TIMM.NORM={spec.NORM!r} is not one of {list(TIMM_NORMS)}")
+    timm = _import_timm()
+    if not spec.NAME or not timm.is_model(spec.NAME):
+        raise ValueError(
+            f"MODEL.TIMM.NAME={spec.NAME!r} is not a timm model (timm.list_models() lists them)"
+        )
+    # Weights MODEL.WEIGHTS loads replace the backbone's: no download needed then (export,
+    # evaluation, resuming on an offline machine).
+    pretrained = bool(spec.PRETRAINED) and not cfg.MODEL.WEIGHTS
+    if spec.PRETRAINED_FILE and not spec.PRETRAINED:
+        raise ValueError(
+            f"MODEL.TIMM.PRETRAINED_FILE={spec.PRETRAINED_FILE!r} is read only with "
+            "MODEL.TIMM.PRETRAINED True"
+        )
+    if pretrained and spec.PRETRAINED_FILE and not os.path.isfile(spec.PRETRAINED_FILE):
+        raise ValueError(f"MODEL.TIMM.PRETRAINED_FILE={spec.PRETRAINED_FILE!r}: no such file")
+    in_chans = input_shape.channels
+    indices = _feature_indices(timm, spec.NAME, in_chans)
+    wanted = list(cfg.MODEL.FPN.IN_FEATURES)
+    missing = [f for f in wanted if f not in indices]
+    if missing:
+        raise ValueError(
+            f"MODEL.FPN.IN_FEATURES={wanted}: {missing} not produced by timm model "
+            f"{spec.NAME!r}, whose features are {list(indices)}"
+        )
+    if cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE == "res5" and "res5" not in wanted:
+        if "res5" not in indices:
+            raise ValueError(
+                f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5': timm model {spec.NAME!r} has no "
+                f"stride-32 feature (its features are {list(indices)})"
+            )
+        wanted.append("res5")  # P6 from C5
+    kwargs = {"pretrained": pretrained}
+    if pretrained and spec.PRETRAINED_FILE:
+        kwargs["pretrained_cfg_overlay"] = {"file": spec.PRETRAINED_FILE}
+    kwargs["out_indices"] = sorted(indices[f] for f in wanted)
+    model = timm.create_model(spec.NAME, features_only=True, in_chans=in_chans, **kwargs)
+    bottom_up = TimmBackbone(model, wanted)
+    if spec.NORM == "FrozenBN":
+        bottom_up.freeze_batchnorm()
+    bottom_up.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+    return build_fcos_fpn(cfg, bottom_up)
