@@ -1,8 +1,8 @@
 """
 fcos_d2: FCOS as a Detectron2 extension. ``import fcos_d2`` registers the ``FCOS``
-meta-architecture, the ``FCOS`` proposal generator and the ``build_fcos_resnet_fpn_backbone``
-backbone, and nothing else (no dataset, no trainer); ``add_fcos_config(cfg)`` adds the
-``MODEL.FCOS`` keys.
+meta-architecture, the ``FCOS`` proposal generator and the ``build_fcos_resnet_fpn_backbone`` and
+``build_fcos_timm_fpn_backbone`` backbones, and nothing else (no dataset, no trainer, no timm);
+``add_fcos_config(cfg)`` adds the ``MODEL.FCOS`` and ``MODEL.TIMM`` keys.
 """
 
 from .config import add_fcos_config

@@ -1,0 +1,27 @@
+"""python -m fcos_d2.benchmark.backbones: the rows it reports."""
+
+import pytest
+
+from fcos_d2.benchmark.backbones import bench_backbones, main
+
+pytest.importorskip("timm")
+
+
+def test_backbone_rows_count_parameters_and_macs_that_grow_with_the_image_area():
+    name = "timm/FCOS_efficientnet_b3_FPN_1x.yaml"
+    small, large = (bench_backbones([name], size, "cpu", 1)[0] for size in ((64, 96), (128, 192)))
+    assert small["backbone"] == "timm efficientnet_b3"
+    # EfficientNet-B3's features (timm's 12.23M less its 1536x1000 classifier: 10.7M), the
+    # 256-channel FPN with P6/P7 (about 3M) and the 4+4-conv head (about 4.7M): 15-25M, for
+    # any image size
+    assert 15 < small["params_M"] == large["params_M"] < 25
+    assert small["backbone_fpn_params_M"] < small["params_M"]
+    # convolutions: multiply-adds proportional to the area (4x), up to the padding to 128
+    assert 3.0 < large["gmacs"] / small["gmacs"] < 4.5
+    assert 0 < small["min_s"] <= small["median_s"]
+
+
+def test_backbones_command_prints_a_markdown_row_per_config(capsys, tmp_path):
+    main(["--configs", "FCOS_R_50_FPN_1x.yaml", "--size", "64", "96", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "| `FCOS_R_50_FPN_1x.yaml` | ResNet-50 |" in out
