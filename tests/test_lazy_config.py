@@ -282,13 +282,3 @@ def test_predictor_and_demo_on_a_python_config_give_the_yaml_configs_detections(
         assert x["category_id"] == y["category_id"]
         assert x["score"] == pytest.approx(y["score"], abs=1e-5)
         assert x["bbox"] == pytest.approx(y["bbox"], abs=1e-3)
-
-
-def test_exporting_a_python_config_is_a_one_line_error(tmp_path, capsys):
-    from fcos_d2.export.__main__ import main as export
-
-    argv = ["--config-file", os.path.join(CONFIGS, PAIRS[0][0]), "--format", "onnx"]
-    argv += ["--output", str(tmp_path)]
-    assert export(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Python (LazyConfig) configs cannot be exported" in err

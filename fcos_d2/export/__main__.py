@@ -19,6 +19,7 @@ from detectron2.evaluation import print_csv_format
 
 import fcos_d2
 from fcos_d2.data import register_shapes
+from fcos_d2.lazy_config import set_lazy_class_thresholds
 from fcos_d2.utils import setup_command_logger
 
 from .writers import FORMATS, export_model
@@ -47,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="per-class score thresholds (python -m fcos_d2.analyze results), built into the "
         "graph (sets MODEL.FCOS.CLASS_THRESHOLDS_FILE)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides: KEY VALUE (YAML), key=value (Python configs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,14 +71,10 @@ def _run(args: argparse.Namespace) -> None:
     setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
-    if not isinstance(cfg, CfgNode):
-        raise ValueError(
-            f"{args.config_file}: Python (LazyConfig) configs cannot be exported yet; export the "
-            "YAML recipe of the same model (configs/lazy/ name theirs), whose checkpoints load "
-            "unchanged"
-        )
-    if args.class_thresholds:
+    if args.class_thresholds and isinstance(cfg, CfgNode):
         cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
+    elif args.class_thresholds:  # a Python config
+        set_lazy_class_thresholds(cfg, args.class_thresholds)
     info = export_model(
         cfg,
         args.format,

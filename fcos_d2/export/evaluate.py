@@ -9,8 +9,13 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
-from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    build_detection_test_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.data import transforms as T
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling.postprocessing import detector_postprocess
 
@@ -46,8 +51,15 @@ def evaluate_exported(
     if dataset not in DatasetCatalog.list():
         raise KeyError(f"dataset {dataset!r} is not registered")
     predictor = ExportedPredictor(directory)
-    cfg = CfgNode.load_cfg(predictor.info["config"])
-    loader = build_detection_test_loader(cfg, dataset)
+    resize, input_format = predictor.info["resize"], predictor.info["input"]["format"]
+    size = resize["min_size_test"]
+    mapper = DatasetMapper(
+        is_train=False,
+        augmentations=[T.ResizeShortestEdge([size, size], resize["max_size_test"])],
+        image_format=input_format,
+    )  # export.json's rule: what the graph is fed, for a YAML or a Python config alike
+    records = get_detection_dataset_dicts([dataset], filter_empty=False)
+    loader = build_detection_test_loader(records, mapper=mapper)
     if max_images:
         loader = _FirstBatches(loader, max_images)
     evaluator = FCOSCOCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)

@@ -76,7 +76,7 @@ def convert_onnx(onnx_path: str, xml_path: str) -> None:
 
 
 def quantize_openvino_int8(
-    cfg, onnx_path: str, xml_path: str, dataset: str, count: int
+    settings, onnx_path: str, xml_path: str, dataset: str, count: int
 ) -> Dict[str, Any]:
     """NNCF int8 post-training quantization of the ONNX graph at ``onnx_path``, calibrated on
     ``count`` images of ``dataset``, written as an IR; returns what export.json records."""
@@ -88,7 +88,7 @@ def quantize_openvino_int8(
         raise ImportError("int8 OpenVINO export needs nncf: pip install 'fcos_d2[openvino]'") from e
     from .quantize import calibration_images
 
-    images = calibration_images(cfg, dataset, count)
+    images = calibration_images(settings, dataset, count)
     model = ov.convert_model(onnx_path)
     quantized = nncf.quantize(
         model,

@@ -72,7 +72,9 @@ class ExportedPredictor:
         self.info = read_export_json(directory)
         self._thresholds = None
         if class_thresholds:
-            num_classes = CfgNode.load_cfg(self.info["config"]).MODEL.FCOS.NUM_CLASSES
+            num_classes = self.info.get("num_classes")
+            if num_classes is None:  # an export.json of an earlier release
+                num_classes = CfgNode.load_cfg(self.info["config"]).MODEL.FCOS.NUM_CLASSES
             values = read_class_thresholds(class_thresholds, num_classes)
             self._thresholds = torch.tensor(values, dtype=torch.float32)
         path = os.path.join(directory, self.info["file"])

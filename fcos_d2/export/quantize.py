@@ -14,8 +14,9 @@ import os
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
-from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
+
+from .settings import ExportSettings, test_mapper
 
 __all__ = ["check_calibration_dataset", "calibration_images", "quantize_int8"]
 
@@ -23,10 +24,10 @@ __all__ = ["check_calibration_dataset", "calibration_images", "quantize_int8"]
 FLOAT_MODULES = ("head/cls_logits", "head/bbox_pred", "head/ctrness")
 
 
-def check_calibration_dataset(cfg: CfgNode, name: Optional[str]) -> str:
+def check_calibration_dataset(settings: ExportSettings, name: Optional[str]) -> str:
     """The calibration dataset: ``name``, or the config's first training dataset; a one-line
     error when it is not registered."""
-    name = name or (cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else None)
+    name = name or (settings.train_datasets[0] if settings.train_datasets else None)
     if not name:
         raise ValueError("no calibration dataset: pass --calibration-dataset NAME")
     if name not in DatasetCatalog.list():
@@ -37,14 +38,14 @@ def check_calibration_dataset(cfg: CfgNode, name: Optional[str]) -> str:
     return name
 
 
-def calibration_images(cfg: CfgNode, dataset: str, count: int) -> List[np.ndarray]:
+def calibration_images(settings: ExportSettings, dataset: str, count: int) -> List[np.ndarray]:
     """``count`` images of ``dataset``, evenly spread over it, as uint8 (3, h, w) arrays resized
     by the test-time rule (what the exported graph is given at run time)."""
     records = DatasetCatalog.get(dataset)
     if not records:
         raise ValueError(f"calibration dataset {dataset!r} is empty")
     step = max(1, len(records) // max(count, 1))
-    mapper = DatasetMapper(cfg, is_train=False)
+    mapper = test_mapper(settings)
     return [mapper(dict(r))["image"].numpy() for r in records[::step][:count]]
 
 
@@ -93,7 +94,7 @@ def _float_nodes(path: str, modules) -> List[str]:
 
 
 def quantize_int8(
-    cfg: CfgNode,
+    settings: ExportSettings,
     float_path: str,
     out_path: str,
     dataset: str,
@@ -104,7 +105,7 @@ def quantize_int8(
     what ``export.json`` records about it."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    images = calibration_images(cfg, dataset, count)
+    images = calibration_images(settings, dataset, count)
     excluded = _float_nodes(float_path, float_modules)
     prepared = out_path + ".prepared.onnx"
     _identities_to_initializers(float_path, prepared)

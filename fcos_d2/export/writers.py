@@ -6,16 +6,16 @@ plus ``export.json`` with what a runtime needs to feed the graph and read its ou
 import json
 import os
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.modeling import build_model
+from omegaconf import DictConfig
 from torch import nn
 
 from ..data import dataset_metadata
-from ..modeling.class_thresholds import read_class_thresholds
-from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, check_exportable, sample_image
+from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, sample_image
+from .settings import ExportSettings, build_export_model, export_settings
 
 __all__ = [
     "FORMATS",
@@ -37,19 +37,10 @@ ONNX_OPSET = 17
 EXPORT_JSON = "export.json"
 
 
-def build_deploy_model(cfg: CfgNode) -> DeployFCOS:
-    """The eval-mode model of ``cfg`` on the CPU, with ``MODEL.WEIGHTS`` loaded (any layout that
-    key accepts), wrapped as a :class:`DeployFCOS`."""
-    from ..checkpoint import load_for_inference
-
-    check_exportable(cfg)
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        load_for_inference(model, cfg.MODEL.WEIGHTS)
-    return DeployFCOS(model)
+def build_deploy_model(cfg: Union[CfgNode, DictConfig]) -> DeployFCOS:
+    """The eval-mode model of ``cfg`` (YAML or Python) on the CPU, with its weights loaded (any
+    layout fcos_d2 loads), wrapped as a :class:`DeployFCOS`."""
+    return DeployFCOS(build_export_model(cfg))
 
 
 def trace(module: nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
@@ -82,19 +73,22 @@ def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> None:
     onnx.checker.check_model(path)
 
 
-def _class_names(cfg: CfgNode) -> Optional[list]:
+def _class_names(settings: ExportSettings) -> Optional[list]:
     """thing_classes of the config's datasets (a COCO-format dataset fills them when loaded);
     None when no dataset has them or their files are not there."""
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+    for name in settings.test_datasets + settings.train_datasets:
         names = dataset_metadata(name).get("thing_classes")
         if names:
             return list(names)
     return None
 
 
-def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, Any]) -> Dict:
+def _export_json(
+    settings: ExportSettings, fmt: str, sample: torch.Tensor, extra: Dict[str, Any]
+) -> Dict:
     import fcos_d2
 
+    thresholds = settings.class_thresholds
     info = {
         "format": fmt,
         "file": MODEL_FILES[fmt],
@@ -104,7 +98,7 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
             "name": INPUT_NAME,
             "dtype": "uint8",
             "shape": [3, "height", "width"],
-            "format": cfg.INPUT.FORMAT,
+            "format": settings.input_format,
         },
         "outputs": {
             "boxes": "float32 (D, 4) XYXY in the input image's pixels, clipped to it",
@@ -112,18 +106,21 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
             "classes": "int64 (D,)",
         },
         "resize": {
-            "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
-            "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+            "min_size_test": settings.min_size_test,
+            "max_size_test": settings.max_size_test,
         },
-        "class_names": _class_names(cfg),
-        "score_thresh": cfg.MODEL.FCOS.SCORE_THRESH_TEST,
+        "num_classes": settings.num_classes,
+        "class_names": _class_names(settings),
+        "score_thresh": settings.score_thresh,
         # in the graph: detections below their class's threshold are already dropped
-        "class_thresholds": _class_thresholds(cfg),
-        "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        "class_thresholds": (
+            None if thresholds is None else {"file": thresholds[0], "values": thresholds[1]}
+        ),
+        "detections_per_image": settings.detections_per_image,
         "trace_size": list(sample.shape[1:]),
         "fcos_d2_version": fcos_d2.__version__,
         "torch_version": torch.__version__,
-        "config": cfg.dump(),
+        "config": settings.config_text,
     }
     if fmt == "onnx":
         info["opset"] = ONNX_OPSET
@@ -131,15 +128,8 @@ def _export_json(cfg: CfgNode, fmt: str, sample: torch.Tensor, extra: Dict[str, 
     return info
 
 
-def _class_thresholds(cfg: CfgNode) -> Optional[Dict[str, Any]]:
-    path = cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE
-    if not path:
-        return None
-    return {"file": path, "values": read_class_thresholds(path, cfg.MODEL.FCOS.NUM_CLASSES)}
-
-
 def export_model(
-    cfg: CfgNode,
+    cfg: Union[CfgNode, DictConfig],
     fmt: str,
     output_dir: str,
     *,
@@ -149,8 +139,9 @@ def export_model(
     calibration_images: int = 64,
 ) -> Dict[str, Any]:
     """
-    Export the model of ``cfg`` (with ``MODEL.WEIGHTS``) to ``output_dir``: the model file and
-    ``export.json``, whose content is returned.
+    Export the model of ``cfg`` (with ``MODEL.WEIGHTS``; a Python config: with
+    ``train.init_checkpoint``) to ``output_dir``: the model file and ``export.json``, whose
+    content is returned.
 
     Args:
         fmt: "onnx", "torchscript" or "openvino".
@@ -172,12 +163,13 @@ def export_model(
     if precision is not None and precision not in PRECISION_NAMES:
         raise ValueError(f"--precision {precision!r} is not one of {list(PRECISION_NAMES)}")
     extra: Dict[str, Any] = {}
+    settings = export_settings(cfg)
     if quantize or precision == "int8":
         from .quantize import check_calibration_dataset
 
-        calibration_dataset = check_calibration_dataset(cfg, calibration_dataset)
+        calibration_dataset = check_calibration_dataset(settings, calibration_dataset)
     deploy = build_deploy_model(cfg)
-    min_size = cfg.INPUT.MIN_SIZE_TEST
+    min_size = settings.min_size_test
     sample = sample_image(min_size, min_size * 4 // 3 + 3)  # an odd width, like real images
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_FILES[fmt])
@@ -185,24 +177,24 @@ def export_model(
         trace(deploy, sample).save(path)
     elif fmt == "openvino":
         extra = _write_openvino(
-            cfg, deploy, sample, output_dir, precision, calibration_dataset, calibration_images
+            settings, deploy, sample, output_dir, precision, calibration_dataset, calibration_images
         )
     elif quantize:
         from .quantize import quantize_int8
 
         float_path = os.path.join(output_dir, "model_float32.onnx")
         write_onnx(deploy, sample, float_path)
-        extra = quantize_int8(cfg, float_path, path, calibration_dataset, calibration_images)
+        extra = quantize_int8(settings, float_path, path, calibration_dataset, calibration_images)
         os.remove(float_path)
     else:
         write_onnx(deploy, sample, path)
-    info = _export_json(cfg, fmt, sample, extra)
+    info = _export_json(settings, fmt, sample, extra)
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
     return info
 
 
-def _write_openvino(cfg, deploy, sample, output_dir, precision, dataset, count) -> Dict[str, Any]:
+def _write_openvino(settings, deploy, sample, output_dir, precision, dataset, count) -> Dict:
     """model.xml / model.bin from the ONNX graph (removed afterwards); what export.json adds."""
     from .openvino import convert_onnx, quantize_openvino_int8
 
@@ -211,7 +203,7 @@ def _write_openvino(cfg, deploy, sample, output_dir, precision, dataset, count) 
     write_onnx(deploy, sample, onnx_path)
     try:
         if precision == "int8":
-            extra = quantize_openvino_int8(cfg, onnx_path, xml_path, dataset, count)
+            extra = quantize_openvino_int8(settings, onnx_path, xml_path, dataset, count)
         else:
             convert_onnx(onnx_path, xml_path)
             extra = {}
