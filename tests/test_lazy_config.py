@@ -29,15 +29,25 @@ PAIRS = [
     ("lazy/fcos_MS_R_50_FPN_2x.py", "FCOS_MS_R_50_FPN_2x.yaml"),
 ]
 
+TIMM_PAIRS = [
+    (f"lazy/timm/fcos_{name}_FPN_1x.py", f"timm/FCOS_{name}_FPN_1x.yaml")
+    for name in ("ese_vovnet39b", "convnext_tiny", "efficientnet_b3")
+]
 
-def _pair(lazy, yaml, opts=()):
-    lazy_cfg = fcos_d2.load_config(os.path.join(CONFIGS, lazy))
-    yaml_cfg = fcos_d2.load_config(os.path.join(CONFIGS, yaml), ["MODEL.DEVICE", "cpu", *opts])
-    return lazy_cfg, yaml_cfg
+
+def _pair(lazy, yaml):
+    """The two configs; timm's pretrained weights off (nothing can be downloaded here)."""
+    timm = "timm/" in yaml
+    lazy_opts = ["model.backbone.bottom_up.pretrained=False"] if timm else []
+    lazy_cfg = fcos_d2.load_config(os.path.join(CONFIGS, lazy), lazy_opts)
+    yaml_opts = ["MODEL.DEVICE", "cpu"] + (["MODEL.TIMM.PRETRAINED", "False"] if timm else [])
+    return lazy_cfg, fcos_d2.load_config(os.path.join(CONFIGS, yaml), yaml_opts)
 
 
-@pytest.mark.parametrize("lazy,yaml", PAIRS)
+@pytest.mark.parametrize("lazy,yaml", PAIRS + TIMM_PAIRS)
 def test_lazy_and_yaml_recipes_build_the_same_state_dict_keys_shapes_and_frozen_params(lazy, yaml):
+    if "timm/" in yaml:
+        pytest.importorskip("timm")
     lazy_cfg, yaml_cfg = _pair(lazy, yaml)
     lazy_model, yaml_model = instantiate(lazy_cfg.model), build_model(yaml_cfg)
     lazy_shapes = {k: v.shape for k, v in lazy_model.state_dict().items()}
@@ -49,7 +59,7 @@ def test_lazy_and_yaml_recipes_build_the_same_state_dict_keys_shapes_and_frozen_
                               for n in frozen)  # fmt: skip
 
 
-@pytest.mark.parametrize("lazy,yaml", PAIRS)
+@pytest.mark.parametrize("lazy,yaml", PAIRS + TIMM_PAIRS)
 def test_lazy_and_yaml_recipes_have_the_same_schedule_optimizer_and_data_settings(lazy, yaml):
     lazy_cfg, yaml_cfg = _pair(lazy, yaml)
     solver, inp = yaml_cfg.SOLVER, yaml_cfg.INPUT
@@ -79,6 +89,8 @@ def test_lazy_and_yaml_recipes_have_the_same_schedule_optimizer_and_data_setting
         inp.MAX_SIZE_TEST,
     )
     assert (lazy_cfg.dataloader.test.dataset.names,) == tuple(yaml_cfg.DATASETS.TEST)
+    assert lazy_cfg.dataloader.test.mapper.image_format == inp.FORMAT == lazy_cfg.model.input_format
+    assert list(lazy_cfg.model.pixel_mean) == list(yaml_cfg.MODEL.PIXEL_MEAN)
 
 
 def _same_weights(lazy_cfg, yaml_cfg, seed=0):
@@ -90,12 +102,12 @@ def _same_weights(lazy_cfg, yaml_cfg, seed=0):
     return lazy_model, yaml_model
 
 
-@pytest.mark.parametrize("lazy,yaml", PAIRS[:2])
+@pytest.mark.parametrize("lazy,yaml", PAIRS[:2] + TIMM_PAIRS[2:])
 def test_lazy_and_yaml_models_give_the_same_losses_for_the_same_weights(lazy, yaml):
     # R-50: the YAML model folds its frozen BN and runs channels_last, the lazy one does not
     lazy_model, yaml_model = _same_weights(*_pair(lazy, yaml))
     batch = tiny_batch()[:3]
-    if "R_50" in yaml:
+    if "demo" not in yaml:
         for d in batch:
             d["instances"].gt_classes = d["instances"].gt_classes * 20  # of 80 classes
     with EventStorage():

@@ -62,6 +62,11 @@ def test_a_non_editable_install_finds_its_configs_and_runs_its_commands(tmp_path
         "assert z.get_config('demo/FCOS_R18_shapes_demo.yaml').MODEL.RESNETS.DEPTH == 18\n"
         "assert z.get_config('lazy/fcos_R18_shapes_demo.py').model.head.num_classes == 3\n"
         "assert z.get_config('lazy/fcos_R_50_FPN_1x.py', ['train.max_iter=5']).train.max_iter == 5\n"
+        f"assert z.list_configs() == {model_zoo.list_configs()!r}, z.list_configs()\n"
+        "from detectron2.config import instantiate\n"
+        "c = z.get_config('lazy/timm/fcos_efficientnet_b3_FPN_1x.py',"
+        " ['model.backbone.bottom_up.pretrained=False'])\n"
+        "assert type(instantiate(c.model).backbone.bottom_up).__name__ == 'TimmBackbone'\n"
     )
     outputs = []
     for argv in (

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..config import TIMM_NORMS, check_top_block_config
 from .backbone import build_fcos_fpn
 
-__all__ = ["TimmBackbone", "build_fcos_timm_fpn_backbone", "feature_name"]
+__all__ = ["TimmBackbone", "build_timm_backbone", "build_fcos_timm_fpn_backbone", "feature_name"]
 
 _INSTALL = (
     'MODEL.BACKBONE.NAME build_fcos_timm_fpn_backbone needs timm: pip install "fcos_d2[timm]"'
@@ -100,19 +100,20 @@ class TimmBackbone(Backbone):
         self.model = freeze_batch_norm_2d(self.model)
         return self
 
-    def freeze(self, freeze_at: int = 0) -> "TimmBackbone":
+    def freeze(self, freeze_at: int = 0, key: str = "freeze_at") -> "TimmBackbone":
         """
         ``MODEL.BACKBONE.FREEZE_AT`` as detectron2's ResNet reads it: 0 nothing, 1 the stem (all
         the model runs before the stage of its stride-4 feature), k >= 2 the stem and the stages
         up to the one of the stride 2**k feature ("res{k}"). Frozen parts get no gradient and
-        their BatchNorms are frozen (timm's ``freeze_batch_norm_2d``).
+        their BatchNorms are frozen (timm's ``freeze_batch_norm_2d``). ``key`` names the setting
+        in errors.
         """
         if freeze_at <= 0:
             return self
         from timm.layers import freeze_batch_norm_2d
 
         units = self._units()
-        for parent, name, unit in units[: self._frozen_unit_count(units, freeze_at)]:
+        for parent, name, unit in units[: self._frozen_unit_count(units, freeze_at, key)]:
             for p in unit.parameters():
                 p.requires_grad_(False)
             frozen = freeze_batch_norm_2d(unit)
@@ -131,7 +132,9 @@ class TimmBackbone(Backbone):
                 units.append((self.model, name, child))
         return units
 
-    def _frozen_unit_count(self, units: List[Tuple[nn.Module, str, nn.Module]], k: int) -> int:
+    def _frozen_unit_count(
+        self, units: List[Tuple[nn.Module, str, nn.Module]], k: int, key: str
+    ) -> int:
         """How many of ``units`` (from the first) FREEZE_AT ``k`` freezes."""
         info = self.model.feature_info
         strides = [info.get("reduction", i) for i in range(len(info))]
@@ -141,10 +144,10 @@ class TimmBackbone(Backbone):
             index = max((i for i, s in enumerate(strides) if s == 2**k), default=None)
         if index is None:
             raise ValueError(
-                f"MODEL.BACKBONE.FREEZE_AT={k}: the timm model has no feature of stride "
+                f"{key}={k}: the timm model has no feature of stride "
                 f"{4 if k == 1 else 2 ** k} (its strides: {strides})"
             )
-        module = self._feature_module(info.get("module", index))
+        module = self._feature_module(info.get("module", index), key)
         inside = {id(m) for m in module.modules()}
         span = [
             i
@@ -152,10 +155,10 @@ class TimmBackbone(Backbone):
             if id(unit) in inside or any(m is module for m in unit.modules())
         ]
         if not span:
-            raise ValueError(f"MODEL.BACKBONE.FREEZE_AT={k}: {module} is not part of the model")
+            raise ValueError(f"{key}={k}: {module} is not part of the model")
         return span[0] if k == 1 else span[-1] + 1
 
-    def _feature_module(self, name: str) -> nn.Module:
+    def _feature_module(self, name: str, key: str) -> nn.Module:
         # timm's FeatureListNet renames the modules it flattens ("stages.0" -> "stages_0");
         # EfficientNet's feature classes keep the names.
         for candidate in (name, name.replace(".", "_")):
@@ -163,10 +166,10 @@ class TimmBackbone(Backbone):
                 return self.model.get_submodule(candidate)
             except AttributeError:
                 continue
-        raise ValueError(f"MODEL.BACKBONE.FREEZE_AT: no module {name!r} in the timm model")
+        raise ValueError(f"{key}: no module {name!r} in the timm model")
 
 
-def _feature_indices(timm, name: str, in_chans: int) -> Dict[str, int]:
+def _feature_indices(timm, name: str, in_chans: int, key: str = "name") -> Dict[str, int]:
     """Feature name -> timm ``out_indices`` index of the model ``name`` (of a stride that
     appears twice, the deeper feature), read off a model built on the meta device."""
 
@@ -181,9 +184,7 @@ def _feature_indices(timm, name: str, in_chans: int) -> Dict[str, int]:
             probe = create()
     except (RuntimeError, ValueError, TypeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"MODEL.TIMM.NAME={name!r}: timm cannot build it features_only ({reason})"
-        ) from None
+        raise ValueError(f"{key}={name!r}: timm cannot build it features_only ({reason})") from None
     info = probe.feature_info
     indices = {}
     for i in range(len(info)):
@@ -191,6 +192,75 @@ def _feature_indices(timm, name: str, in_chans: int) -> Dict[str, int]:
         if stride > 0 and 2 ** int(round(math.log2(stride))) == stride:
             indices[feature_name(stride)] = i
     return indices
+
+
+# The config key of each argument of build_timm_backbone, for the YAML builder's messages.
+_YAML_KEYS = {
+    "name": "MODEL.TIMM.NAME",
+    "out_features": "MODEL.FPN.IN_FEATURES",
+    "pretrained": "MODEL.TIMM.PRETRAINED",
+    "pretrained_file": "MODEL.TIMM.PRETRAINED_FILE",
+    "norm": "MODEL.TIMM.NORM",
+    "freeze_at": "MODEL.BACKBONE.FREEZE_AT",
+}
+
+
+def build_timm_backbone(
+    *,
+    name: str,
+    out_features: Sequence[str],
+    pretrained: bool = False,
+    pretrained_file: str = "",
+    norm: str = "FrozenBN",
+    freeze_at: int = 0,
+    in_chans: int = 3,
+    keys: Optional[Dict[str, str]] = None,
+) -> TimmBackbone:
+    """
+    The timm model ``name`` (``features_only``, the features ``out_features``: "res3" = stride
+    8, ...) as a :class:`TimmBackbone`; the builder of LazyConfig configs
+    (``bottom_up=L(build_timm_backbone)(name="convnext_tiny", out_features=[...])``) and of
+    :func:`build_fcos_timm_fpn_backbone`.
+
+    Args:
+        pretrained: timm's pretrained weights (its hub), or with ``pretrained_file`` a local
+            file of them.
+        norm: "FrozenBN" (every BatchNorm frozen, timm's ``freeze_batch_norm_2d``) or "".
+        freeze_at: as ``MODEL.BACKBONE.FREEZE_AT`` (:meth:`TimmBackbone.freeze`).
+        keys: the config key naming each argument in error messages (default: the argument).
+    """
+    key = {**{k: k for k in _YAML_KEYS}, **(keys or {})}
+    if norm not in TIMM_NORMS:
+        raise ValueError(f"{key['norm']}={norm!r} is not one of {list(TIMM_NORMS)}")
+    timm = _import_timm()
+    if not name or not timm.is_model(name):
+        raise ValueError(
+            f"{key['name']}={name!r} is not a timm model (timm.list_models() lists them)"
+        )
+    if pretrained_file and not pretrained:
+        raise ValueError(
+            f"{key['pretrained_file']}={pretrained_file!r} is read only with "
+            f"{key['pretrained']} True"
+        )
+    if pretrained and pretrained_file and not os.path.isfile(pretrained_file):
+        raise ValueError(f"{key['pretrained_file']}={pretrained_file!r}: no such file")
+    indices = _feature_indices(timm, name, in_chans, key["name"])
+    wanted = list(out_features)
+    missing = [f for f in wanted if f not in indices]
+    if missing:
+        raise ValueError(
+            f"{key['out_features']}={wanted}: {missing} not produced by timm model "
+            f"{name!r}, whose features are {list(indices)}"
+        )
+    kwargs: Dict = {"pretrained": bool(pretrained)}
+    if pretrained and pretrained_file:
+        kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
+    kwargs["out_indices"] = sorted(indices[f] for f in wanted)
+    model = timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
+    bottom_up = TimmBackbone(model, wanted)
+    if norm == "FrozenBN":
+        bottom_up.freeze_batchnorm()
+    return bottom_up.freeze(freeze_at, key["freeze_at"])
 
 
 @BACKBONE_REGISTRY.register()
@@ -204,46 +274,23 @@ def build_fcos_timm_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     """
     check_top_block_config(cfg)
     spec = cfg.MODEL.TIMM
-    if spec.NORM not in TIMM_NORMS:
-        raise ValueError(f"MODEL.TIMM.NORM={spec.NORM!r} is not one of {list(TIMM_NORMS)}")
-    timm = _import_timm()
-    if not spec.NAME or not timm.is_model(spec.NAME):
-        raise ValueError(
-            f"MODEL.TIMM.NAME={spec.NAME!r} is not a timm model (timm.list_models() lists them)"
-        )
+    wanted = list(cfg.MODEL.FPN.IN_FEATURES)
+    keys = dict(_YAML_KEYS)
     # Weights MODEL.WEIGHTS loads replace the backbone's: no download needed then (export,
     # evaluation, resuming on an offline machine).
     pretrained = bool(spec.PRETRAINED) and not cfg.MODEL.WEIGHTS
-    if spec.PRETRAINED_FILE and not spec.PRETRAINED:
-        raise ValueError(
-            f"MODEL.TIMM.PRETRAINED_FILE={spec.PRETRAINED_FILE!r} is read only with "
-            "MODEL.TIMM.PRETRAINED True"
-        )
-    if pretrained and spec.PRETRAINED_FILE and not os.path.isfile(spec.PRETRAINED_FILE):
-        raise ValueError(f"MODEL.TIMM.PRETRAINED_FILE={spec.PRETRAINED_FILE!r}: no such file")
-    in_chans = input_shape.channels
-    indices = _feature_indices(timm, spec.NAME, in_chans)
-    wanted = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [f for f in wanted if f not in indices]
-    if missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES={wanted}: {missing} not produced by timm model "
-            f"{spec.NAME!r}, whose features are {list(indices)}"
-        )
     if cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE == "res5" and "res5" not in wanted:
-        if "res5" not in indices:
-            raise ValueError(
-                f"MODEL.FCOS.TOP_BLOCK_IN_FEATURE='res5': timm model {spec.NAME!r} has no "
-                f"stride-32 feature (its features are {list(indices)})"
-            )
         wanted.append("res5")  # P6 from C5
-    kwargs = {"pretrained": pretrained}
-    if pretrained and spec.PRETRAINED_FILE:
-        kwargs["pretrained_cfg_overlay"] = {"file": spec.PRETRAINED_FILE}
-    kwargs["out_indices"] = sorted(indices[f] for f in wanted)
-    model = timm.create_model(spec.NAME, features_only=True, in_chans=in_chans, **kwargs)
-    bottom_up = TimmBackbone(model, wanted)
-    if spec.NORM == "FrozenBN":
-        bottom_up.freeze_batchnorm()
-    bottom_up.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+        keys["out_features"] = "MODEL.FPN.IN_FEATURES (+ 'res5' of TOP_BLOCK_IN_FEATURE)"
+    bottom_up = build_timm_backbone(
+        name=spec.NAME,
+        out_features=wanted,
+        pretrained=pretrained,
+        # the file is read with timm's weights only; named in an error without PRETRAINED
+        pretrained_file=spec.PRETRAINED_FILE if pretrained or not spec.PRETRAINED else "",
+        norm=spec.NORM,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        in_chans=input_shape.channels,
+        keys=keys,
+    )
     return build_fcos_fpn(cfg, bottom_up)
