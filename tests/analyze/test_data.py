@@ -172,7 +172,7 @@ def test_cli_writes_the_report_and_the_picture(coco_file, tmp_path, capsys):
         (["--sizes-of-interest", "sixty"], "is not a list of numbers"),
         (["--dataset", "no_such_dataset"], "not registered"),
         (["MODEL.NO_SUCH_KEY", "1"], "Non-existent key: MODEL.NO_SUCH_KEY"),
-        (["MODEL.FCOS.NUM_CLASSES", "3", "--dataset", "x"], "--dataset after the KEY VALUE"),
+        (["MODEL.FCOS.NUM_CLASSES", "3", "--dataset", "x"], "--dataset after the overrides"),
     ],
 )
 def test_cli_errors_are_one_line(coco_file, tmp_path, capsys, extra, message):
