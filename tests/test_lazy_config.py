@@ -294,3 +294,47 @@ def test_predictor_and_demo_on_a_python_config_give_the_yaml_configs_detections(
         assert x["category_id"] == y["category_id"]
         assert x["score"] == pytest.approx(y["score"], abs=1e-5)
         assert x["bbox"] == pytest.approx(y["bbox"], abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["lazy", "yaml"])
+def test_amp_training_on_the_cpu_is_a_one_line_error_naming_the_key(kind, tmp_path):
+    from fcos_d2.engine import FCOSTrainer
+
+    lazy_cfg, yaml_cfg = _pair(*PAIRS[0])
+    if kind == "lazy":
+        lazy_cfg.train.amp.enabled = True
+        with pytest.raises(ValueError, match=r"train.amp.enabled=True needs CUDA"):
+            FCOSLazyTrainer(lazy_cfg)
+    else:
+        yaml_cfg.SOLVER.AMP.ENABLED, yaml_cfg.OUTPUT_DIR = True, str(tmp_path)
+        with pytest.raises(ValueError, match=r"SOLVER.AMP.ENABLED=True needs CUDA"):
+            FCOSTrainer(yaml_cfg)
+
+
+def test_python_configs_training_stream_drops_invalid_boxes_naming_them(caplog):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.structures import BoxMode
+
+    from fcos_d2.engine import build_fcos_train_loader
+
+    good = {"id": 1, "bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+    bad = {"id": 2, "bbox": [5, 5, 0, 8], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+    record = {"file_name": "x.png", "image_id": 7, "height": 40, "width": 50}
+    DatasetCatalog.register("lazy_bad_boxes", lambda: [dict(record, annotations=[good, bad])])
+    MetadataCatalog.get("lazy_bad_boxes").thing_classes = ["a"]
+    try:
+        with caplog.at_level("WARNING"):
+            loader = build_fcos_train_loader(
+                dataset_names="lazy_bad_boxes", mapper=lambda r: r, total_batch_size=1, seed=0
+            )
+        kept = loader.dataset.records[0]["annotations"]
+        assert [a["id"] for a in kept] == [1]  # the zero-width box dropped, the other kept
+        assert "2" in caplog.text and "x.png" in caplog.text and "width 0" in caplog.text
+        with pytest.raises(ValueError, match="NUM_CLASSES=0 is smaller than the 1 categories"):
+            build_fcos_train_loader(
+                dataset_names="lazy_bad_boxes", mapper=lambda r: r, total_batch_size=1, seed=0,
+                num_classes=0,
+            )  # fmt: skip
+    finally:
+        DatasetCatalog.remove("lazy_bad_boxes")
+        MetadataCatalog.remove("lazy_bad_boxes")

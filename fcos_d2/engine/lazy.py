@@ -28,7 +28,7 @@ from ..checkpoint import FCOSCheckpointer
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler
-from .trainer import setup_fcos_logger
+from .trainer import check_amp, setup_fcos_logger
 
 __all__ = ["FCOSLazyTrainer", "lazy_test", "lazy_main"]
 
@@ -59,8 +59,9 @@ class FCOSLazyTrainer(TrainerBase):
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
-        logger.info(f"Machine: {describe_cpu()}")
         train = cfg.train
+        check_amp(train.amp.enabled, train.device, "train.amp.enabled")
+        logger.info(f"Machine: {describe_cpu()}")
         model = instantiate(cfg.model).to(train.device)
         cfg.optimizer.params.model = model  # detectron2's convention for its optimizer configs
         optimizer = instantiate(cfg.optimizer)

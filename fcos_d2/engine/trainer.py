@@ -10,6 +10,7 @@ import os
 import weakref
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
+import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
@@ -24,7 +25,7 @@ from .ddp import create_ddp_model
 from .loader import training_records
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
-__all__ = ["FCOSTrainer", "setup_fcos_logger", "hold_fcos_messages"]
+__all__ = ["FCOSTrainer", "check_amp", "setup_fcos_logger", "hold_fcos_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ def _already_warned(data_loader: object) -> bool:
         return data_loader in _warned_streams
     except TypeError:  # a user's loader that cannot be weakly referenced or hashed
         return False
+
+
+def check_amp(enabled: bool, device: str, key: str) -> None:
+    """One-line error for detectron2's AMP training (``AMPTrainer``: CUDA float16 with a grad
+    scaler) asked for on a CPU, where its assertion would stop the run deep inside."""
+    if enabled and (not str(device).startswith("cuda") or not torch.cuda.is_available()):
+        raise ValueError(
+            f"{key}=True needs CUDA (detectron2's AMPTrainer), the device is {device!r}; on the "
+            "CPU, train in bfloat16 with MODEL.FCOS.TRAIN_DTYPE / the model's train_dtype"
+        )
 
 
 def setup_fcos_logger(output_dir: Optional[str] = None) -> logging.Logger:
@@ -117,6 +128,7 @@ class FCOSTrainer(DefaultTrainer):
     def __init__(self, cfg):
         if not logging.getLogger("fcos_d2").handlers:  # a script without train_net.py's setup
             setup_fcos_logger(cfg.OUTPUT_DIR)
+        check_amp(cfg.SOLVER.AMP.ENABLED, cfg.MODEL.DEVICE, "SOLVER.AMP.ENABLED")
         # Float results (and so training runs) differ in their last bits with the CPU's kernels.
         logger.info(f"Machine: {describe_cpu()}")
         if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu":

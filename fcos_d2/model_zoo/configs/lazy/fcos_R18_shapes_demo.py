@@ -32,6 +32,7 @@ dataloader.train.mapper.augmentations[0].update(short_edge_length=(224,), max_si
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
 dataloader.train.seed = "${train.seed}"
+dataloader.train.num_classes = "${model.head.num_classes}"  # refuses datasets of more
 dataloader.test.dataset.names = "shapes_val"
 dataloader.test.mapper.augmentations[0].update(short_edge_length=224, max_size=320)
 dataloader.test.num_workers = 1

@@ -17,3 +17,4 @@ lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_1x
 train.max_iter = 90000
 train.output_dir = "output/fcos/lazy_R_50_1x"
 dataloader.train.seed = "${train.seed}"
+dataloader.train.num_classes = "${model.head.num_classes}"  # refuses datasets of more
