@@ -7,6 +7,7 @@ from detectron2.config import CfgNode as CN
 __all__ = [
     "add_fcos_config",
     "check_choices",
+    "check_ranges",
     "check_fcos_config",
     "check_top_block_config",
     "FCOS_CHOICES",
@@ -142,6 +143,24 @@ _RANGES = (
     ("TOPK_CANDIDATES_TEST", lambda v: v >= 1, "at least 1"),
     ("NMS_THRESH_TEST", lambda v: 0 <= v <= 1, "in [0, 1]"),
 )
+
+
+# Argument names of the modules (LazyConfig configs) whose MODEL.FCOS key is named otherwise.
+_ARGUMENT_KEYS = {
+    "score_thresh": "SCORE_THRESH_TEST",
+    "topk": "TOPK_CANDIDATES_TEST",
+    "nms_thresh": "NMS_THRESH_TEST",
+}
+
+
+def check_ranges(**values: float) -> None:
+    """One-line ``ValueError`` for a value (given by its lower-case ``MODEL.FCOS`` key name or
+    module argument name) outside its range of ``_RANGES``, the table the YAML check reads."""
+    ranges = {key: (ok, what) for key, ok, what in _RANGES}
+    for name, value in values.items():
+        ok, what = ranges[_ARGUMENT_KEYS.get(name, name.upper())]
+        if not ok(value):
+            raise ValueError(f"{name}={value!r} must be {what}")
 
 
 def check_choices(**values: str) -> None:

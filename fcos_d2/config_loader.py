@@ -60,6 +60,12 @@ _TOP_LEVELS = {0: "", 2: "p5"}
 
 
 _ABSENT = object()
+try:  # detectron2's LazyConfig parses overrides with hydra
+    from hydra.errors import HydraException as _HydraException
+except ImportError:  # pragma: no cover
+
+    class _HydraException(Exception):
+        pass
 
 
 def _load_lazy(config_file: str, opts: List[str]) -> DictConfig:
@@ -70,17 +76,24 @@ def _load_lazy(config_file: str, opts: List[str]) -> DictConfig:
             "overrides (e.g. train.max_iter=100), not KEY VALUE pairs"
         )
     cfg = LazyConfig.load(config_file)
-    for o in opts:  # a mistyped key would otherwise be added silently ("+key=value" adds one)
-        key = o.split("=", 1)[0]
-        if not key.startswith("+") and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            raise ValueError(
-                f"override {o!r}: Python config {config_file} has no key {key!r} "
-                f"(write +{key}=... to add one)"
-            )
-    opts = [o[1:] if o.startswith("+") else o for o in opts]
     try:
+        for o in opts:  # a mistyped key would otherwise be added silently ("+key=value" adds one)
+            key = o.split("=", 1)[0]
+            if key.startswith("+"):
+                continue
+            found = OmegaConf.select(
+                cfg, key, default=_ABSENT, throw_on_resolution_failure=False, throw_on_missing=False
+            )
+            if found is _ABSENT:
+                raise ValueError(
+                    f"override {o!r}: Python config {config_file} has no key {key!r} "
+                    f"(write +{key}=... to add one)"
+                )
+        opts = [o[1:] if o.startswith("+") else o for o in opts]
         return LazyConfig.apply_overrides(cfg, opts)
-    except (KeyError, ValueError, AttributeError, OmegaConfBaseException) as e:
+    except ValueError:
+        raise
+    except (KeyError, AttributeError, OmegaConfBaseException, _HydraException) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"overrides {opts} of Python config {config_file}: {first}") from None
 

@@ -118,7 +118,10 @@ def setup_cfg(args: argparse.Namespace) -> Union[CfgNode, DictConfig]:
     is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
-    cfg = fcos_d2.load_config(args.config_file, list(args.opts))
+    try:
+        cfg = fcos_d2.load_config(args.config_file, list(args.opts))
+    except (ValueError, KeyError) as e:  # a bad override (YAML or Python), named
+        raise DemoError(str(e).strip().strip('"')) from None
     lazy = isinstance(cfg, DictConfig)
     threshold = args.confidence_threshold
     if threshold is None:

@@ -6,18 +6,21 @@ per-class thresholds), as the YAML keys ``MODEL.WEIGHTS``, ``INPUT.MIN/MAX_SIZE_
 ``DATASETS.TEST`` and ``MODEL.FCOS.SCORE_THRESH_TEST`` / ``CLASS_THRESHOLDS_FILE`` are read.
 """
 
-from typing import List, Optional
+import copy
+from typing import Any, Iterator, List, Optional
 
 from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
 from detectron2.data import transforms as T
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch import nn
 
 from .modeling.class_thresholds import read_class_thresholds
+from .modeling.timm_backbone import build_timm_backbone
 
 __all__ = [
     "build_lazy_model",
+    "check_lazy_input_format",
     "lazy_weights",
     "lazy_test_augmentations",
     "lazy_test_dataset",
@@ -27,8 +30,40 @@ __all__ = [
 
 
 def build_lazy_model(cfg: DictConfig) -> nn.Module:
-    """``cfg.model`` instantiated on ``train.device`` (without weights)."""
-    return instantiate(cfg.model).to(cfg.train.device)
+    """``cfg.model`` instantiated on ``train.device`` (without weights). With
+    ``train.init_checkpoint`` set, timm backbones are built without their pretrained weights,
+    which the checkpoint replaces (nothing downloaded); ``cfg`` is not changed."""
+    model_cfg = copy.deepcopy(cfg.model)
+    if lazy_weights(cfg):
+        for node in _lazy_calls(model_cfg):
+            if node.get("_target_") is build_timm_backbone:
+                node.pretrained = False
+    return instantiate(model_cfg).to(cfg.train.device)
+
+
+def _lazy_calls(node: Any) -> Iterator[DictConfig]:
+    """Every DictConfig in ``node`` (itself included), depth first, interpolations unresolved."""
+    if isinstance(node, DictConfig):
+        yield node
+        for key in node:
+            yield from _lazy_calls(node._get_node(key))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            yield from _lazy_calls(node._get_node(i))
+
+
+def check_lazy_input_format(cfg: DictConfig) -> None:
+    """One-line error when a data mapper's ``image_format`` is not ``model.input_format`` (the
+    channel order the predictor and exported graphs feed): evaluation would see other images."""
+    want = cfg.model.get("input_format", "BGR")
+    for split in ("train", "test"):
+        mapper = cfg.dataloader.get(split, {}).get("mapper", {})
+        got = mapper.get("image_format", want) if isinstance(mapper, DictConfig) else want
+        if got != want:
+            raise ValueError(
+                f"dataloader.{split}.mapper.image_format={got!r} is not model.input_format="
+                f"{want!r}: set both to the channel order the weights expect"
+            )
 
 
 def lazy_weights(cfg: DictConfig) -> str:

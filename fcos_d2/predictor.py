@@ -148,6 +148,8 @@ class Predictor(DefaultPredictor):
         unloaded = cfg.clone()
         unloaded.defrost()
         unloaded.MODEL.WEIGHTS = ""
+        if "TIMM" in unloaded.MODEL and cfg.MODEL.WEIGHTS:  # replaced by them: not downloaded
+            unloaded.MODEL.TIMM.PRETRAINED = False
         with _without_empty_load_messages():
             super().__init__(unloaded)
         self.cfg = cfg.clone()

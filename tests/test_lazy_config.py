@@ -66,6 +66,14 @@ def test_lazy_and_yaml_recipes_have_the_same_schedule_optimizer_and_data_setting
     assert lazy_cfg.train.max_iter == solver.MAX_ITER
     assert lazy_cfg.optimizer.lr == solver.BASE_LR
     assert lazy_cfg.optimizer.weight_decay == solver.WEIGHT_DECAY
+    if solver.OPTIMIZER == "SGD":
+        assert lazy_cfg.optimizer.momentum == solver.MOMENTUM
+    else:  # fcos_d2.solver's AdamW: betas 0.9 / 0.999
+        assert tuple(lazy_cfg.optimizer.betas) == (0.9, 0.999)
+    assert lazy_cfg.train.init_checkpoint == ("" if "timm/" in yaml else yaml_cfg.MODEL.WEIGHTS)
+    assert lazy_cfg.train.checkpointer.period == solver.CHECKPOINT_PERIOD
+    assert lazy_cfg.train.eval_period == yaml_cfg.TEST.EVAL_PERIOD
+    assert lazy_cfg.train.seed == yaml_cfg.SEED
     model = torch.nn.Linear(2, 2)
     lazy_cfg.optimizer.params.model = model
     lazy_opt = instantiate(lazy_cfg.optimizer)
@@ -82,6 +90,8 @@ def test_lazy_and_yaml_recipes_have_the_same_schedule_optimizer_and_data_setting
     assert tuple(resize.short_edge_length) == tuple(inp.MIN_SIZE_TRAIN)
     assert resize.max_size == inp.MAX_SIZE_TRAIN and flip.horizontal
     assert train.total_batch_size == solver.IMS_PER_BATCH
+    assert train.num_workers == yaml_cfg.DATALOADER.NUM_WORKERS
+    assert resize.sample_style == inp.MIN_SIZE_TRAIN_SAMPLING
     assert (train.dataset_names,) == tuple(yaml_cfg.DATASETS.TRAIN)
     test_resize = lazy_cfg.dataloader.test.mapper.augmentations[0]
     assert (test_resize.short_edge_length, test_resize.max_size) == (
@@ -104,6 +114,8 @@ def _same_weights(lazy_cfg, yaml_cfg, seed=0):
 
 @pytest.mark.parametrize("lazy,yaml", PAIRS[:2] + TIMM_PAIRS[2:])
 def test_lazy_and_yaml_models_give_the_same_losses_for_the_same_weights(lazy, yaml):
+    if "timm/" in yaml:
+        pytest.importorskip("timm")
     # R-50: the YAML model folds its frozen BN and runs channels_last, the lazy one does not
     lazy_model, yaml_model = _same_weights(*_pair(lazy, yaml))
     batch = tiny_batch()[:3]
@@ -311,30 +323,85 @@ def test_amp_training_on_the_cpu_is_a_one_line_error_naming_the_key(kind, tmp_pa
             FCOSTrainer(yaml_cfg)
 
 
-def test_python_configs_training_stream_drops_invalid_boxes_naming_them(caplog):
+@pytest.fixture
+def bad_boxes_dataset():
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.structures import BoxMode
-
-    from fcos_d2.engine import build_fcos_train_loader
 
     good = {"id": 1, "bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
     bad = {"id": 2, "bbox": [5, 5, 0, 8], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
     record = {"file_name": "x.png", "image_id": 7, "height": 40, "width": 50}
     DatasetCatalog.register("lazy_bad_boxes", lambda: [dict(record, annotations=[good, bad])])
     MetadataCatalog.get("lazy_bad_boxes").thing_classes = ["a"]
-    try:
-        with caplog.at_level("WARNING"):
-            loader = build_fcos_train_loader(
-                dataset_names="lazy_bad_boxes", mapper=lambda r: r, total_batch_size=1, seed=0
-            )
-        kept = loader.dataset.records[0]["annotations"]
-        assert [a["id"] for a in kept] == [1]  # the zero-width box dropped, the other kept
-        assert "2" in caplog.text and "x.png" in caplog.text and "width 0" in caplog.text
-        with pytest.raises(ValueError, match="NUM_CLASSES=0 is smaller than the 1 categories"):
-            build_fcos_train_loader(
-                dataset_names="lazy_bad_boxes", mapper=lambda r: r, total_batch_size=1, seed=0,
-                num_classes=0,
-            )  # fmt: skip
-    finally:
-        DatasetCatalog.remove("lazy_bad_boxes")
-        MetadataCatalog.remove("lazy_bad_boxes")
+    yield "lazy_bad_boxes"
+    DatasetCatalog.remove("lazy_bad_boxes")
+    MetadataCatalog.remove("lazy_bad_boxes")
+
+
+def test_python_configs_training_stream_drops_invalid_boxes_naming_them(bad_boxes_dataset, caplog):
+    from fcos_d2.engine import build_fcos_train_loader
+
+    with caplog.at_level("WARNING"):
+        loader = build_fcos_train_loader(
+            dataset_names=bad_boxes_dataset, mapper=lambda r: r, total_batch_size=1, seed=0
+        )
+    kept = loader.dataset.records[0]["annotations"]
+    assert [a["id"] for a in kept] == [1]  # the zero-width box dropped, the other kept
+    assert "annotation id 2 in 'x.png'" in caplog.text and "width 0" in caplog.text
+
+
+def test_python_configs_training_stream_refuses_more_classes_than_the_model(bad_boxes_dataset):
+    from fcos_d2.engine import build_fcos_train_loader
+
+    match = r"dataloader.train.num_classes=0 is smaller than the 1 categories"
+    with pytest.raises(ValueError, match=match):
+        build_fcos_train_loader(
+            dataset_names=bad_boxes_dataset, mapper=lambda r: r, total_batch_size=1, seed=0,
+            num_classes=0,
+        )  # fmt: skip
+
+
+def test_lazy_trainer_leaves_the_config_without_the_model(tmp_path):
+    register_tiny_dataset(str(tmp_path), "lazy_tiny")
+    cfg = _lazy_training_cfg(str(tmp_path / "out"), [])
+    FCOSLazyTrainer(cfg)
+    assert "model" not in cfg.optimizer.params  # detectron2's convention, on a copy
+
+
+def test_mismatched_channel_orders_of_data_and_model_are_a_one_line_error(tmp_path):
+    cfg = _lazy_training_cfg(str(tmp_path), [])
+    cfg.dataloader.train.mapper.image_format = "RGB"  # the test mapper follows it; model: BGR
+    with pytest.raises(ValueError, match=r"dataloader.train.mapper.image_format='RGB' is not mod"):
+        FCOSLazyTrainer(cfg)
+
+
+def test_malformed_python_override_is_a_one_line_error(tmp_path, capsys):
+    from fcos_d2.demo import main as demo
+
+    path = os.path.join(CONFIGS, PAIRS[0][0])
+    with pytest.raises(ValueError, match=r"train.max_iter=\[1,2.*no viable alternative") as e:
+        fcos_d2.load_config(path, ["train.max_iter=[1,2"])
+    assert "\n" not in str(e.value)
+    argv = ["--config-file", path, "--input", "x.png", "--opts", "MODEL.WEIGHTS", "w.pth"]
+    assert demo(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "key=value" in err and "MODEL.WEIGHTS" in err
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("model.core.postprocess.score_thresh=5", r"score_thresh=5 must be in \[0, 1\)"),
+        ("model.head.prior_prob=0", r"prior_prob=0 must be in \(0, 1\)"),
+        ("model.core.box_loss_type=l1", r"box_loss_type='l1' is not one of"),
+        ("model.inference_dtype=float64", r"inference_dtype='float64' is not one of"),
+        ("model.head_in_features=[p3,p4,p9]", r"head_in_features \['p9'\] are not among"),
+        ("model.backbone.out_channels=32", r"the head takes 3 levels of 64 channels.*\[32\]"),
+        ("model.core.strides=[8,16,64]", r"core for strides \(8, 16, 64\)"),
+    ],
+)
+def test_bad_values_of_a_python_model_config_are_one_line_errors(override, match):
+    cfg = fcos_d2.load_config(os.path.join(CONFIGS, PAIRS[0][0]), [override])
+    with pytest.raises(ValueError, match=match) as e:
+        instantiate(cfg.model)
+    assert "\n" not in str(e.value)

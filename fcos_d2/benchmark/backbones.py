@@ -18,7 +18,7 @@ from ..config_loader import load_config
 from ..model_zoo import get_config_file
 from ..utils import describe_cpu
 from ..utils.jsonio import write_json
-from .harness import timeit
+from .harness import RANDOM_WEIGHTS, timeit
 from .inference import _gmacs
 
 __all__ = ["DEFAULT_CONFIGS", "bench_backbones", "main"]
@@ -45,9 +45,7 @@ def bench_backbones(
     through the detector (decoding and NMS included)."""
     rows = []
     for name in configs:
-        # random weights: nothing downloaded, the speed is the same
-        opts = ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", "MODEL.TIMM.PRETRAINED", "False"]
-        cfg = load_config(get_config_file(name), opts)
+        cfg = load_config(get_config_file(name), ["MODEL.DEVICE", device, *RANDOM_WEIGHTS])
         torch.manual_seed(0)
         model = build_model(cfg).eval()
         image = torch.randint(0, 256, (3, *size), dtype=torch.uint8).to(device).float()

@@ -57,9 +57,13 @@ def timeit(fn: Callable[[], object], iters: int, device: str, warmup: int = 1) -
     return timeit_interleaved({"fn": fn}, iters, device, warmup)["fn"]
 
 
+# Overrides of a benchmark's random-weight model: no checkpoint, no timm download.
+RANDOM_WEIGHTS = ("MODEL.WEIGHTS", "", "MODEL.TIMM.PRETRAINED", "False")
+
+
 def build_models(config: str, device: str, opts=()):
     """fcos_d2 (from ``config``) and detectron2's built-in FCOS with the same (random) weights."""
-    cfg = load_config(config, ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", *opts])
+    cfg = load_config(config, ["MODEL.DEVICE", device, *RANDOM_WEIGHTS, *opts])
     torch.manual_seed(0)
     ours = build_model(cfg).eval()
     with torch.no_grad():  # a random head that detects something: realistic post-processing

@@ -113,8 +113,8 @@ class FCOSCheckpointer(DetectionCheckpointer):
             raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
         if not path and self.strict:
             raise IncompleteCheckpointError(
-                "no weights given (MODEL.WEIGHTS is empty): refusing to evaluate a model whose "
-                "tensors are all random"
+                "no weights given (MODEL.WEIGHTS is empty; a Python config: train.init_checkpoint):"
+                " refusing to evaluate a model whose tensors are all random"
             )
         try:
             return super().load(path, checkpointables)

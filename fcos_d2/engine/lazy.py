@@ -7,6 +7,7 @@ L(build_fcos_train_loader)(...)``), atomic checkpoints, DDP on the CPU and
 ``train.amp.enabled``.
 """
 
+import copy
 import logging
 import weakref
 from typing import Any, Dict, Optional
@@ -25,6 +26,7 @@ from detectron2.utils import comm
 from omegaconf import DictConfig
 
 from ..checkpoint import FCOSCheckpointer
+from ..lazy_config import build_lazy_model, check_lazy_input_format
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
 from .sampler import ResumableBatchSampler
@@ -40,6 +42,7 @@ def lazy_test(cfg: DictConfig, model) -> Dict[str, Any]:
     evaluator)."""
     if "evaluator" not in cfg.dataloader:
         return {}
+    check_lazy_input_format(cfg)
     results = inference_on_dataset(
         model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
     )
@@ -61,10 +64,12 @@ class FCOSLazyTrainer(TrainerBase):
         super().__init__()
         train = cfg.train
         check_amp(train.amp.enabled, train.device, "train.amp.enabled")
+        check_lazy_input_format(cfg)
         logger.info(f"Machine: {describe_cpu()}")
-        model = instantiate(cfg.model).to(train.device)
-        cfg.optimizer.params.model = model  # detectron2's convention for its optimizer configs
-        optimizer = instantiate(cfg.optimizer)
+        model = build_lazy_model(cfg)
+        optimizer_cfg = copy.deepcopy(cfg.optimizer)  # the caller's cfg keeps no model
+        optimizer_cfg.params.model = model  # detectron2's convention for its optimizer configs
+        optimizer = instantiate(optimizer_cfg)
         data_loader = instantiate(cfg.dataloader.train)
         model = create_ddp_model(model, **train.ddp)
         loop = AMPTrainer if train.amp.enabled else SimpleTrainer
@@ -152,8 +157,7 @@ def lazy_main(args, cfg: Optional[DictConfig] = None) -> Optional[Dict[str, Any]
     default_setup(cfg, args)  # detectron2's and fvcore's loggers, config.yaml, seed
     setup_fcos_logger(cfg.train.output_dir)
     if args.eval_only:
-        model = instantiate(cfg.model).to(cfg.train.device)
-        model = create_ddp_model(model)
+        model = create_ddp_model(build_lazy_model(cfg))
         FCOSCheckpointer(model, cfg.train.output_dir, strict=True).resume_or_load(
             cfg.train.init_checkpoint, resume=args.resume
         )

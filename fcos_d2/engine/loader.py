@@ -28,18 +28,20 @@ def training_records(
     filter_empty: bool = True,
     proposal_files: Optional[Sequence[str]] = None,
     num_classes: Optional[int] = None,
+    num_classes_key: str = "MODEL.FCOS.NUM_CLASSES",
 ) -> List[Dict[str, Any]]:
     """
     The records of ``dataset_names`` (detectron2's ``get_detection_dataset_dicts``) without their
     invalid box annotations (:func:`~fcos_d2.data.mapper.drop_invalid_annotations`, which names
-    them); with ``num_classes``, a dataset of more categories is refused.
+    them); with ``num_classes``, a dataset of more categories is refused (naming
+    ``num_classes_key``).
     """
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
     records = get_detection_dataset_dicts(
         names, filter_empty=filter_empty, proposal_files=proposal_files
     )
     if num_classes is not None:  # the datasets are loaded now, so their categories are known
-        check_dataset_classes(names, num_classes)
+        check_dataset_classes(names, num_classes, num_classes_key)
     json_files = [MetadataCatalog.get(n).get("json_file", None) for n in names]
     return drop_invalid_annotations(
         records,
@@ -63,7 +65,12 @@ def build_fcos_train_loader(
     The exactly resumable training stream (:func:`~fcos_d2.engine.sampler.build_resumable_loader`)
     over :func:`training_records`; ``seed`` < 0: one drawn and shared by all processes.
     """
-    records = training_records(dataset_names, filter_empty=filter_empty, num_classes=num_classes)
+    records = training_records(
+        dataset_names,
+        filter_empty=filter_empty,
+        num_classes=num_classes,
+        num_classes_key="dataloader.train.num_classes",
+    )
     return build_resumable_loader(
         records,
         mapper,

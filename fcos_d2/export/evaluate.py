@@ -11,11 +11,9 @@ from typing import Any, Dict, List, Optional
 
 from detectron2.data import (
     DatasetCatalog,
-    DatasetMapper,
     build_detection_test_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data import transforms as T
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling.postprocessing import detector_postprocess
 
@@ -23,6 +21,7 @@ from ..data import register_shapes
 from ..evaluation import FCOSCOCOEvaluator
 from ..utils import setup_command_logger
 from .predictor import ExportedPredictor
+from .settings import test_mapper
 
 __all__ = ["evaluate_exported"]
 
@@ -51,15 +50,13 @@ def evaluate_exported(
     if dataset not in DatasetCatalog.list():
         raise KeyError(f"dataset {dataset!r} is not registered")
     predictor = ExportedPredictor(directory)
-    resize, input_format = predictor.info["resize"], predictor.info["input"]["format"]
-    size = resize["min_size_test"]
-    mapper = DatasetMapper(
-        is_train=False,
-        augmentations=[T.ResizeShortestEdge([size, size], resize["max_size_test"])],
-        image_format=input_format,
-    )  # export.json's rule: what the graph is fed, for a YAML or a Python config alike
+    resize = predictor.info["resize"]
+    # export.json's rule: what the graph is fed, for a YAML or a Python config alike
+    mapper = test_mapper(
+        resize["min_size_test"], resize["max_size_test"], predictor.info["input"]["format"]
+    )
     records = get_detection_dataset_dicts([dataset], filter_empty=False)
-    loader = build_detection_test_loader(records, mapper=mapper)
+    loader = build_detection_test_loader(records, mapper=mapper, num_workers=2)
     if max_images:
         loader = _FirstBatches(loader, max_images)
     evaluator = FCOSCOCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)

@@ -45,7 +45,7 @@ def calibration_images(settings: ExportSettings, dataset: str, count: int) -> Li
     if not records:
         raise ValueError(f"calibration dataset {dataset!r} is empty")
     step = max(1, len(records) // max(count, 1))
-    mapper = test_mapper(settings)
+    mapper = test_mapper(settings.min_size_test, settings.max_size_test, settings.input_format)
     return [mapper(dict(r))["image"].numpy() for r in records[::step][:count]]
 
 

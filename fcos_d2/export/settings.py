@@ -4,6 +4,7 @@ alike: the model with its weights, and the settings ``export.json`` records.
 """
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
@@ -15,11 +16,19 @@ from detectron2.modeling import build_model
 from omegaconf import DictConfig
 from torch import nn
 
-from ..lazy_config import build_lazy_model, lazy_test_augmentations, lazy_weights
+from ..lazy_config import (
+    build_lazy_model,
+    check_lazy_input_format,
+    lazy_test_augmentations,
+    lazy_weights,
+)
+from ..modeling import FCOS
 from ..modeling.class_thresholds import read_class_thresholds
 from .graph import check_exportable
 
 __all__ = ["ExportSettings", "export_settings", "build_export_model", "test_mapper"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,12 +53,11 @@ def _names(value: Any) -> Tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def test_mapper(settings: ExportSettings) -> DatasetMapper:
-    """detectron2's test-time ``DatasetMapper`` with the export's resizing and channel order
+def test_mapper(min_size: int, max_size: int, input_format: str) -> DatasetMapper:
+    """detectron2's test-time ``DatasetMapper`` with an export's resizing and channel order
     (what the exported graph is fed, and what ``DatasetMapper(cfg, is_train=False)`` does)."""
-    size = settings.min_size_test
-    resize = T.ResizeShortestEdge([size, size], settings.max_size_test)
-    return DatasetMapper(is_train=False, augmentations=[resize], image_format=settings.input_format)
+    resize = T.ResizeShortestEdge([min_size, min_size], max_size)
+    return DatasetMapper(is_train=False, augmentations=[resize], image_format=input_format)
 
 
 def _yaml_settings(cfg: CfgNode) -> ExportSettings:
@@ -89,6 +97,9 @@ def _lazy_resize(cfg: DictConfig) -> T.ResizeShortestEdge:
 
 
 def _lazy_settings(cfg: DictConfig) -> ExportSettings:
+    if cfg.model.get("_target_") is not FCOS:
+        raise ValueError(f"model._target_={cfg.model.get('_target_')!r}: only fcos_d2's FCOS")
+    check_lazy_input_format(cfg)
     resize = _lazy_resize(cfg)
     post = cfg.model.core.postprocess
     thresholds = None
@@ -99,7 +110,8 @@ def _lazy_settings(cfg: DictConfig) -> ExportSettings:
         thresholds = (str(spec.get("path", "")) if lazy else "", [float(v) for v in values])
     try:
         text = LazyConfig.to_py(cfg)
-    except Exception:  # detectron2's to_py is best effort (objects it cannot write as code)
+    except Exception as e:  # detectron2's to_py is best effort (objects it cannot write as code)
+        logger.warning(f"export.json gets no config: LazyConfig.to_py failed ({e})")
         text = ""
     train = cfg.dataloader.get("train")
     return ExportSettings(

@@ -13,7 +13,7 @@ from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-from ..config import FCOS_CHOICES
+from ..config import FCOS_CHOICES, check_ranges
 
 __all__ = ["FCOSHead", "Scale", "DeformConv3x3"]
 
@@ -120,11 +120,19 @@ class FCOSHead(nn.Module):
         use_deformable: bool = False,
     ):
         super().__init__()
+        check_ranges(
+            num_classes=num_classes,
+            num_cls_convs=num_cls_convs,
+            num_box_convs=num_box_convs,
+            num_share_convs=num_share_convs,
+            prior_prob=prior_prob,
+        )
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"FCOSHead needs equal channels on all levels, got {channels}")
         ch, num_levels = channels.pop(), len(input_shape)
         self.num_classes = num_classes
+        self.in_channels, self.num_levels = ch, num_levels  # checked against the backbone
         self.share_tower = _make_tower(num_share_convs, ch, norm, num_levels)
         self.cls_tower = _make_tower(num_cls_convs, ch, norm, num_levels, use_deformable)
         self.bbox_tower = _make_tower(num_box_convs, ch, norm, num_levels, use_deformable)

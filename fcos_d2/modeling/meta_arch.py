@@ -83,7 +83,19 @@ class FCOS(DenseDetector):
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
         shapes = backbone.output_shape()
+        missing = [f for f in head_in_features if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"head_in_features {missing} are not among the backbone's outputs {list(shapes)}"
+            )
         strides = tuple(shapes[f].stride for f in head_in_features)
+        expected = (getattr(head, "in_channels", None), getattr(head, "num_levels", None))
+        got = ({shapes[f].channels for f in head_in_features}, len(head_in_features))
+        if expected[0] is not None and (got[0] != {expected[0]} or got[1] != expected[1]):
+            raise ValueError(
+                f"the head takes {expected[1]} levels of {expected[0]} channels (its input_shape); "
+                f"the backbone's {list(head_in_features)} have {sorted(got[0])} channels"
+            )
         if core.strides != strides or core.postprocess is None:
             raise ValueError(
                 f"core for strides {core.strides} (postprocess {core.postprocess}) does not fit "

@@ -4,10 +4,9 @@ import pytest
 
 from fcos_d2.benchmark.backbones import bench_backbones, main
 
-pytest.importorskip("timm")
-
 
 def test_backbone_rows_count_parameters_and_macs_that_grow_with_the_image_area():
+    pytest.importorskip("timm")
     name = "timm/FCOS_efficientnet_b3_FPN_1x.yaml"
     small, large = (bench_backbones([name], size, "cpu", 1)[0] for size in ((64, 96), (128, 192)))
     assert small["backbone"] == "timm efficientnet_b3"
@@ -21,7 +20,11 @@ def test_backbone_rows_count_parameters_and_macs_that_grow_with_the_image_area()
     assert 0 < small["min_s"] <= small["median_s"]
 
 
-def test_backbones_command_prints_a_markdown_row_per_config(capsys, tmp_path):
-    main(["--configs", "FCOS_R_50_FPN_1x.yaml", "--size", "64", "96", "--iters", "1"])
+def test_backbones_command_prints_a_markdown_row_per_config(capsys):
+    configs = ["FCOS_R_50_FPN_1x.yaml", "demo/FCOS_R18_shapes_demo.yaml"]
+    main(["--configs", *configs, "--size", "64", "96", "--iters", "1"])
     out = capsys.readouterr().out
-    assert out.startswith("machine: ") and "| `FCOS_R_50_FPN_1x.yaml` | ResNet-50 |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert out.startswith("machine: ") and len(rows) == 2
+    assert rows[0].startswith("| `FCOS_R_50_FPN_1x.yaml` | ResNet-50 |")
+    assert rows[1].startswith("| `demo/FCOS_R18_shapes_demo.yaml` | ResNet-18 |")

@@ -234,6 +234,34 @@ def test_pretrained_weights_are_not_fetched_when_model_weights_replace_them(monk
     assert calls and not any(calls)
 
 
+def test_predictor_and_python_configs_do_not_fetch_what_the_weights_replace(tmp_path, monkeypatch):
+    from detectron2.modeling import build_model
+
+    from fcos_d2 import Predictor
+    from fcos_d2.lazy_config import build_lazy_model
+
+    calls = []
+    create = timm.create_model
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("pretrained"))
+        return create(*args, **kwargs)
+
+    cfg = timm_cfg("efficientnet_b3")
+    torch.manual_seed(0)
+    weights = str(tmp_path / "model.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(timm, "create_model", spy)
+    cfg.MODEL.TIMM.PRETRAINED, cfg.MODEL.WEIGHTS = True, weights  # as the shipped configs
+    Predictor(cfg)
+    path = os.path.join(REPO, "configs", "lazy", "timm", "fcos_efficientnet_b3_FPN_1x.py")
+    lazy = fcos_d2.load_config(path, ["train.device=cpu", f"train.init_checkpoint={weights}"])
+    build_lazy_model(lazy)
+    assert lazy.model.backbone.bottom_up.pretrained  # the config itself is left as it was
+    assert len(calls) == 4 and not any(calls)  # probe + model, twice: never pretrained
+
+
 def _one_line_error(cfg, error, match):
     with pytest.raises(error, match=match) as info:
         build_backbone(cfg)
