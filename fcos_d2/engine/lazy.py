@@ -29,7 +29,7 @@ from ..checkpoint import FCOSCheckpointer
 from ..lazy_config import build_lazy_model, check_lazy_input_format
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
-from .sampler import ResumableBatchSampler
+from .loader import checkpoint_stream
 from .trainer import check_amp, setup_fcos_logger
 
 __all__ = ["FCOSLazyTrainer", "lazy_test", "lazy_main"]
@@ -77,10 +77,8 @@ class FCOSLazyTrainer(TrainerBase):
         self.cfg = cfg
         self.start_iter, self.max_iter = 0, train.max_iter
         self.checkpointer = FCOSCheckpointer(model, train.output_dir, trainer=weakref.proxy(self))
-        self.data_sampler = getattr(data_loader, "batch_sampler", None)
-        if isinstance(self.data_sampler, ResumableBatchSampler):
-            self.checkpointer.add_checkpointable("data_sampler", self.data_sampler)
-        else:
+        self.data_sampler = checkpoint_stream(self.checkpointer, data_loader)
+        if self.data_sampler is None:
             logger.warning(
                 f"dataloader.train ({type(data_loader).__name__}) is not fcos_d2's resumable "
                 "stream (fcos_d2.engine.build_fcos_train_loader): --resume restores weights, "
@@ -144,7 +142,7 @@ class FCOSLazyTrainer(TrainerBase):
         self.checkpointer.resume_or_load(self.cfg.train.init_checkpoint, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
-        if isinstance(self.data_sampler, ResumableBatchSampler):
+        if self.data_sampler is not None:
             self.data_sampler.skip(self.start_iter)  # one batch per finished iteration
 
 

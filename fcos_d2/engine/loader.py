@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 
 from ..data import check_dataset_classes
 from ..data.mapper import drop_invalid_annotations
-from .sampler import build_resumable_loader
+from .sampler import ResumableBatchSampler, build_resumable_loader
 
-__all__ = ["training_records", "build_fcos_train_loader"]
+__all__ = ["training_records", "build_fcos_train_loader", "resumable_stream", "checkpoint_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,27 @@ def build_fcos_train_loader(
         num_classes=num_classes,
         num_classes_key="dataloader.train.num_classes",
     )
+    return resumable_stream(
+        records,
+        mapper,
+        total_batch_size=total_batch_size,
+        seed=seed,
+        num_workers=num_workers,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+    )
+
+
+def resumable_stream(
+    records: Sequence[Dict[str, Any]],
+    mapper: Callable[[Dict], Dict],
+    *,
+    total_batch_size: int,
+    seed: int,
+    num_workers: int,
+    aspect_ratio_grouping: bool,
+) -> DataLoader:
+    """:func:`~fcos_d2.engine.sampler.build_resumable_loader` with ``seed`` < 0 meaning one
+    drawn and shared by all processes (detectron2's ``SEED`` rule)."""
     return build_resumable_loader(
         records,
         mapper,
@@ -79,3 +100,13 @@ def build_fcos_train_loader(
         num_workers=num_workers,
         aspect_ratio_grouping=aspect_ratio_grouping,
     )
+
+
+def checkpoint_stream(checkpointer: Any, data_loader: Any) -> Optional[ResumableBatchSampler]:
+    """The loader's resumable sampler, registered with ``checkpointer`` as ``data_sampler``
+    (its position goes into every checkpoint); None for another loader."""
+    sampler = getattr(data_loader, "batch_sampler", None)
+    if not isinstance(sampler, ResumableBatchSampler):
+        return None
+    checkpointer.add_checkpointable("data_sampler", sampler)
+    return sampler

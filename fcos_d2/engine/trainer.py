@@ -22,8 +22,8 @@ from ..evaluation import FCOSCOCOEvaluator
 from ..solver import build_optimizer
 from ..utils import describe_cpu, setup_command_logger
 from .ddp import create_ddp_model
-from .loader import training_records
-from .sampler import ResumableBatchSampler, build_resumable_loader
+from .loader import checkpoint_stream, resumable_stream, training_records
+from .sampler import ResumableBatchSampler
 
 __all__ = ["FCOSTrainer", "check_amp", "setup_fcos_logger", "hold_fcos_messages"]
 
@@ -162,10 +162,8 @@ class FCOSTrainer(DefaultTrainer):
             self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         data_loader = self._trainer.data_loader
-        self.data_sampler = getattr(data_loader, "batch_sampler", None)
-        if isinstance(self.data_sampler, ResumableBatchSampler):
-            self.checkpointer.add_checkpointable("data_sampler", self.data_sampler)
-        elif not _already_warned(data_loader):
+        self.data_sampler = checkpoint_stream(self.checkpointer, data_loader)
+        if self.data_sampler is None and not _already_warned(data_loader):
             logger.warning(
                 f"The training data loader ({type(data_loader).__name__}) is not fcos_d2's "
                 "resumable stream: --resume restores weights, optimizer and iteration, but not the "
@@ -220,12 +218,11 @@ class FCOSTrainer(DefaultTrainer):
             loader = build_detection_train_loader(cfg, mapper=mapper, dataset=records)
             _warned_streams.add(loader)  # so FCOSTrainer does not warn a second time
             return loader
-        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-        return build_resumable_loader(
+        return resumable_stream(
             records,
             mapper,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-            seed=seed,
+            seed=cfg.SEED,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         )
