@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from conftest import tiny_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
 from torch import nn
 
@@ -21,6 +22,7 @@ __all__ = [
     "tiny_training_cfg",
     "tiny_batch",
     "randomize_head",
+    "CrashAfter",
 ]
 
 
@@ -141,3 +143,14 @@ def randomize_head(
         if quality_std is not None:
             head.ctrness.weight.normal_(0, quality_std)
     return model
+
+
+class CrashAfter(HookBase):
+    """Stops training by an exception after iteration ``at`` (like a kill after a checkpoint)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def after_step(self):
+        if self.trainer.iter == self.at:
+            raise KeyboardInterrupt

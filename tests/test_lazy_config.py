@@ -9,10 +9,9 @@ import os
 
 import pytest
 import torch
-from common_utils import randomize_head, register_tiny_dataset, tiny_batch
+from common_utils import CrashAfter, randomize_head, register_tiny_dataset, tiny_batch
 from conftest import REPO
 from detectron2.config import instantiate
-from detectron2.engine import HookBase
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
 from detectron2.utils.events import EventStorage
@@ -159,15 +158,6 @@ def test_a_checkpoint_of_one_config_system_loads_strictly_into_the_other(tmp_pat
         assert torch.equal(lazy_model.state_dict()[k], v) and torch.equal(back.state_dict()[k], v)
 
 
-class _Crash(HookBase):
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self):
-        if self.trainer.iter == self.at:
-            raise KeyboardInterrupt
-
-
 def _lazy_training_cfg(out, seen):
     class Recording(FCOSDatasetMapper):
         def __call__(self, record):
@@ -199,7 +189,7 @@ def _train(cfg, resume=False, crash_at=None):
     trainer = FCOSLazyTrainer(cfg)
     trainer.resume_or_load(resume=resume)
     if crash_at is not None:
-        trainer.register_hooks([_Crash(crash_at)])
+        trainer.register_hooks([CrashAfter(crash_at)])
     trainer.train()
     return {k: v.detach().clone() for k, v in trainer._trainer.model.state_dict().items()}
 

@@ -4,25 +4,13 @@ import os
 
 import pytest
 import torch
-from common_utils import register_tiny_dataset, tiny_training_cfg
-from detectron2.engine import HookBase
+from common_utils import CrashAfter, register_tiny_dataset, tiny_training_cfg
 
 import fcos_d2.engine.trainer as trainer_module
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import FCOSTrainer
 
 N_ITER = 4  # interrupted after 2
-
-
-class _Crash(HookBase):
-    """Stops training by an exception after iteration ``at`` (like a kill after a checkpoint)."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self):
-        if self.trainer.iter == self.at:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def _train(cfg, resume=False, crash_at=None):
     trainer = FCOSTrainer(cfg)
     trainer.resume_or_load(resume=resume)
     if crash_at is not None:
-        trainer.register_hooks([_Crash(crash_at)])
+        trainer.register_hooks([CrashAfter(crash_at)])
     trainer.train()
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
