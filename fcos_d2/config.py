@@ -6,8 +6,7 @@ from detectron2.config import CfgNode as CN
 
 __all__ = [
     "add_fcos_config",
-    "check_choices",
-    "check_ranges",
+    "check_values",
     "check_fcos_config",
     "check_top_block_config",
     "FCOS_CHOICES",
@@ -151,36 +150,34 @@ _ARGUMENT_KEYS = {
     "topk": "TOPK_CANDIDATES_TEST",
     "nms_thresh": "NMS_THRESH_TEST",
 }
+_RANGE_OF = {key: (ok, what) for key, ok, what in _RANGES}
 
 
-def check_ranges(**values: float) -> None:
-    """One-line ``ValueError`` for a value (given by its lower-case ``MODEL.FCOS`` key name or
-    module argument name) outside its range of ``_RANGES``, the table the YAML check reads."""
-    ranges = {key: (ok, what) for key, ok, what in _RANGES}
+def _check_value(name: str, key: str, value) -> None:
+    """One-line ``ValueError`` naming ``name`` when ``value`` of ``MODEL.FCOS`` key ``key`` is
+    outside its :data:`FCOS_CHOICES` or its range: the one check of both config kinds."""
+    if key in FCOS_CHOICES and value not in FCOS_CHOICES[key]:
+        raise ValueError(f"{name}={value!r} is not one of {list(FCOS_CHOICES[key])}")
+    if key in _RANGE_OF and not _RANGE_OF[key][0](value):
+        raise ValueError(f"{name}={value!r} must be {_RANGE_OF[key][1]}")
+
+
+def check_values(**values) -> None:
+    """:func:`check_fcos_config`'s choice and range rules for module arguments, named by their
+    lower-case ``MODEL.FCOS`` key (``score_thresh``, ``topk``, ``nms_thresh``: the ``*_TEST``
+    keys), as LazyConfig configs pass them."""
     for name, value in values.items():
-        ok, what = ranges[_ARGUMENT_KEYS.get(name, name.upper())]
-        if not ok(value):
-            raise ValueError(f"{name}={value!r} must be {what}")
+        _check_value(name, _ARGUMENT_KEYS.get(name, name.upper()), value)
 
 
-def check_choices(**values: str) -> None:
-    """One-line ``ValueError`` for a value (given by its lower-case ``MODEL.FCOS`` key name, as
-    the modules' arguments are named) outside :data:`FCOS_CHOICES`."""
-    for name, value in values.items():
-        allowed = FCOS_CHOICES[name.upper()]
-        if value not in allowed:
-            raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
-
-
-def _check_choice(fcos: CN, key: str) -> None:
-    if fcos[key] not in FCOS_CHOICES[key]:
-        raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} is not one of {list(FCOS_CHOICES[key])}")
+def _check_key(fcos: CN, key: str) -> None:
+    _check_value(f"MODEL.FCOS.{key}", key, fcos[key])
 
 
 def check_top_block_config(cfg: CN) -> None:
     """The part of :func:`check_fcos_config` the backbone builder needs: where P6/P7 come
     from."""
-    _check_choice(cfg.MODEL.FCOS, "TOP_BLOCK_IN_FEATURE")
+    _check_key(cfg.MODEL.FCOS, "TOP_BLOCK_IN_FEATURE")
     source = cfg.MODEL.FCOS.TOP_BLOCK_IN_FEATURE
     if source == "res5" and "res5" not in cfg.MODEL.RESNETS.OUT_FEATURES:
         raise ValueError(
@@ -197,11 +194,8 @@ def check_fcos_config(cfg: CN, backbone_features: Optional[Sequence[str]] = None
     too (before the backbone exists only the values that it needs are).
     """
     fcos = cfg.MODEL.FCOS
-    for key in FCOS_CHOICES:
-        _check_choice(fcos, key)
-    for key, ok, what in _RANGES:
-        if not ok(fcos[key]):
-            raise ValueError(f"MODEL.FCOS.{key}={fcos[key]!r} must be {what}")
+    for key in list(FCOS_CHOICES) + list(_RANGE_OF):
+        _check_key(fcos, key)
     check_top_block_config(cfg)
     if cfg.INPUT.FORMAT not in INPUT_FORMATS:
         raise ValueError(f"INPUT.FORMAT={cfg.INPUT.FORMAT!r} is not one of {list(INPUT_FORMATS)}")

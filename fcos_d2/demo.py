@@ -360,9 +360,10 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
             predictor = predictor or Predictor(cfg)
         except ValueError as e:  # a bad MODEL.FCOS value or thresholds file, named
             raise DemoError(str(e)) from None
-        name = lazy_test_dataset(cfg) if isinstance(cfg, DictConfig) else None
-        if not isinstance(cfg, DictConfig) and cfg.DATASETS.TEST:
-            name = cfg.DATASETS.TEST[0]
+        if isinstance(cfg, DictConfig):
+            name = lazy_test_dataset(cfg)
+        else:
+            name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
         if name:
             metadata = dataset_metadata(name)
     return predictor, metadata or Metadata(name="__unused")

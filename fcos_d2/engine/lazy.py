@@ -26,6 +26,7 @@ from detectron2.utils import comm
 from omegaconf import DictConfig
 
 from ..checkpoint import FCOSCheckpointer
+from ..config_loader import load_config
 from ..lazy_config import build_lazy_model, check_lazy_input_format
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
@@ -149,8 +150,6 @@ class FCOSLazyTrainer(TrainerBase):
 def lazy_main(args, cfg: Optional[DictConfig] = None) -> Optional[Dict[str, Any]]:
     """``train_net.py``'s run for a Python config: train (``--resume``) or ``--eval-only``."""
     if cfg is None:
-        from ..config_loader import load_config
-
         cfg = load_config(args.config_file, args.opts)
     default_setup(cfg, args)  # detectron2's and fvcore's loggers, config.yaml, seed
     setup_fcos_logger(cfg.train.output_dir)

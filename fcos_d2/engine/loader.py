@@ -5,7 +5,6 @@ and LazyConfig configs (``dataloader.train = L(build_fcos_train_loader)(...)``) 
 functions.
 """
 
-import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -18,8 +17,6 @@ from ..data.mapper import drop_invalid_annotations
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
 __all__ = ["training_records", "build_fcos_train_loader", "resumable_stream", "checkpoint_stream"]
-
-logger = logging.getLogger(__name__)
 
 
 def training_records(

@@ -23,7 +23,6 @@ from ..solver import build_optimizer
 from ..utils import describe_cpu, setup_command_logger
 from .ddp import create_ddp_model
 from .loader import checkpoint_stream, resumable_stream, training_records
-from .sampler import ResumableBatchSampler
 
 __all__ = ["FCOSTrainer", "check_amp", "setup_fcos_logger", "hold_fcos_messages"]
 
@@ -175,7 +174,7 @@ class FCOSTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
-        if isinstance(self.data_sampler, ResumableBatchSampler):
+        if self.data_sampler is not None:
             self.data_sampler.skip(self.start_iter)  # one batch per finished iteration
 
     @classmethod

@@ -5,13 +5,21 @@ and no branch on data, so that one trace serves every image size and every detec
 Shape shorthand: H, W the (already resized) image size, D detections.
 """
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from detectron2.config import CfgNode
 from torch import Tensor, nn
 
-__all__ = ["DeployFCOS", "check_exportable", "sample_image", "INPUT_NAME", "OUTPUT_NAMES"]
+__all__ = [
+    "DeployFCOS",
+    "check_exportable",
+    "graph_problems",
+    "raise_if_problems",
+    "sample_image",
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+]
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "classes")
@@ -43,26 +51,46 @@ class DeployFCOS(nn.Module):
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 
 
+def graph_problems(
+    inference_dtype: str, legacy_conventions: bool, dtype_key: str, legacy_key: str
+) -> List[str]:
+    """What of a model's inference settings the exported graph cannot express, each naming its
+    key (``dtype_key``, ``legacy_key``: the YAML or the Python config's name)."""
+    problems = []
+    if inference_dtype != "float32":
+        problems.append(
+            f"{dtype_key}={inference_dtype!r}: graphs are exported in float32 (use --quantize "
+            "int8 for a smaller, faster ONNX model)"
+        )
+    if legacy_conventions:
+        problems.append(
+            f"{legacy_key}=True: the original FCOS's conventions are not exported (its rescaling "
+            "would be frozen at the traced image size)"
+        )
+    return problems
+
+
+def raise_if_problems(problems: List[str]) -> None:
+    if problems:
+        raise ValueError("cannot export this config: " + "; ".join(problems))
+
+
 def check_exportable(cfg: CfgNode) -> None:
     """One-line ``ValueError`` naming the config key when ``cfg`` asks for something the exported
     graph cannot express."""
     problems = []
     if cfg.MODEL.META_ARCHITECTURE != "FCOS":
         problems.append(f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r}: only 'FCOS'")
-    if cfg.MODEL.FCOS.INFERENCE_DTYPE != "float32":
-        problems.append(
-            f"MODEL.FCOS.INFERENCE_DTYPE={cfg.MODEL.FCOS.INFERENCE_DTYPE!r}: graphs are exported "
-            "in float32 (use --quantize int8 for a smaller, faster ONNX model)"
-        )
+    fcos = cfg.MODEL.FCOS
+    problems += graph_problems(
+        fcos.INFERENCE_DTYPE,
+        fcos.LEGACY_CONVENTIONS,
+        "MODEL.FCOS.INFERENCE_DTYPE",
+        "MODEL.FCOS.LEGACY_CONVENTIONS",
+    )
     if cfg.TEST.AUG.ENABLED:
         problems.append("TEST.AUG.ENABLED=True: test-time augmentation is not exported")
-    if cfg.MODEL.FCOS.LEGACY_CONVENTIONS:
-        problems.append(
-            "MODEL.FCOS.LEGACY_CONVENTIONS=True: the original FCOS's conventions are not "
-            "exported (its rescaling would be frozen at the traced image size)"
-        )
-    if problems:
-        raise ValueError("cannot export this config: " + "; ".join(problems))
+    raise_if_problems(problems)
 
 
 def sample_image(height: int, width: int, seed: int = 0) -> Tensor:

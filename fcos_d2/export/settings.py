@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
 
-import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
@@ -24,7 +23,7 @@ from ..lazy_config import (
 )
 from ..modeling import FCOS
 from ..modeling.class_thresholds import read_class_thresholds
-from .graph import check_exportable
+from .graph import check_exportable, graph_problems, raise_if_problems
 
 __all__ = ["ExportSettings", "export_settings", "build_export_model", "test_mapper"]
 
@@ -133,21 +132,6 @@ def export_settings(cfg: Union[CfgNode, DictConfig]) -> ExportSettings:
     return _lazy_settings(cfg) if isinstance(cfg, DictConfig) else _yaml_settings(cfg)
 
 
-def _check_lazy_exportable(model: nn.Module) -> None:
-    problems = []
-    if model.inference_dtype != torch.float32:
-        problems.append(
-            f"model.inference_dtype={str(model.inference_dtype)[6:]!r}: graphs are exported in "
-            "float32 (use --quantize int8 for a smaller, faster ONNX model)"
-        )
-    if model._legacy_conventions:
-        problems.append(
-            "model.core.legacy_conventions=True: the original FCOS's conventions are not exported"
-        )
-    if problems:
-        raise ValueError("cannot export this config: " + "; ".join(problems))
-
-
 def build_export_model(cfg: Union[CfgNode, DictConfig]) -> nn.Module:
     """The eval-mode model of ``cfg`` on the CPU with its weights (``MODEL.WEIGHTS`` /
     ``train.init_checkpoint``, any layout fcos_d2 loads) or none when those are empty."""
@@ -157,7 +141,15 @@ def build_export_model(cfg: Union[CfgNode, DictConfig]) -> nn.Module:
         cfg = copy.deepcopy(cfg)
         cfg.train.device = "cpu"
         model, weights = build_lazy_model(cfg).eval(), lazy_weights(cfg)
-        _check_lazy_exportable(model)
+        dtype = str(model.inference_dtype).replace("torch.", "")
+        raise_if_problems(
+            graph_problems(
+                dtype,
+                model._legacy_conventions,
+                "model.inference_dtype",
+                "model.core.legacy_conventions",
+            )
+        )
     else:
         check_exportable(cfg)
         cfg = cfg.clone()

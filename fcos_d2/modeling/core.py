@@ -19,7 +19,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Instances
 from torch import Tensor
 
-from ..config import check_choices, check_ranges
+from ..config import check_values
 from .losses import fcos_losses
 from .targets import (
     LevelGrid,
@@ -231,14 +231,15 @@ def make_fcos_core(
             ``max_detections``, ``thresh_with_ctr`` (:class:`FCOSPostprocess`); None for the
             proposal generator.
     """
-    check_choices(box_loss_type=box_loss_type, box_quality=box_quality)
-    check_ranges(
+    check_values(
+        box_loss_type=box_loss_type,
+        box_quality=box_quality,
         num_classes=num_classes,
         center_sampling_radius=center_sampling_radius,
         focal_loss_gamma=focal_loss_gamma,
     )
     if postprocess is not None:
-        check_ranges(**{k: postprocess[k] for k in ("score_thresh", "topk", "nms_thresh")})
+        check_values(**{k: postprocess[k] for k in ("score_thresh", "topk", "nms_thresh")})
     matcher = FCOSMatcher(
         strides=tuple(int(s) for s in strides),
         size_ranges=tuple(

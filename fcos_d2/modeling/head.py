@@ -13,7 +13,7 @@ from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-from ..config import FCOS_CHOICES, check_ranges
+from ..config import FCOS_CHOICES, check_values
 
 __all__ = ["FCOSHead", "Scale", "DeformConv3x3"]
 
@@ -120,7 +120,7 @@ class FCOSHead(nn.Module):
         use_deformable: bool = False,
     ):
         super().__init__()
-        check_ranges(
+        check_values(
             num_classes=num_classes,
             num_cls_convs=num_cls_convs,
             num_box_convs=num_box_convs,

@@ -15,7 +15,7 @@ from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
-from ..config import check_choices, check_fcos_config
+from ..config import check_fcos_config, check_values
 from .class_thresholds import read_class_thresholds
 from .core import FCOSCore, Predictions, build_fcos_core
 from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
@@ -74,7 +74,7 @@ class FCOS(DenseDetector):
         detectron2's built-in FCOS and maskrcnn-benchmark load wherever ``MODEL.WEIGHTS`` is
         read (``DetectionCheckpointer``, ``DefaultPredictor``, ``train_net.py``).
         """
-        check_choices(
+        check_values(
             loss_normalizer_cls=loss_normalizer_cls,
             inference_dtype=inference_dtype,
             train_dtype=train_dtype,
