@@ -80,19 +80,22 @@ def available_modes() -> List[str]:
 
 
 def _exported_runners(
-    cfg, ours, size, modes, calibration_dataset: str, calibration_images: int
+    cfg, ours, size, modes, calibration_dataset: str, calibration_images: int, folder: str
 ) -> Dict[str, Tuple[Callable[[np.ndarray], tuple], str]]:
-    """mode -> (image -> outputs, runtime version) for the exported modes of ``modes``."""
+    """
+    mode -> (image -> outputs, runtime version) for the exported modes of ``modes``, their
+    files written under ``folder``."""
     import onnxruntime as ort
 
     from ..export.graph import DeployFCOS, sample_image
     from ..export.quantize import quantize_int8
+    from ..export.settings import export_settings
     from ..export.writers import write_onnx
 
-    folder = tempfile.mkdtemp(prefix="fcos_d2_bench_")
     fp32, int8 = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
     write_onnx(DeployFCOS(ours), sample_image(*size), fp32)
-    quantize_int8(cfg, fp32, int8, calibration_dataset, calibration_images)
+    settings = export_settings(cfg)
+    quantize_int8(settings, fp32, int8, calibration_dataset, calibration_images)
 
     def session(path):
         s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -111,7 +114,7 @@ def _exported_runners(
         xml32, xml8 = os.path.join(folder, "fp32.xml"), os.path.join(folder, "int8.xml")
         convert_onnx(fp32, xml32)
         if "openvino int8" in ov_modes:
-            quantize_openvino_int8(cfg, fp32, xml8, calibration_dataset, calibration_images)
+            quantize_openvino_int8(settings, fp32, xml8, calibration_dataset, calibration_images)
         for mode in ov_modes:
             precision = _OPENVINO_PRECISION[mode]
             path = xml8 if precision == "int8" else xml32
@@ -132,12 +135,21 @@ def bench_deploy(
     share of fcos_d2's eager detections an exported graph gives (one-to-one, same class,
     IoU >= 0.999, |d score| <= 1e-4).
     """
+    modes = available_modes()
+    # the exported files (hundreds of MB) go when the rows are made, also on an error
+    with tempfile.TemporaryDirectory(prefix="fcos_d2_bench_") as folder:
+        runners = _exported_runners(
+            cfg, ours, size, modes, calibration_dataset, calibration_images, folder
+        )
+        return _deploy_rows(cfg, ours, d2, size, iters, modes, runners)
+
+
+def _deploy_rows(cfg, ours, d2, size, iters, modes, runners) -> List[Dict]:
+    """bench_deploy's rows, given the exported modes' runners."""
     from ..export.compare import matched_fractions
     from .harness import variant
     from .inference import _gmacs
 
-    modes = available_modes()
-    runners = _exported_runners(cfg, ours, size, modes, calibration_dataset, calibration_images)
     gen = torch.Generator().manual_seed(0)
     image = (torch.rand(3, *size, generator=gen) * 255).to(torch.uint8)
     array = image.numpy()
@@ -207,42 +219,47 @@ def bench_deploy_ap(
     if not os.path.isfile(weights):
         return None
     register_shapes(replace=False)  # the demo's datasets, also when called on its own
+    from ..config_loader import load_config
+
+    cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+    # the exported models go when the rows are made, also on an error
+    with tempfile.TemporaryDirectory(prefix="fcos_d2_bench_ap_") as folder:
+        return [
+            _ap_row(cfg, weights, dataset, mode, folder, calibration_images)
+            for mode in available_modes()
+        ]
+
+
+def _ap_row(cfg, weights: str, dataset: str, mode: str, folder: str, calibration_images: int):
+    """bench_deploy_ap's row of one mode; an exported mode's files are written under ``folder``."""
     from detectron2.data import build_detection_test_loader
     from detectron2.evaluation import inference_on_dataset
     from detectron2.modeling import build_model
 
     from ..checkpoint import load_for_inference
-    from ..config_loader import load_config
     from ..evaluation import FCOSCOCOEvaluator
     from ..export.evaluate import evaluate_exported
     from ..export.writers import export_model
 
-    cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+    if mode.startswith("eager"):
+        c = cfg.clone()
+        c.MODEL.FCOS.INFERENCE_DTYPE = DEPLOY_MODES[mode][0]
+        model = build_model(c).eval()
+        load_for_inference(model, weights)
+        loader = build_detection_test_loader(c, dataset)
+        evaluator = FCOSCOCOEvaluator(dataset, output_dir=None)
+        result = inference_on_dataset(model, loader, evaluator)["bbox"]
+    else:
+        out = os.path.join(folder, mode.replace(" ", "_"))
+        kwargs = {"calibration_images": calibration_images}
+        if mode == "onnxruntime int8":
+            kwargs["quantize"] = "int8"
+        if mode.startswith("openvino"):
+            kwargs["precision"] = _OPENVINO_PRECISION[mode]
+        export_model(cfg, "openvino" if mode.startswith("openvino") else "onnx", out, **kwargs)
+        result = evaluate_exported(out, dataset)["bbox"]
     what = f"bbox AP on {dataset}"
-    rows = []
-    folder = tempfile.mkdtemp(prefix="fcos_d2_bench_ap_")
-    for mode in available_modes():
-        if mode.startswith("eager"):
-            c = cfg.clone()
-            c.MODEL.FCOS.INFERENCE_DTYPE = DEPLOY_MODES[mode][0]
-            model = build_model(c).eval()
-            load_for_inference(model, weights)
-            loader = build_detection_test_loader(c, dataset)
-            evaluator = FCOSCOCOEvaluator(dataset, output_dir=None)
-            result = inference_on_dataset(model, loader, evaluator)["bbox"]
-        else:
-            out = os.path.join(folder, mode.replace(" ", "_"))
-            kwargs = {"calibration_images": calibration_images}
-            if mode == "onnxruntime int8":
-                kwargs["quantize"] = "int8"
-            if mode.startswith("openvino"):
-                kwargs["precision"] = _OPENVINO_PRECISION[mode]
-            export_model(cfg, "openvino" if mode.startswith("openvino") else "onnx", out, **kwargs)
-            result = evaluate_exported(out, dataset)["bbox"]
-        rows.append(
-            {"what": what, "mode": _AP_NAMES.get(mode, mode), "deploy_mode": mode, **result}
-        )
-    return rows
+    return {"what": what, "mode": _AP_NAMES.get(mode, mode), "deploy_mode": mode, **result}
 
 
 # AP row names of the previous release (kept for its goals and reports)
