@@ -24,7 +24,7 @@ from fvcore.transforms import HFlipTransform, NoOpTransform, VFlipTransform
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .modeling.postprocess import classwise_nms
+from .layers import classwise_nms
 
 __all__ = ["FCOSWithTTA", "merge_detections", "tta_model", "unflip_boxes"]
 

@@ -23,7 +23,7 @@ from fcos_reference import (
 
 import fcos_d2
 from fcos_d2.export.graph import check_exportable
-from fcos_d2.modeling.frozen_bn import FrozenBNConv2d
+from fcos_d2.layers import FrozenBNConv2d
 
 PRESET = os.path.join(REPO, "configs", "compat", "Official-FCOS_imprv_R_50_FPN_1x.yaml")
 # The original's config/defaults.py: _C.INPUT.PIXEL_MEAN.

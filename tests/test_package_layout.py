@@ -92,6 +92,22 @@ def test_the_layout_table_imports_nothing_of_fcos_d2():
     assert _graph()["fcos_d2.checkpoint.layouts"] == set()
 
 
+def test_layers_import_nothing_of_fcos_d2_above_them():
+    graph = _graph()
+    layers = {name for name in graph if name.startswith("fcos_d2.layers")}
+    assert layers >= {"fcos_d2.layers.nms", "fcos_d2.layers.graph", "fcos_d2.layers.frozen_bn"}
+    for name in layers:
+        assert graph[name] <= layers, f"{name} imports {graph[name] - layers}"
+
+
+def test_the_algorithm_modules_hold_no_graph_or_device_branch():
+    # Traced, scripted, GPU and CPU forms of an operation are chosen inside fcos_d2.layers.
+    for name in ("targets", "losses", "postprocess", "core"):
+        source = open(os.path.join(PACKAGE, "modeling", name + ".py")).read()
+        for marker in ("is_tracing", "is_scripting", "in_graph", "device.type", ".is_cuda"):
+            assert marker not in source, f"modeling/{name}.py branches on {marker}"
+
+
 def _run_in_a_fresh_process(code: str) -> None:
     """Run ``code`` in a new interpreter (nothing imported or registered yet); it must pass."""
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -127,5 +143,27 @@ def test_register_shapes_keeps_datasets_the_user_registered_first():
         "register_shapes(replace=False)\n"
         "assert DatasetCatalog.get('shapes_train') == ['mine'], 'replaced'\n"
         "assert 'shapes_val' in DatasetCatalog.list()\n"
+    )
+    _run_in_a_fresh_process(code)
+
+
+def test_previous_release_module_and_builder_names_warn_and_give_the_same_objects():
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "import fcos_d2.layers as layers\n"
+        "import fcos_d2.modeling.proposal_generator as pg\n"
+        "from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY\n"
+        "assert PROPOSAL_GENERATOR_REGISTRY.get('FCOS') is pg.build_fcos_proposal_generator\n"
+        "for old in ('import fcos_d2.modeling.frozen_bn', 'pg.FCOS'):\n"
+        "    try:\n"
+        "        exec(old)\n"
+        "        raise SystemExit(old + ' gave no DeprecationWarning')\n"
+        "    except DeprecationWarning as e:\n"
+        "        assert 'fcos_d2.layers' in str(e) or 'build_fcos_proposal_generator' in str(e)\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from fcos_d2.modeling.frozen_bn import fold_frozen_batchnorm\n"
+        "assert fold_frozen_batchnorm is layers.fold_frozen_batchnorm\n"
+        "assert pg.FCOS is pg.build_fcos_proposal_generator\n"
     )
     _run_in_a_fresh_process(code)

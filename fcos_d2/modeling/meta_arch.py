@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config, check_values
+from ..layers import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .class_thresholds import read_class_thresholds
 from .core import FCOSCore, Predictions, build_fcos_core
-from .frozen_bn import fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .head import FCOSHead
 from .losses import positive_count
 from .postprocess import apply_class_thresholds, fcos_inference_single_image, legacy_rescale

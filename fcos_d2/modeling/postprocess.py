@@ -11,22 +11,17 @@ from typing import List, Optional, Tuple
 import torch
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
-from torchvision.ops import batched_nms, nms
+
+from ..layers import classwise_nms, topk_at_most
 
 __all__ = [
     "decode_boxes",
     "select_candidates",
-    "classwise_nms",
     "fcos_detections",
     "fcos_inference_single_image",
     "legacy_rescale",
     "apply_class_thresholds",
 ]
-
-
-def _in_graph() -> bool:
-    """True while torch.jit traces or scripts: the code then records a graph for any input."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def decode_boxes(locations: Tensor, distances: Tensor) -> Tensor:
@@ -76,101 +71,8 @@ def select_candidates(
     cls = cls_logits[cls_idx, loc_idx].sigmoid()
     joint = cls * ctr[loc_idx]
     keep = (joint if thresh_with_ctr else cls) > score_thresh
-    loc_idx, cls_idx, scores = loc_idx[keep], cls_idx[keep], joint[keep]
-    if _in_graph():
-        # No Python branch on the count: top min(topk, C) as a graph op (then in score order,
-        # which only matters for exact ties).
-        k = torch.clamp(torch._shape_as_tensor(scores)[0], max=topk)
-        scores, order = scores.topk(k)  # type: ignore[arg-type]
-        return loc_idx[order], cls_idx[order], scores
-    if len(scores) > topk:
-        scores, order = scores.topk(topk)
-        loc_idx, cls_idx = loc_idx[order], cls_idx[order]
-    return loc_idx, cls_idx, scores
-
-
-def _pairwise_iou(boxes: Tensor) -> Tensor:
-    """(..., n, 4) -> (..., n, n) IoU, with the operations in torchvision's CPU NMS order."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    area = (x2 - x1) * (y2 - y1)
-    w = (
-        torch.minimum(x2[..., :, None], x2[..., None, :])
-        - torch.maximum(x1[..., :, None], x1[..., None, :])
-    ).clamp(min=0)
-    h = (
-        torch.minimum(y2[..., :, None], y2[..., None, :])
-        - torch.maximum(y1[..., :, None], y1[..., None, :])
-    ).clamp(min=0)
-    inter = w * h
-    return inter / (area[..., :, None] + area[..., None, :] - inter)
-
-
-def classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
-    """
-    Indices kept by per-class greedy NMS, by decreasing score (detectron2's ``batched_nms``).
-    The NMS depends on where it runs: torchvision's ``batched_nms`` on GPUs (one kernel, what
-    detectron2 uses), an exportable form of it while tracing or scripting, and on the CPU the
-    grouped suppression of :func:`_classwise_nms_grouped`, measured faster there.
-    """
-    if _in_graph():
-        return _batched_nms_in_graph(boxes, scores, classes, iou_threshold)
-    if boxes.device.type != "cpu":
-        return batched_nms(boxes, scores, classes, iou_threshold)
-    return _classwise_nms_grouped(boxes, scores, classes, iou_threshold)
-
-
-def _batched_nms_in_graph(
-    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
-) -> Tensor:
-    """
-    torchvision's coordinate trick (each class shifted to its own region, then one ``nms``)
-    without a branch on the count: the shift comes from max(|coordinate|, 0) so that an empty
-    input also works. ``nms`` exports to ONNX's NonMaxSuppression.
-    """
-    largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
-    shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
-    return nms(shifted, scores, iou_threshold)
-
-
-@torch.jit.unused  # eager CPU only: scripted and traced graphs take _batched_nms_in_graph
-def _classwise_nms_grouped(
-    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
-) -> Tensor:
-    """
-    CPU class-wise NMS: candidates are grouped by class into a padded (G, n, n) IoU block and
-    suppressed for all classes at once, n steps in all, instead of one NMS call per class.
-    """
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = scores.argsort(descending=True)
-    order = order[torch.argsort(classes[order], stable=True)]  # by class, then score
-    _, counts = torch.unique_consecutive(classes[order], return_counts=True)
-    n = int(counts.max())
-    if len(counts) * n * n > 4_000_000:  # a huge class: bound memory, one NMS per class
-        return _nms_per_class_slices(boxes, scores, order, counts.tolist(), iou_threshold)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(order), device=boxes.device) - starts.repeat_interleave(counts)
-    group = torch.arange(len(counts), device=boxes.device).repeat_interleave(counts)
-    padded = boxes.new_zeros(len(counts), n, 4)
-    padded[group, slot] = boxes[order]
-    valid = torch.zeros(len(counts), n, dtype=torch.bool, device=boxes.device)
-    valid[group, slot] = True
-    over = _pairwise_iou(padded) > iou_threshold  # (G, n, n)
-    keep = valid.clone()
-    for i in range(n - 1):
-        keep[:, i + 1 :] &= ~(over[:, i, i + 1 :] & keep[:, i : i + 1])
-    kept = order[keep[group, slot]]
-    return kept[scores[kept].argsort(descending=True)]
-
-
-def _nms_per_class_slices(boxes, scores, order, counts, iou_threshold) -> Tensor:
-    kept, start = [], 0
-    for count in counts:
-        idx = order[start : start + count]
-        kept.append(idx[nms(boxes[idx], scores[idx], iou_threshold)])
-        start += count
-    keep = torch.cat(kept)
-    return keep[scores[keep].argsort(descending=True)]
+    scores, order = topk_at_most(joint[keep], topk)
+    return loc_idx[keep][order], cls_idx[keep][order], scores
 
 
 def fcos_detections(

@@ -9,6 +9,7 @@ Shape shorthand: N images, L levels, Ri locations of level i, R locations over a
 k proposals kept per image.
 """
 
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -27,7 +28,11 @@ from .head import FCOSHead
 from .postprocess import decode_boxes
 from .targets import compute_locations
 
-__all__ = ["FCOSProposalGenerator", "proposal_objectness_logits"]
+__all__ = [
+    "FCOSProposalGenerator",
+    "build_fcos_proposal_generator",
+    "proposal_objectness_logits",
+]
 
 
 def proposal_objectness_logits(cls_logits: Tensor, quality_logits: Tensor) -> Tensor:
@@ -190,7 +195,25 @@ class FCOSProposalGenerator(nn.Module):
         )
 
 
-@PROPOSAL_GENERATOR_REGISTRY.register()
-def FCOS(cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> FCOSProposalGenerator:  # noqa: N802
+def build_fcos_proposal_generator(
+    cfg: CfgNode, input_shape: Dict[str, ShapeSpec]
+) -> FCOSProposalGenerator:
     """``MODEL.PROPOSAL_GENERATOR.NAME: "FCOS"``: builds :class:`FCOSProposalGenerator`."""
     return FCOSProposalGenerator(cfg, input_shape)
+
+
+# detectron2's registries name an entry by its ``__name__``: "FCOS" is the name configs give (as
+# AdelaiDet's do), while the Python name ``FCOS`` belongs to the meta-architecture class.
+build_fcos_proposal_generator.__name__ = "FCOS"
+PROPOSAL_GENERATOR_REGISTRY.register(build_fcos_proposal_generator)
+
+
+def __getattr__(name: str):
+    if name == "FCOS":  # the builder's name in the previous release
+        warnings.warn(
+            "fcos_d2.modeling.proposal_generator.FCOS is now build_fcos_proposal_generator",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return build_fcos_proposal_generator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -236,8 +236,8 @@ def test_construction_leaves_the_given_modules_unchanged():
     from detectron2.layers import FrozenBatchNorm2d
     from detectron2.modeling import build_backbone
 
+    from fcos_d2.layers import FrozenBNConv2d
     from fcos_d2.modeling import FCOS
-    from fcos_d2.modeling.frozen_bn import FrozenBNConv2d
 
     cfg = tiny_cfg()
     cfg.MODEL.RESNETS.NORM = "FrozenBN"

@@ -85,44 +85,6 @@ def test_inference_with_nothing_above_threshold():
     assert len(out) == 0 and out.pred_boxes.tensor.shape == (0, 4)
 
 
-def _random_nms_input(n, num_classes, seed):
-    gen = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=gen) * 500
-    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 80 + 1], dim=1)
-    scores = torch.rand(n, generator=gen)
-    classes = torch.randint(0, num_classes, (n,), generator=gen)
-    return boxes, scores, classes
-
-
-def _traced_classwise_nms():
-    """classwise_nms as a TorchScript trace (the path of exported graphs), traced on other
-    data than it is then given."""
-    from fcos_d2.modeling.postprocess import classwise_nms
-
-    return torch.jit.trace(
-        lambda b, s, c: classwise_nms(b, s, c, 0.6), _random_nms_input(50, 3, seed=9)
-    )
-
-
-@pytest.mark.parametrize("path", ["cpu", "graph"])
-@pytest.mark.parametrize("num_classes", [80, 1])  # 1 class: the memory-bounded CPU fallback
-def test_classwise_nms_equals_detectron2_batched_nms(num_classes, path):
-    from detectron2.layers import batched_nms
-
-    from fcos_d2.modeling.postprocess import classwise_nms
-
-    nms = _traced_classwise_nms() if path == "graph" else (lambda *a: classwise_nms(*a, 0.6))
-    boxes, scores, classes = _random_nms_input(3000, num_classes, seed=0)
-    expected = batched_nms(boxes, scores, classes, 0.6)
-    assert 100 < len(expected) < 3000  # suppression happened, within and only within classes
-    assert torch.equal(nms(boxes, scores, classes), expected)
-
-
-def test_traced_classwise_nms_takes_an_empty_input():
-    out = _traced_classwise_nms()(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long())
-    assert out.shape == (0,)
-
-
 @pytest.mark.parametrize("thresh_with_ctr", [False, True])
 def test_fast_path_equals_plain_reference(thresh_with_ctr):
     """The optimised decoding equals the plain recipe: sigmoid everywhere, threshold, top-k,

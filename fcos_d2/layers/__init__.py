@@ -1,0 +1,18 @@
+"""
+Layers and operations below the model code: each has one implementation per place it runs
+(eager CPU, GPU, a torch.jit graph), chosen inside it, so that the algorithm modules above
+(targets, losses, post-processing) hold no device or export branches.
+"""
+
+from .frozen_bn import FrozenBNConv2d, fold_frozen_batchnorm, set_frozen_batchnorm_eps
+from .graph import in_graph, topk_at_most
+from .nms import classwise_nms
+
+__all__ = [
+    "FrozenBNConv2d",
+    "classwise_nms",
+    "fold_frozen_batchnorm",
+    "in_graph",
+    "set_frozen_batchnorm_eps",
+    "topk_at_most",
+]

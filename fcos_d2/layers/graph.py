@@ -1,0 +1,31 @@
+"""
+Operations whose eager form branches on the data, with a branch-free form for torch.jit graphs
+(traces for ONNX / TorchScript export, and scripting), so that one graph serves every input.
+The model code calls these and never asks whether it is being traced.
+"""
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["in_graph", "topk_at_most"]
+
+
+def in_graph() -> bool:
+    """True while torch.jit traces or scripts: the code then records a graph for any input."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def topk_at_most(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """
+    The best min(k, N) of (N,) ``values`` and their indices. Eager, N <= k keeps the given
+    order (no sort); in a graph, where the count is not known, they always come by decreasing
+    value (the same set; the order matters only for exact ties).
+    """
+    if in_graph():
+        count = torch.clamp(torch._shape_as_tensor(values)[0], max=k)
+        return values.topk(count)  # type: ignore[arg-type]
+    if len(values) > k:
+        return values.topk(k)
+    return values, torch.arange(len(values), device=values.device)

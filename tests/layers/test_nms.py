@@ -1,0 +1,68 @@
+"""classwise_nms, in each of its implementations, against detectron2's batched_nms."""
+
+import pytest
+import torch
+from detectron2.layers import batched_nms
+
+import fcos_d2.layers.nms as nms_module
+from fcos_d2.layers import classwise_nms
+
+
+def _random_nms_input(n, num_classes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=gen) * 500
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 80 + 1], dim=1)
+    scores = torch.rand(n, generator=gen)
+    classes = torch.randint(0, num_classes, (n,), generator=gen)
+    return boxes, scores, classes
+
+
+def _traced_classwise_nms():
+    """classwise_nms as a TorchScript trace (the path of exported graphs), traced on other
+    data than it is then given."""
+    return torch.jit.trace(
+        lambda b, s, c: classwise_nms(b, s, c, 0.6), _random_nms_input(50, 3, seed=9)
+    )
+
+
+@pytest.mark.parametrize(
+    "n, num_classes, grouped",
+    [(3000, 80, True), (3000, 3, False), (900, 10, False)],  # which CPU form, by the measured rule
+)
+def test_cpu_classwise_nms_equals_detectron2_batched_nms(n, num_classes, grouped, monkeypatch):
+    calls = []
+    form = nms_module._classwise_nms_grouped
+    monkeypatch.setattr(
+        nms_module, "_classwise_nms_grouped", lambda *a: calls.append(1) or form(*a)
+    )
+    boxes, scores, classes = _random_nms_input(n, num_classes, seed=0)
+    expected = batched_nms(boxes, scores, classes, 0.6)
+    assert n // 10 < len(expected) < n  # suppression happened, within and only within classes
+    assert torch.equal(classwise_nms(boxes, scores, classes, 0.6), expected)
+    assert bool(calls) == grouped
+
+
+@pytest.mark.parametrize("num_classes", [80, 1])
+def test_traced_classwise_nms_equals_detectron2_batched_nms(num_classes):
+    boxes, scores, classes = _random_nms_input(3000, num_classes, seed=0)
+    expected = batched_nms(boxes, scores, classes, 0.6)
+    assert 100 < len(expected) < 3000
+    assert torch.equal(_traced_classwise_nms()(boxes, scores, classes), expected)
+
+
+def test_traced_classwise_nms_takes_an_empty_input():
+    out = _traced_classwise_nms()(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long())
+    assert out.shape == (0,)
+
+
+def test_scripted_classwise_nms_equals_detectron2_batched_nms():
+    scripted = torch.jit.script(classwise_nms)  # the eager CPU grouping is not scripted
+    boxes, scores, classes = _random_nms_input(500, 5, seed=1)
+    expected = batched_nms(boxes, scores, classes, 0.5)
+    assert 10 < len(expected) < 500
+    assert torch.equal(scripted(boxes, scores, classes, 0.5), expected)
+
+
+def test_eager_classwise_nms_takes_an_empty_input():
+    out = classwise_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long(), 0.5)
+    assert out.shape == (0,) and out.dtype == torch.long
