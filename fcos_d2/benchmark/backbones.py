@@ -18,8 +18,8 @@ from ..config_loader import load_config
 from ..model_zoo import get_config_file
 from ..utils import describe_cpu
 from ..utils.jsonio import write_json
+from .floors import model_gmacs
 from .harness import RANDOM_WEIGHTS, timeit
-from .inference import _gmacs
 
 __all__ = ["DEFAULT_CONFIGS", "bench_backbones", "main"]
 
@@ -51,7 +51,7 @@ def bench_backbones(
         image = torch.randint(0, 256, (3, *size), dtype=torch.uint8).to(device).float()
         with torch.no_grad():
             latency = timeit(lambda: model([{"image": image}]), iters, device)
-            gmacs = _gmacs(model, size, device)
+            gmacs = model_gmacs(model, size, device)
         rows.append(
             {
                 "config": name,

@@ -147,8 +147,8 @@ def bench_deploy(
 def _deploy_rows(cfg, ours, d2, size, iters, modes, runners) -> List[Dict]:
     """bench_deploy's rows, given the exported modes' runners."""
     from ..export.compare import matched_fractions
+    from .floors import model_gmacs
     from .harness import variant
-    from .inference import _gmacs
 
     gen = torch.Generator().manual_seed(0)
     image = (torch.rand(3, *size, generator=gen) * 255).to(torch.uint8)
@@ -170,7 +170,7 @@ def _deploy_rows(cfg, ours, d2, size, iters, modes, runners) -> List[Dict]:
         reference = (reference.pred_boxes.tensor, reference.scores, reference.pred_classes)
         times = timeit_interleaved(runs, iters, "cpu")
     rates = conv_rates(ours.head.cls_logits.in_channels, size)
-    gmacs = _gmacs(ours, size, "cpu")
+    gmacs = model_gmacs(ours, size, "cpu")
     rows = [
         {
             "what": "deploy batch 1",

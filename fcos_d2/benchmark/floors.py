@@ -11,7 +11,7 @@ import torch
 
 from .harness import timeit
 
-__all__ = ["conv_rates", "float_conv_rate", "floor_seconds"]
+__all__ = ["conv_rates", "float_conv_rate", "floor_seconds", "model_gmacs"]
 
 
 def _conv_input(channels: int, size: Tuple[int, int], device: str = "cpu") -> torch.Tensor:
@@ -84,3 +84,27 @@ def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str
 def floor_seconds(gmacs: float, rate_gflops: float) -> float:
     """Seconds of ``gmacs`` G multiply-adds at ``rate_gflops`` GFLOP/s."""
     return 2 * gmacs / rate_gflops
+
+
+class _Network(torch.nn.Module):
+    """Backbone + head of an FCOS model on a normalised image tensor (for FLOP counting)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        features = self.model.backbone(x)
+        outputs = self.model.head([features[f] for f in self.model.head_in_features])
+        return tuple(t for level in outputs for t in level)
+
+
+def model_gmacs(model: torch.nn.Module, size: Tuple[int, int], device: str) -> float:
+    """Multiply-adds (G) of backbone + head on one (padded) image, counted by fvcore."""
+    from fvcore.nn import FlopCountAnalysis  # counts one multiply-add as one "flop"
+
+    d = model.backbone.size_divisibility or 1
+    shape = [-(-size[0] // d) * d, -(-size[1] // d) * d]
+    counter = FlopCountAnalysis(_Network(model), (torch.zeros(1, 3, *shape, device=device),))
+    counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return counter.total() / 1e9

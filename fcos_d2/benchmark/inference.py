@@ -6,7 +6,7 @@ from typing import Dict, List
 import torch
 from detectron2.structures import Instances
 
-from .floors import float_conv_rate
+from .floors import float_conv_rate, model_gmacs
 from .harness import timeit, timeit_interleaved, variant
 
 __all__ = ["bench_end_to_end", "conv_ceiling", "bench_postprocess"]
@@ -19,30 +19,6 @@ def _same_detections(a: Instances, b: Instances) -> bool:
         and torch.allclose(a.scores, b.scores, atol=1e-5, rtol=0)
         and torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=0)
     )
-
-
-class _Network(torch.nn.Module):
-    """Backbone + head of an FCOS model on a normalised image tensor (for FLOP counting)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        features = self.model.backbone(x)
-        outputs = self.model.head([features[f] for f in self.model.head_in_features])
-        return tuple(t for level in outputs for t in level)
-
-
-def _gmacs(model, size, device) -> float:
-    """Multiply-adds (G) of backbone + head on one (padded) image, counted by fvcore."""
-    from fvcore.nn import FlopCountAnalysis  # counts one multiply-add as one "flop"
-
-    d = model.backbone.size_divisibility or 1
-    shape = [-(-size[0] // d) * d, -(-size[1] // d) * d]
-    counter = FlopCountAnalysis(_Network(model), (torch.zeros(1, 3, *shape, device=device),))
-    counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return counter.total() / 1e9
 
 
 def _inference_modes(cfg, ours, d2) -> Dict[str, torch.nn.Module]:
@@ -62,7 +38,7 @@ def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
     """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
     modes = _inference_modes(cfg, ours, d2)
     ceiling = conv_ceiling(ours, size, device)
-    gmacs_per_image = _gmacs(ours, size, device)
+    gmacs_per_image = model_gmacs(ours, size, device)
     rows = []
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 4):
