@@ -127,3 +127,17 @@ def test_cached_fold_follows_conversions_that_replace_the_weights():
         assert torch.allclose(conv(x), _by_hand(conv, x), atol=1e-5)
         conv.double()
         assert conv(x.double()).dtype == torch.float64
+
+
+def test_a_traced_folded_conv_reads_the_weights_it_holds_not_a_cached_fold():
+    # Eager inference caches the fold; a graph must fold from its parameters, or the weights
+    # loaded after tracing (or a graph traced once and reused) would never reach it.
+    x = torch.randn(1, 4, 7, 9, generator=torch.Generator().manual_seed(3))
+    conv = _conv_bn(bias=True)
+    fold_frozen_batchnorm(conv)
+    with torch.no_grad():
+        conv(x)  # fills the eager cache
+        traced = torch.jit.trace(conv, (x,))
+        conv.norm.weight.mul_(2.0)
+        conv.weight.add_(0.5)
+        assert torch.allclose(traced(x), _by_hand(conv, x), atol=1e-5)

@@ -13,6 +13,8 @@ def test_eager_keeps_the_order_when_there_are_at_most_k():
 def test_eager_keeps_the_k_best_by_decreasing_value():
     values, order = topk_at_most(torch.tensor([0.25, 0.875, 0.125, 0.5]), 2)
     assert values.tolist() == [0.875, 0.5] and order.tolist() == [1, 3]
+    values, order = topk_at_most(torch.tensor([0.25, 0.875, 0.5]), 2)  # one more than k
+    assert values.tolist() == [0.875, 0.5] and order.tolist() == [1, 2]
 
 
 def _check_graph(fn):

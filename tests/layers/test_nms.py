@@ -66,3 +66,27 @@ def test_scripted_classwise_nms_equals_detectron2_batched_nms():
 def test_eager_classwise_nms_takes_an_empty_input():
     out = classwise_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0).long(), 0.5)
     assert out.shape == (0,) and out.dtype == torch.long
+
+
+def test_a_suppressed_box_suppresses_nothing_in_every_form():
+    # A chain of one class: A suppresses B (IoU 60 / 140 = 0.43); B would suppress C (0.43) but
+    # is gone, and A and C overlap by 20 / 180 = 0.11: A and C are kept.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [4, 0, 14, 10], [8, 0, 18, 10]])
+    scores, classes = torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long)
+    assert batched_nms(boxes, scores, classes, 0.4).tolist() == [0, 2]
+    assert nms_module._classwise_nms_grouped(boxes, scores, classes, 0.4).tolist() == [0, 2]
+    assert _traced_classwise_nms()(boxes, scores, classes).tolist() == [0, 1, 2]  # at 0.6
+    traced = torch.jit.trace(lambda b, s, c: classwise_nms(b, s, c, 0.4), (boxes, scores, classes))
+    assert traced(boxes, scores, classes).tolist() == [0, 2]
+
+
+def test_grouped_form_equals_batched_nms_on_crowded_classes():
+    # Dense boxes (many chains of suppression) in classes of about 37 boxes each
+    gen = torch.Generator().manual_seed(4)
+    xy = torch.rand(3000, 2, generator=gen) * 100
+    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 20 + 40], dim=1)
+    scores = torch.rand(3000, generator=gen)
+    classes = torch.randint(0, 80, (3000,), generator=gen)
+    expected = batched_nms(boxes, scores, classes, 0.5)
+    assert 500 < len(expected) < 2000  # about half of the boxes suppressed
+    assert torch.equal(nms_module._classwise_nms_grouped(boxes, scores, classes, 0.5), expected)

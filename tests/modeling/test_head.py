@@ -97,3 +97,24 @@ def test_each_level_runs_through_its_own_batchnorm():
     for level, x in enumerate(_features()):
         out = head.cls_tower(x, level)  # conv -> this level's BN -> ReLU
         torch.testing.assert_close(out, torch.full_like(out, 100.0 * (level + 1)))
+
+
+def test_centreness_branch_runs_on_the_box_tower():
+    # FCOS's improved layout (AdelaiDet's CTR_ON_REG): centre-ness from the regression tower.
+    head, feats = _head(), _features()
+    with torch.no_grad():
+        logits1, _, ctr1 = head(feats)
+        gen = torch.Generator().manual_seed(5)
+        noise = torch.randn(head.cls_tower[0].weight.shape, generator=gen) * 0.05
+        head.cls_tower[0].weight.add_(noise)  # changes the class branch only
+        logits2, _, ctr2 = head(feats)
+        head.bbox_tower[0].weight.add_(noise)
+        _, _, ctr3 = head(feats)
+    assert not torch.allclose(logits1[0], logits2[0])
+    assert all(torch.equal(a, b) for a, b in zip(ctr1, ctr2))
+    assert not torch.allclose(ctr2[0], ctr3[0])
+
+
+def test_group_norm_has_32_groups_as_in_fcos():
+    norms = [m for m in _head().modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 4 and all(m.num_groups == 32 for m in norms)  # 2 convs x 2 towers

@@ -94,3 +94,21 @@ def test_fcos_losses_gradients_do_not_depend_on_earlier_calls():
     for _ in range(3):
         for a, b in zip(first, grads()):
             assert torch.equal(a, b)
+
+
+def test_iou_quality_branch_learns_the_detached_box_iou():
+    # BOX_QUALITY "iou": the quality logit is trained towards the predicted box's IoU with its
+    # target (a target: no gradient flows through it into the box regression). Location 0 is
+    # test_giou_enclosing_term's pair (IoU 2/8 = 0.25, GIoU 1/36), location 1 a perfect box.
+    logits = torch.zeros(1, 2, 1)
+    box_reg = _t([1, 0, 1, 2], [1, 1, 1, 1])[None].requires_grad_(True)
+    labels = torch.tensor([[0, 0]])
+    reg_targets = _t([0, 1, 2, 1], [1, 1, 1, 1])[None]
+    quality = torch.full((1, 2), 2.0, requires_grad=True)
+    out = fcos_losses(logits, box_reg, quality, labels, reg_targets, box_quality="iou")
+    # BCE(x, y) = softplus(x) - x * y with x = 2, y = 0.25 and 1; / 2 positives
+    sp = math.log1p(math.exp(2.0))
+    expected = ((sp - 2 * 0.25) + (sp - 2 * 1.0)) / 2
+    assert out["loss_fcos_iou"].item() == pytest.approx(expected, rel=1e-6)
+    (grad,) = torch.autograd.grad(out["loss_fcos_iou"], box_reg, allow_unused=True)
+    assert grad is None or torch.count_nonzero(grad) == 0

@@ -4,9 +4,12 @@ import math
 
 import pytest
 import torch
+from detectron2.structures import Boxes, Instances
 
 from fcos_d2.modeling.postprocess import (
+    apply_class_thresholds,
     decode_boxes,
+    fcos_detections,
     fcos_inference_single_image,
     select_candidates,
 )
@@ -145,3 +148,48 @@ def test_prefilter_keeps_every_pair_at_the_threshold_edge(thresh_with_ctr):
     assert 0 < len(expected) < 64
     assert list(zip(loc.tolist(), k.tolist())) == [tuple(x) for x in expected.tolist()]
     assert torch.equal(joint, dense[expected[:, 0], expected[:, 1]])
+
+
+def _legacy_case(legacy: bool):
+    # One level, stride 8, one class. A = [0, 0, 10, 10] and B = [5, 0, 15, 10] overlap with
+    # IoU 50 / 150 = 0.333 on plain areas but 66 / 176 = 0.375 on "+1" areas ([0, 0, 11, 11] and
+    # [5, 0, 16, 11]); of a 40 x 70 image, C = [52, 12, 76, 28] crosses the right edge and
+    # D = [72, 40, 78, 46] (a location of the padding) lies beyond the bottom-right corner.
+    locations = [torch.tensor([[5.0, 5.0], [10.0, 5.0], [60.0, 20.0], [74.0, 42.0]])]
+    logits = [torch.tensor([[3.0, 2.0, 1.0, 0.5]])]  # (K, R): A best, then B, C, D
+    distances = torch.tensor([[5.0, 5, 5, 5], [5, 5, 5, 5], [8, 8, 16, 8], [2, 2, 4, 4]])
+    return fcos_detections(
+        locations,
+        [8],
+        logits,
+        [distances.t() / 8],
+        [torch.zeros(4)],
+        score_thresh=0.05,
+        topk=1000,
+        nms_thresh=0.35,
+        max_detections=100,
+        legacy_clip_size=(40, 70) if legacy else None,
+    )
+
+
+def test_legacy_conventions_clip_to_the_last_pixel_and_count_both_end_pixels_in_nms():
+    boxes, scores, _ = _legacy_case(legacy=True)
+    # B suppressed by A (0.375 > 0.35); C and D clipped to x <= w - 1 = 69, y <= h - 1 = 39
+    assert boxes.tolist() == [[0, 0, 10, 10], [52, 12, 69, 28], [69, 39, 69, 39]]
+    logits = (3.0, 1.0, 0.5)
+    expected = [math.sqrt(torch.sigmoid(torch.tensor(x)).item() * 0.5) for x in logits]
+    assert torch.allclose(scores, torch.tensor(expected))
+    boxes, _, _ = _legacy_case(legacy=False)  # plain: IoU 0.333 keeps B; no clipping here
+    expected = [[0, 0, 10, 10], [5, 0, 15, 10], [52, 12, 76, 28], [72, 40, 78, 46]]
+    assert boxes.tolist() == expected
+
+
+def test_class_thresholds_keep_scores_at_or_above_their_class_threshold():
+    results = Instances(
+        (10, 10),
+        pred_boxes=Boxes(torch.zeros(4, 4)),
+        scores=torch.tensor([0.5, 0.25, 0.75, 0.875]),
+        pred_classes=torch.tensor([0, 1, 1, 1]),
+    )
+    kept = apply_class_thresholds(results, torch.tensor([0.5, 0.875]))
+    assert kept.scores.tolist() == [0.5, 0.875]  # equal to the threshold is kept
