@@ -230,7 +230,9 @@ def bench_deploy_ap(
         ]
 
 
-def _ap_row(cfg, weights: str, dataset: str, mode: str, folder: str, calibration_images: int):
+def _ap_row(
+    cfg, weights: str, dataset: str, mode: str, folder: str, calibration_images: int
+) -> Dict:
     """bench_deploy_ap's row of one mode; an exported mode's files are written under ``folder``."""
     from detectron2.data import build_detection_test_loader
     from detectron2.evaluation import inference_on_dataset

@@ -1,7 +1,9 @@
 """
 Operations whose eager form branches on the data, with a branch-free form for torch.jit graphs
 (traces for ONNX / TorchScript export, and scripting), so that one graph serves every input.
-The model code calls these and never asks whether it is being traced.
+The model code calls these and never asks whether it is being traced. Each tests
+``torch.jit.is_scripting() or torch.jit.is_tracing()``: TorchScript compiles the first to a
+constant and drops the eager branches.
 """
 
 from typing import Tuple
@@ -9,12 +11,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["in_graph", "topk_at_most"]
-
-
-def in_graph() -> bool:
-    """True while torch.jit traces or scripts: the code then records a graph for any input."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
+__all__ = ["topk_at_most"]
 
 
 def topk_at_most(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -23,7 +20,7 @@ def topk_at_most(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     order (no sort); in a graph, where the count is not known, they always come by decreasing
     value (the same set; the order matters only for exact ties).
     """
-    if in_graph():
+    if torch.jit.is_scripting() or torch.jit.is_tracing():  # a graph for any input
         count = torch.clamp(torch._shape_as_tensor(values)[0], max=k)
         return values.topk(count)  # type: ignore[arg-type]
     if len(values) > k:

@@ -8,8 +8,6 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, nms
 
-from .graph import in_graph
-
 __all__ = ["classwise_nms"]
 
 
@@ -36,7 +34,7 @@ def classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold:
     branch-free form of it while tracing or scripting (one graph for any input, empty included),
     and on the CPU by :func:`_cpu_classwise_nms`.
     """
-    if in_graph():
+    if torch.jit.is_scripting() or torch.jit.is_tracing():  # a graph for any input
         return _batched_nms_in_graph(boxes, scores, classes, iou_threshold)
     if boxes.device.type == "cpu":
         return _cpu_classwise_nms(boxes, scores, classes, iou_threshold)
@@ -53,11 +51,14 @@ _GROUPED_MAX_PER_CLASS = 64
 
 
 @torch.jit.unused  # eager CPU only: scripted and traced graphs take _batched_nms_in_graph
-def _cpu_classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float):
+def _cpu_classwise_nms(
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
+) -> Tensor:
     """The grouped suppression where it was measured faster (many classes of few boxes each, as
     on COCO); torchvision's ``batched_nms`` otherwise."""
     if len(boxes) >= _GROUPED_MIN_BOXES:
-        if int(torch.bincount(classes).max()) <= _GROUPED_MAX_PER_CLASS:
+        largest = int(torch.unique(classes, return_counts=True)[1].max())  # any class ids
+        if largest <= _GROUPED_MAX_PER_CLASS:
             return _classwise_nms_grouped(boxes, scores, classes, iou_threshold)
     return batched_nms(boxes, scores, classes, iou_threshold)
 

@@ -10,7 +10,7 @@ k proposals kept per image.
 """
 
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +208,7 @@ build_fcos_proposal_generator.__name__ = "FCOS"
 PROPOSAL_GENERATOR_REGISTRY.register(build_fcos_proposal_generator)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "FCOS":  # the builder's name in the previous release
         warnings.warn(
             "fcos_d2.modeling.proposal_generator.FCOS is now build_fcos_proposal_generator",

@@ -20,5 +20,6 @@ def test_cpu_process_construction_builds_what_default_trainer_builds(tmp_path):
     own = FCOSTrainer.__new__(FCOSTrainer)
     own._init_cpu_processes(cfg)
     assert _shape(own) == _shape(usual)
+    assert own.cfg == usual.cfg  # the same worker-scaled config
     assert len(vars(usual)) >= 9 and "checkpointer" in vars(usual)
     assert (own.max_iter, own.start_iter) == (usual.max_iter, usual.start_iter) == (4, 0)

@@ -1,8 +1,9 @@
-"""classwise_nms, in each of its implementations, against detectron2's batched_nms."""
+"""classwise_nms, in each of its forms, against per-class NMS and detectron2's batched_nms."""
 
 import pytest
 import torch
 from detectron2.layers import batched_nms
+from torchvision.ops import nms
 
 import fcos_d2.layers.nms as nms_module
 from fcos_d2.layers import classwise_nms
@@ -25,20 +26,43 @@ def _traced_classwise_nms():
     )
 
 
+def _per_class_reference(boxes, scores, classes, threshold):
+    """torchvision's plain ``nms`` class by class, merged by decreasing score."""
+    kept = []
+    for c in classes.unique():
+        idx = (classes == c).nonzero()[:, 0]
+        kept.append(idx[nms(boxes[idx], scores[idx], threshold)])
+    kept = torch.cat(kept)
+    return kept[scores[kept].argsort(descending=True)]
+
+
+def _crowded_input(largest: int, n: int, seed: int = 0):
+    """n dense boxes (chains of suppression): class 0 holds ``largest``, classes 1-20 the rest."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=gen) * 100
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 20 + 40], dim=1)
+    scores = torch.rand(n, generator=gen)
+    classes = torch.cat([torch.zeros(largest), torch.arange(n - largest) % 20 + 1]).long()
+    return boxes, scores, classes
+
+
 @pytest.mark.parametrize(
-    "n, num_classes, grouped",
-    [(3000, 80, True), (3000, 3, False), (900, 10, False)],  # which CPU form, by the measured rule
+    "largest, n, grouped",
+    # the measured rule: the grouped form for >= 1000 boxes with <= 64 in the largest class
+    [(64, 1000, True), (65, 1000, False), (64, 999, False), (30, 3000, False)],
 )
-def test_cpu_classwise_nms_equals_detectron2_batched_nms(n, num_classes, grouped, monkeypatch):
+def test_cpu_classwise_nms_equals_per_class_nms_on_both_sides_of_the_rule(
+    largest, n, grouped, monkeypatch
+):
     calls = []
     form = nms_module._classwise_nms_grouped
     monkeypatch.setattr(
         nms_module, "_classwise_nms_grouped", lambda *a: calls.append(1) or form(*a)
     )
-    boxes, scores, classes = _random_nms_input(n, num_classes, seed=0)
-    expected = batched_nms(boxes, scores, classes, 0.6)
-    assert n // 10 < len(expected) < n  # suppression happened, within and only within classes
-    assert torch.equal(classwise_nms(boxes, scores, classes, 0.6), expected)
+    boxes, scores, classes = _crowded_input(largest, n)
+    expected = _per_class_reference(boxes, scores, classes, 0.5)
+    assert n // 10 < len(expected) < 3 * n // 4  # suppression within classes, not across
+    assert torch.equal(classwise_nms(boxes, scores, classes, 0.5), expected)
     assert bool(calls) == grouped
 
 
@@ -75,9 +99,9 @@ def test_a_suppressed_box_suppresses_nothing_in_every_form():
     scores, classes = torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long)
     assert batched_nms(boxes, scores, classes, 0.4).tolist() == [0, 2]
     assert nms_module._classwise_nms_grouped(boxes, scores, classes, 0.4).tolist() == [0, 2]
-    assert _traced_classwise_nms()(boxes, scores, classes).tolist() == [0, 1, 2]  # at 0.6
     traced = torch.jit.trace(lambda b, s, c: classwise_nms(b, s, c, 0.4), (boxes, scores, classes))
     assert traced(boxes, scores, classes).tolist() == [0, 2]
+    assert torch.jit.script(classwise_nms)(boxes, scores, classes, 0.4).tolist() == [0, 2]
 
 
 def test_grouped_form_equals_batched_nms_on_crowded_classes():
