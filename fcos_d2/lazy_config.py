@@ -7,7 +7,7 @@ per-class thresholds), as the YAML keys ``MODEL.WEIGHTS``, ``INPUT.MIN/MAX_SIZE_
 """
 
 import copy
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
@@ -24,6 +24,7 @@ __all__ = [
     "lazy_weights",
     "lazy_test_augmentations",
     "lazy_test_dataset",
+    "lazy_test_datasets",
     "set_lazy_score_thresh",
     "set_lazy_class_thresholds",
 ]
@@ -75,12 +76,18 @@ def lazy_test_augmentations(cfg: DictConfig) -> List[T.Augmentation]:
     return list(instantiate(cfg.dataloader.test.mapper.augmentations))
 
 
+def lazy_test_datasets(cfg: DictConfig) -> Tuple[str, ...]:
+    """The test datasets' names (``dataloader.test.dataset.names``: one name or a list)."""
+    names = cfg.dataloader.test.dataset.get("names") if "test" in cfg.dataloader else None
+    if names is None:
+        return ()
+    return (str(names),) if isinstance(names, str) else tuple(str(n) for n in names)
+
+
 def lazy_test_dataset(cfg: DictConfig) -> Optional[str]:
     """The first test dataset's name, or None."""
-    names = cfg.dataloader.test.dataset.get("names") if "test" in cfg.dataloader else None
-    if names is None or isinstance(names, str):
-        return names
-    return names[0] if len(names) else None
+    names = lazy_test_datasets(cfg)
+    return names[0] if names else None
 
 
 def set_lazy_score_thresh(cfg: DictConfig, threshold: float) -> None:

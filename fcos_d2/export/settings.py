@@ -19,6 +19,7 @@ from ..lazy_config import (
     build_lazy_model,
     check_lazy_input_format,
     lazy_test_augmentations,
+    lazy_test_datasets,
     lazy_weights,
 )
 from ..modeling import FCOS
@@ -121,7 +122,7 @@ def _lazy_settings(cfg: DictConfig) -> ExportSettings:
         detections_per_image=int(post.max_detections),
         num_classes=int(cfg.model.head.num_classes),
         class_thresholds=thresholds,
-        test_datasets=_names(cfg.dataloader.test.dataset.get("names")),
+        test_datasets=lazy_test_datasets(cfg),
         train_datasets=_names(train.get("dataset_names")) if train is not None else (),
         config_text=text,
     )

@@ -25,11 +25,17 @@ _INSTALL = (
 )
 
 
+def _level(stride: int) -> Optional[int]:
+    """log2 of ``stride`` when it is a power of 2, else None."""
+    level = int(round(math.log2(stride))) if stride > 0 else -1
+    return level if level >= 0 and 2**level == stride else None
+
+
 def feature_name(stride: int) -> str:
     """The detectron2 ResNet name of the feature at ``stride`` (4 -> "res2", 32 -> "res5"), so
     that configs written for ResNets (``MODEL.FPN.IN_FEATURES``) work unchanged."""
-    level = int(round(math.log2(stride))) if stride > 0 else -1
-    if level < 0 or 2**level != stride:
+    level = _level(stride)
+    if level is None:
         raise ValueError(f"timm feature stride {stride} is not a power of 2")
     return f"res{level}"
 
@@ -189,7 +195,7 @@ def _feature_indices(timm, name: str, in_chans: int, key: str = "name") -> Dict[
     indices = {}
     for i in range(len(info)):
         stride = info.get("reduction", i)
-        if stride > 0 and 2 ** int(round(math.log2(stride))) == stride:
+        if _level(stride) is not None:
             indices[feature_name(stride)] = i
     return indices
 

@@ -36,12 +36,16 @@ def _per_class_reference(boxes, scores, classes, threshold):
     return kept[scores[kept].argsort(descending=True)]
 
 
-def _crowded_input(largest: int, n: int, seed: int = 0):
-    """n dense boxes (chains of suppression): class 0 holds ``largest``, classes 1-20 the rest."""
-    gen = torch.Generator().manual_seed(seed)
+def _dense_boxes(n: int, gen: torch.Generator):
+    """n boxes of 40-60 px in a 160 px square (chains of suppression) and their scores."""
     xy = torch.rand(n, 2, generator=gen) * 100
     boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 20 + 40], dim=1)
-    scores = torch.rand(n, generator=gen)
+    return boxes, torch.rand(n, generator=gen)
+
+
+def _crowded_input(largest: int, n: int, seed: int = 0):
+    """n dense boxes: class 0 holds ``largest`` of them, classes 1-20 the rest."""
+    boxes, scores = _dense_boxes(n, torch.Generator().manual_seed(seed))
     classes = torch.cat([torch.zeros(largest), torch.arange(n - largest) % 20 + 1]).long()
     return boxes, scores, classes
 
@@ -107,9 +111,7 @@ def test_a_suppressed_box_suppresses_nothing_in_every_form():
 def test_grouped_form_equals_batched_nms_on_crowded_classes():
     # Dense boxes (many chains of suppression) in classes of about 37 boxes each
     gen = torch.Generator().manual_seed(4)
-    xy = torch.rand(3000, 2, generator=gen) * 100
-    boxes = torch.cat([xy, xy + torch.rand(3000, 2, generator=gen) * 20 + 40], dim=1)
-    scores = torch.rand(3000, generator=gen)
+    boxes, scores = _dense_boxes(3000, gen)
     classes = torch.randint(0, 80, (3000,), generator=gen)
     expected = batched_nms(boxes, scores, classes, 0.5)
     assert 500 < len(expected) < 2000  # about half of the boxes suppressed

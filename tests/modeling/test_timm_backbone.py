@@ -219,7 +219,8 @@ def test_pretrained_weights_load_from_a_local_file(name, tmp_path, monkeypatch):
         assert torch.equal(value, flat[key.replace(".", "_")]), key
 
 
-def test_pretrained_weights_are_not_fetched_when_model_weights_replace_them(monkeypatch):
+def _pretrained_calls(monkeypatch) -> list:
+    """The ``pretrained`` argument of every timm.create_model call from now on."""
     calls = []
     create = timm.create_model
 
@@ -228,6 +229,11 @@ def test_pretrained_weights_are_not_fetched_when_model_weights_replace_them(monk
         return create(*args, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", spy)
+    return calls
+
+
+def test_pretrained_weights_are_not_fetched_when_model_weights_replace_them(monkeypatch):
+    calls = _pretrained_calls(monkeypatch)
     cfg = timm_cfg("efficientnet_b3", PRETRAINED=True)
     cfg.MODEL.WEIGHTS = "model_final.pth"  # a trained FCOS: loaded after the build
     build_backbone(cfg)
@@ -240,19 +246,12 @@ def test_predictor_and_python_configs_do_not_fetch_what_the_weights_replace(tmp_
     from fcos_d2 import Predictor
     from fcos_d2.lazy_config import build_lazy_model
 
-    calls = []
-    create = timm.create_model
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("pretrained"))
-        return create(*args, **kwargs)
-
     cfg = timm_cfg("efficientnet_b3")
     torch.manual_seed(0)
     weights = str(tmp_path / "model.pth")
     torch.save({"model": build_model(cfg).state_dict()}, weights)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(timm, "create_model", spy)
+    calls = _pretrained_calls(monkeypatch)
     cfg.MODEL.TIMM.PRETRAINED, cfg.MODEL.WEIGHTS = True, weights  # as the shipped configs
     Predictor(cfg)
     path = os.path.join(REPO, "configs", "lazy", "timm", "fcos_efficientnet_b3_FPN_1x.py")
