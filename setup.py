@@ -9,6 +9,8 @@ setup(
     # the configs (configs/ in a clone links to fcos_d2/model_zoo/configs), for fcos_d2.model_zoo
     package_data={"fcos_d2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},
     python_requires=">=3.8",
+    # the command line: fcos-d2 COMMAND (also python -m fcos_d2 COMMAND)
+    entry_points={"console_scripts": ["fcos-d2=fcos_d2.cli:main"]},
     # torch and detectron2 are deliberately not listed: pip must never replace a user's own
     # (CUDA) builds. OpenCV (any flavour; only the demo data and pictures use it) is left to the
     # environment too, so as not to add a second cv2 next to a user's opencv-python.

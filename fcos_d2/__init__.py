@@ -5,9 +5,14 @@ meta-architecture, the ``FCOS`` proposal generator and the ``build_fcos_resnet_f
 ``add_fcos_config(cfg)`` adds the ``MODEL.FCOS`` and ``MODEL.TIMM`` keys.
 """
 
-from .config import add_fcos_config
-from .config_loader import load_config
-from .modeling import FCOS, FCOSHead, build_fcos_resnet_fpn_backbone
+import warnings
+
+with warnings.catch_warnings():
+    # detectron2 and fvcore script a few helpers when imported, which torch 2.14 warns about at
+    # every start; nothing fcos_d2's users can act on.
+    warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+    from .config import add_fcos_config, load_config
+    from .modeling import FCOS, FCOSHead, build_fcos_resnet_fpn_backbone
 
 __version__ = "0.1.0"
 __all__ = ["add_fcos_config", "load_config", "FCOS", "FCOSHead", "build_fcos_resnet_fpn_backbone"]

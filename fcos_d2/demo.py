@@ -19,26 +19,26 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 import fcos_d2
 
 from .checkpoint import CheckpointReadError, IncompleteCheckpointError
+from .config import AnyConfig, inference_settings, set_class_thresholds, set_score_thresh
 from .data import dataset_metadata, register_shapes
-from .lazy_config import lazy_test_dataset, set_lazy_class_thresholds, set_lazy_score_thresh
 from .predictor import Predictor
 from .utils import setup_command_logger
+from .utils.errors import CommandError
 
 __all__ = [
     "DemoError",
@@ -63,8 +63,8 @@ VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "mp4v"}
 DEFAULT_THRESHOLD = 0.5
 
 
-class DemoError(Exception):
-    """A set-up error that stops the demo; printed as one line."""
+# The command line's one error type (the name of the previous release).
+DemoError = CommandError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -113,38 +113,29 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_cfg(args: argparse.Namespace) -> Union[CfgNode, DictConfig]:
-    """The config (YAML: frozen; Python: a LazyConfig); a missing config file or a bad threshold
-    is a :class:`DemoError`."""
+def setup_cfg(args: argparse.Namespace) -> AnyConfig:
+    """The config (a YAML CfgNode or a Python LazyConfig); a missing config file or a bad
+    threshold is a :class:`DemoError`."""
     if not os.path.isfile(args.config_file):
         raise DemoError(f"config file {args.config_file!r} not found")
     try:
         cfg = fcos_d2.load_config(args.config_file, list(args.opts))
     except (ValueError, KeyError) as e:  # a bad override (YAML or Python), named
         raise DemoError(str(e).strip().strip('"')) from None
-    lazy = isinstance(cfg, DictConfig)
     threshold = args.confidence_threshold
     if threshold is None:
         # with per-class thresholds, those decide; the candidates are the config's
-        configured = (
-            cfg.model.core.postprocess.score_thresh if lazy else cfg.MODEL.FCOS.SCORE_THRESH_TEST
-        )
+        configured = inference_settings(cfg).score_thresh
         threshold = configured if args.class_thresholds else DEFAULT_THRESHOLD
-    if not 0.0 <= threshold <= 1.0:
-        raise DemoError(f"--confidence-threshold {threshold} is not in [0, 1]")
+    if not 0.0 <= threshold < 1.0:
+        raise DemoError(f"--confidence-threshold {threshold} is not in [0, 1)")
     # FCOS thresholds the class probability itself (not the reported score, which is
     # sqrt(probability x centre-ness)), as AdelaiDet's demo does.
-    if lazy:
-        set_lazy_score_thresh(cfg, threshold)
-        if args.class_thresholds:
-            set_lazy_class_thresholds(cfg, args.class_thresholds)
-        return cfg
-    cfg.MODEL.FCOS.SCORE_THRESH_TEST = threshold
+    set_score_thresh(cfg, threshold)
     if args.class_thresholds:
-        cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
+        set_class_thresholds(cfg, args.class_thresholds)
     # empty or missing weights (or, with --exported, none needed): the predictor's strict
     # loading names them
-    cfg.freeze()
     return cfg
 
 
@@ -326,22 +317,33 @@ def run_on_video(
     return count
 
 
-def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
-    """The exported model's predictor, and its class names as metadata."""
+def exported_predictor(
+    directory: str, class_thresholds: Optional[str], threshold: Optional[float]
+) -> Tuple[Callable, List[str]]:
+    """The predictor of the model exported to ``directory``, and its class names; a
+    ``threshold`` other than the exported one is a :class:`CommandError`."""
     from .export.predictor import ExportedPredictor  # optional dependencies (onnxruntime)
 
     try:
-        predictor = ExportedPredictor(args.exported, class_thresholds=args.class_thresholds)
+        predictor = ExportedPredictor(directory, class_thresholds=class_thresholds)
     except (ValueError, RuntimeError) as e:  # bad thresholds file; OpenVINO refusing this CPU
         raise DemoError(str(e)) from None
     exported_threshold = predictor.info.get("score_thresh")
-    if args.confidence_threshold not in (None, exported_threshold):
+    if threshold not in (None, exported_threshold):
         raise DemoError(
-            f"--confidence-threshold {args.confidence_threshold}: the model in {args.exported!r} "
-            f"was exported with MODEL.FCOS.SCORE_THRESH_TEST {exported_threshold}; export it "
-            "again with the threshold you want"
+            f"score threshold {threshold}: the model in {directory!r} was exported with "
+            f"MODEL.FCOS.SCORE_THRESH_TEST {exported_threshold}; export it again with the "
+            "threshold you want"
         )
-    return predictor, Metadata(name=args.exported, thing_classes=predictor.class_names or [])
+    return predictor, predictor.class_names or []
+
+
+def _exported_predictor(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
+    """The exported model's predictor, and its class names as metadata."""
+    predictor, names = exported_predictor(
+        args.exported, args.class_thresholds, args.confidence_threshold
+    )
+    return predictor, Metadata(name=args.exported, thing_classes=names)
 
 
 def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
@@ -360,16 +362,15 @@ def _set_up(args: argparse.Namespace) -> Tuple[Callable, Metadata]:
             predictor = predictor or Predictor(cfg)
         except ValueError as e:  # a bad MODEL.FCOS value or thresholds file, named
             raise DemoError(str(e)) from None
-        if isinstance(cfg, DictConfig):
-            name = lazy_test_dataset(cfg)
-        else:
-            name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+        name = inference_settings(cfg).test_dataset
         if name:
             metadata = dataset_metadata(name)
     return predictor, metadata or Metadata(name="__unused")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Deprecated: ``fcos-d2 predict`` (this form goes in the next release)."""
+    warnings.warn("python -m fcos_d2.demo is deprecated: use fcos-d2 predict", DeprecationWarning)
     args = get_parser().parse_args(argv)
     setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # the demo's own datasets, unless the user's are registered

@@ -10,50 +10,31 @@ the model). Every other input is refused with a one-line ``ValueError`` that nam
 and the fix.
 """
 
-import contextlib
 import copy
 import logging
 import warnings
-from typing import Any, Dict, Iterator, List, Union
+from typing import Any, Dict
 
 import numpy as np
 import torch
-from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
-from omegaconf import DictConfig
 
 from .checkpoint import load_for_inference
-from .config import INPUT_FORMATS
-from .lazy_config import build_lazy_model, lazy_test_augmentations, lazy_test_dataset, lazy_weights
+from .config import (
+    INPUT_FORMATS,
+    AnyConfig,
+    build_inference_model,
+    inference_settings,
+    test_augmentations,
+)
 
 __all__ = ["check_image", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
 _FLOATS = (np.float16, np.float32, np.float64)
-# What detectron2's and fvcore's checkpointers log when DefaultPredictor gives them no weights.
-_EMPTY_LOAD_MESSAGES = (
-    ("detectron2.checkpoint.detection_checkpoint", "[DetectionCheckpointer] Loading from"),
-    ("fvcore.common.checkpoint", "No checkpoint found"),
-)
-
-
-@contextlib.contextmanager
-def _without_empty_load_messages() -> Iterator[None]:
-    """Drop those records inside the block: the weights are loaded (and logged) just after."""
-    filters = []
-    for name, prefix in _EMPTY_LOAD_MESSAGES:
-        drop = logging.Filter()
-        drop.filter = lambda record, prefix=prefix: not str(record.msg).startswith(prefix)
-        logging.getLogger(name).addFilter(drop)
-        filters.append((name, drop))
-    try:
-        yield
-    finally:
-        for name, drop in filters:
-            logging.getLogger(name).removeFilter(drop)
 
 
 def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
@@ -114,68 +95,40 @@ def check_image(image: Any, input_format: str = "BGR") -> np.ndarray:
     return image
 
 
-class _AugmentationList:
-    """``DefaultPredictor``'s ``aug`` for a list of test augmentations (a LazyConfig mapper's)."""
-
-    def __init__(self, augmentations: List[T.Augmentation]):
-        self.augmentations = T.AugmentationList(augmentations)
-
-    def get_transform(self, image: np.ndarray) -> T.Transform:
-        return self.augmentations(T.AugInput(image))
-
-
 class Predictor(DefaultPredictor):
     """
-    ``DefaultPredictor`` that checks each input with :func:`check_image` and loads
-    ``cfg.MODEL.WEIGHTS`` with :func:`fcos_d2.checkpoint.load_for_inference`, which refuses a
-    checkpoint that leaves any model tensor unloaded (naming the keys) or cannot be read (naming
-    the file).
+    ``DefaultPredictor`` for YAML and Python (LazyConfig) configs alike, that checks each input
+    with :func:`check_image` and loads the config's weights (``MODEL.WEIGHTS`` /
+    ``train.init_checkpoint``) with :func:`fcos_d2.checkpoint.load_for_inference`, which
+    refuses a checkpoint that leaves any model tensor unloaded (naming the keys) or cannot be
+    read (naming the file).
 
     ``predictor(image)`` -> ``{"instances": Instances}`` with boxes in the coordinates of
-    ``image`` (H, W, 3).
-
-    ``cfg`` may be a LazyConfig (Python) config: then ``model``, ``train.init_checkpoint``,
-    ``train.device`` and ``dataloader.test`` (its augmentations and dataset) take the places of
-    the YAML keys.
+    ``image`` (H, W, 3). It has DefaultPredictor's attributes (``cfg``, ``model``, ``metadata``,
+    ``aug``, ``input_format``) and :attr:`settings` (:class:`~fcos_d2.config.InferenceSettings`).
     """
 
-    def __init__(self, cfg: Union[CfgNode, DictConfig]):
-        if isinstance(cfg, DictConfig):  # a LazyConfig (Python) config
-            self._init_lazy(cfg)
-            return
-        # DefaultPredictor's own set-up (model, metadata, resizing, input format), given no
-        # weights so that it does not load them leniently; they are loaded strictly after.
-        unloaded = cfg.clone()
-        unloaded.defrost()
-        unloaded.MODEL.WEIGHTS = ""
-        if "TIMM" in unloaded.MODEL and cfg.MODEL.WEIGHTS:  # replaced by them: not downloaded
-            unloaded.MODEL.TIMM.PRETRAINED = False
-        with _without_empty_load_messages():
-            super().__init__(unloaded)
-        self.cfg = cfg.clone()
-        load_for_inference(self.model, cfg.MODEL.WEIGHTS)
-
-    def _init_lazy(self, cfg: DictConfig) -> None:
-        # DefaultPredictor's attributes, from the LazyConfig equivalents of its keys
+    def __init__(self, cfg: AnyConfig):
+        # DefaultPredictor's attributes, read through the config package (not its __init__,
+        # which would load the weights leniently)
         self.cfg = copy.deepcopy(cfg)
-        self.model = build_lazy_model(cfg).eval()
-        name = lazy_test_dataset(cfg)
+        self.settings = inference_settings(cfg)
+        self.model = build_inference_model(cfg)
+        name = self.settings.test_dataset
         self.metadata = MetadataCatalog.get(name) if name else None
-        self.aug = _AugmentationList(lazy_test_augmentations(cfg))
-        self.input_format = self.model.input_format
-        load_for_inference(self.model, lazy_weights(cfg))
+        self.aug = T.AugmentationList(test_augmentations(cfg))
+        self.input_format = self.settings.input_format
+        assert self.input_format in INPUT_FORMATS, self.input_format
+        load_for_inference(self.model, self.settings.weights)
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         """original_image: (H, W, 3) BGR (the DefaultPredictor convention)."""
         image = check_image(original_image, "BGR")
-        if not isinstance(self.cfg, DictConfig):
-            return super().__call__(image)
-        # DefaultPredictor's steps, with the device of train.device (it reads MODEL.DEVICE)
-        with torch.no_grad():
+        with torch.no_grad():  # DefaultPredictor's steps
             if self.input_format == "RGB":
                 image = image[:, :, ::-1]
             height, width = image.shape[:2]
-            resized = self.aug.get_transform(image).apply_image(image)
+            resized = self.aug(T.AugInput(image)).apply_image(image)
             tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-            inputs = {"image": tensor.to(self.cfg.train.device), "height": height, "width": width}
+            inputs = {"image": tensor.to(self.settings.device), "height": height, "width": width}
             return self.model([inputs])[0]

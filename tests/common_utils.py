@@ -1,23 +1,34 @@
 """
-Shared test helpers (one home, as torchvision's test/common_utils.py): a tiny registered dataset,
-a few-iteration training config on it, and a batch of model inputs.
+Shared test helpers (one home, as torchvision's test/common_utils.py): the tests' tiny FCOS
+config, datasets registered for the time of a ``with`` block, a few-iteration training config,
+and a batch of model inputs.
 """
 
+import contextlib
+import copy
+import json
 import os
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
-from conftest import tiny_cfg
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
 from torch import nn
 
+import fcos_d2
+from fcos_d2.data import register_shapes
+
 __all__ = [
-    "register_tiny_dataset",
-    "register_coco_dict",
+    "REPO",
+    "tiny_cfg",
+    "registered_dataset",
+    "tiny_dataset",
+    "coco_dict_dataset",
     "with_saved_weights",
     "tiny_training_cfg",
     "tiny_batch",
@@ -25,9 +36,126 @@ __all__ = [
     "CrashAfter",
 ]
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def register_tiny_dataset(root: str, name: str, num: int = 7) -> None:
-    """``num`` random images of odd sizes, portrait and landscape, with 1-2 boxes each."""
+# On import (by conftest, and by the test modules that processes spawned by tests import):
+register_shapes(replace=False)  # tests name the shapes datasets, as the commands do
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# The tests' own small model, written out here so that tuning the demo recipe changes no test:
+# R-18 from scratch, P3-P5, CPU, shapes datasets, small inputs.
+_TINY = [
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.PIXEL_STD",
+    "[57.375, 57.120, 58.395]",
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.RESNETS.STRIDE_IN_1X1",
+    "False",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "0",
+    "MODEL.FCOS.IN_FEATURES",
+    '["p3", "p4", "p5"]',
+    "MODEL.FCOS.TOP_BLOCK_IN_FEATURE",
+    "",
+    "MODEL.FCOS.SIZES_OF_INTEREST",
+    "[64, 128]",
+    "MODEL.FCOS.CHANNELS_LAST",
+    "False",
+    "DATASETS.TRAIN",
+    '("shapes_train",)',
+    "DATASETS.TEST",
+    '("shapes_val",)',
+    "DATALOADER.NUM_WORKERS",
+    "1",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(224,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "320",
+    "INPUT.MIN_SIZE_TEST",
+    "224",
+    "INPUT.MAX_SIZE_TEST",
+    "320",
+    "SOLVER.IMS_PER_BATCH",
+    "8",
+    "SOLVER.BASE_LR",
+    "0.05",
+    "SOLVER.WARMUP_ITERS",
+    "50",
+    "SOLVER.WARMUP_FACTOR",
+    "0.01",
+    "SOLVER.STEPS",
+    "(540, 630)",
+    "SOLVER.MAX_ITER",
+    "680",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "SEED",
+    "0",
+]
+
+
+def tiny_cfg(num_classes: int = 3, tower_convs: int = 1):
+    """A small R-18 FCOS (32-channel FPN, GroupNorm, ``tower_convs`` convs per tower) that
+    builds in a second; the one model factory of the tests."""
+    cfg = get_cfg()
+    fcos_d2.add_fcos_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Base-FCOS.yaml"))
+    cfg.merge_from_list(_TINY)
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.FCOS.NUM_CLS_CONVS = tower_convs
+    cfg.MODEL.FCOS.NUM_BOX_CONVS = tower_convs
+    cfg.MODEL.FCOS.NUM_CLASSES = num_classes
+    cfg.MODEL.RESNETS.NORM = "GN"
+    return cfg
+
+
+def _unregister(name: str) -> None:
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
+@contextlib.contextmanager
+def registered_dataset(
+    name: str,
+    json_file: Optional[str] = None,
+    image_root: Optional[str] = None,
+    *,
+    records: Optional[Sequence[dict]] = None,
+    thing_classes: Optional[Sequence[str]] = None,
+) -> Iterator[str]:
+    """
+    ``with registered_dataset(name, json_file, image_root): ...``: ``name`` registered (replacing
+    an earlier registration) in DatasetCatalog and MetadataCatalog for the time of the block,
+    and removed from both after it (in a fixture: ``with ...: yield``). The dataset is the COCO
+    json ``json_file`` with images under ``image_root`` (register_coco_instances), or else the
+    detectron2 dataset dicts ``records`` (a fresh copy per load). ``thing_classes``: set in the
+    metadata. Yields ``name``.
+    """
+    _unregister(name)
+    if records is None:
+        register_coco_instances(name, {}, str(json_file), str(image_root))
+    else:
+        DatasetCatalog.register(name, lambda: copy.deepcopy(list(records)))
+    if thing_classes is not None:
+        MetadataCatalog.get(name).thing_classes = list(thing_classes)
+    try:
+        yield name
+    finally:
+        _unregister(name)
+
+
+@contextlib.contextmanager
+def tiny_dataset(root: str, name: str, num: int = 7) -> Iterator[str]:
+    """``name`` registered (registered_dataset) for the time of the block: ``num`` random images
+    of odd sizes, portrait and landscape, written to ``root``, with 1-2 boxes each."""
     rng = np.random.RandomState(0)
     records = []
     for i in range(num):
@@ -48,29 +176,21 @@ def register_tiny_dataset(root: str, name: str, num: int = 7) -> None:
         records.append(
             {"file_name": path, "image_id": i, "height": h, "width": w, "annotations": anns}
         )
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
-    MetadataCatalog.get(name).thing_classes = ["a", "b", "c"]
+    with registered_dataset(name, records=records, thing_classes=["a", "b", "c"]):
+        yield name
 
 
-def register_coco_dict(name: str, data: dict, root) -> str:
-    """``data`` (a COCO dict) written to ``root``/gt.json and registered (replacing) as ``name``,
-    then loaded once, as a test loader does, so its metadata has the category id map."""
-    import json
-
-    from detectron2.data.datasets import register_coco_instances
-
+@contextlib.contextmanager
+def coco_dict_dataset(name: str, data: dict, root) -> Iterator[str]:
+    """``data`` (a COCO dict) written to ``root``/gt.json and registered (registered_dataset) as
+    ``name`` for the time of the block, loaded once, as a test loader does, so that its metadata
+    has the category id map. Yields the json file's path."""
     path = os.path.join(str(root), "gt.json")
     with open(path, "w") as f:
         json.dump(data, f)
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, path, str(root))
-    DatasetCatalog.get(name)
-    return path
+    with registered_dataset(name, path, root):
+        DatasetCatalog.get(name)
+        yield path
 
 
 def with_saved_weights(cfg, model, folder):

@@ -13,12 +13,11 @@ import os
 
 import numpy as np
 import torch
-from common_utils import randomize_head
 from detectron2.modeling import build_model
 
 import fcos_d2
+from tests.common_utils import REPO, randomize_head
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
 R50 = os.path.join(REPO, "configs", "FCOS_R_50_FPN_1x.yaml")
 

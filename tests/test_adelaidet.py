@@ -7,16 +7,15 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from common_utils import randomize_head
-from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from fcos_reference import losses_and_reference
 
 import fcos_d2
 from fcos_d2.modeling.head import DeformConv3x3
 from fcos_d2.modeling.losses import fcos_losses
+from tests.common_utils import REPO, randomize_head, tiny_cfg
+from tests.fcos_reference import losses_and_reference
 
 
 def test_default_losses_match_adelaidet_reference():
@@ -148,7 +147,7 @@ MODEL:
 def test_adelaidet_yaml_is_translated(tmp_path, caplog):
     (tmp_path / "Base-FCOS.yaml").write_text(ADET_BASE)
     (tmp_path / "child.yaml").write_text(ADET_CHILD)
-    with caplog.at_level(logging.WARNING, logger="fcos_d2.config_loader"):
+    with caplog.at_level(logging.WARNING, logger="fcos_d2.config.loader"):
         cfg = fcos_d2.load_config(str(tmp_path / "child.yaml"), ["MODEL.FCOS.NMS_TH", "0.45"])
     f = cfg.MODEL.FCOS
     assert cfg.MODEL.META_ARCHITECTURE == "FCOS"

@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_model
 from detectron2.modeling.proposal_generator import RPN
@@ -16,6 +15,7 @@ import fcos_d2
 from fcos_d2.data import check_num_classes
 from fcos_d2.modeling import FCOS, FCOSProposalGenerator
 from fcos_d2.modeling.deform_resnet import TorchvisionDeformBottleneckBlock
+from tests.common_utils import REPO, tiny_cfg
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 PROPOSAL_GENERATORS = {"FCOS": FCOSProposalGenerator, "RPN": RPN}

@@ -10,10 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data.datasets import register_coco_instances
-from train_helpers import train_on_dataset
 
 from fcos_d2.data import dataset_metadata
 from fcos_d2.data.shapes import generate_split
@@ -21,6 +18,10 @@ from fcos_d2.demo import main
 from fcos_d2.export.predictor import ExportedPredictor
 from fcos_d2.export.writers import export_model
 from fcos_d2.predictor import Predictor
+from tests.common_utils import REPO, registered_dataset, tiny_cfg
+from tests.train_helpers import train_on_dataset
+
+pytestmark = pytest.mark.slow  # trains a model, exports it, runs the demo command
 
 THRESH = 0.2
 DATASET = "fcos_demo_test_shapes"
@@ -33,23 +34,23 @@ def trained(tmp_path_factory):
     json_file = generate_split(
         str(root), "train", 3, seed=3, image_size=(81, 99), max_shapes=3, size_range=(20, 50)
     )
-    register_coco_instances(DATASET, {}, json_file, str(root / "train"))
-    cfg = tiny_cfg()
-    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
-    cfg.DATASETS.TEST = (DATASET,)
-    model = train_on_dataset(cfg, DATASET, iterations=40)
-    DetectionCheckpointer(model, save_dir=str(root)).save("model_final")
-    config = root / "config.yaml"
-    config.write_text(cfg.dump())
-    return {
-        "root": root,
-        "cfg": cfg,
-        "config": str(config),
-        "weights": str(root / "model_final.pth"),
-        "images": sorted(str(p) for p in (root / "train").iterdir()),
-        "json": json.loads(open(json_file).read()),
-        "json_file": json_file,
-    }
+    with registered_dataset(DATASET, json_file, root / "train"):
+        cfg = tiny_cfg()
+        cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 96, 128
+        cfg.DATASETS.TEST = (DATASET,)
+        model = train_on_dataset(cfg, DATASET, iterations=40)
+        DetectionCheckpointer(model, save_dir=str(root)).save("model_final")
+        config = root / "config.yaml"
+        config.write_text(cfg.dump())
+        yield {
+            "root": root,
+            "cfg": cfg,
+            "config": str(config),
+            "weights": str(root / "model_final.pth"),
+            "images": sorted(str(p) for p in (root / "train").iterdir()),
+            "json": json.loads(open(json_file).read()),
+            "json_file": json_file,
+        }
 
 
 @pytest.fixture
@@ -188,8 +189,8 @@ def test_exported_model_through_the_demo(trained, tmp_path, capsys):
 
 def test_class_names_of_a_registered_coco_dataset_not_loaded_yet(trained):
     name = DATASET + "_not_loaded"
-    register_coco_instances(name, {}, trained["json_file"], str(trained["root"] / "train"))
-    assert dataset_metadata(name).thing_classes == ["circle", "square", "triangle"]
+    with registered_dataset(name, trained["json_file"], trained["root"] / "train"):
+        assert dataset_metadata(name).thing_classes == ["circle", "square", "triangle"]
 
 
 def test_unreadable_image_is_named_skipped_and_fails_the_run(trained, tmp_path, demo_log):

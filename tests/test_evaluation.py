@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from common_utils import register_coco_dict
 from detectron2.structures import Boxes, Instances
 
 from fcos_d2.evaluation import FCOSCOCOEvaluator
+from tests.common_utils import coco_dict_dataset
 
 pytest.importorskip("faster_coco_eval")  # the 'eval' extra; make setup installs it
 
@@ -42,8 +42,8 @@ def dataset(tmp_path_factory):
         "categories": [{"id": c, "name": n} for c, n in ((1, "a"), (3, "b"), (7, "c"))],
     }
     root = tmp_path_factory.mktemp("evaluation")
-    register_coco_dict(NAME, data, root)
-    return data, root
+    with coco_dict_dataset(NAME, data, root):
+        yield data, root
 
 
 def _outputs(data):

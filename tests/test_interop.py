@@ -5,15 +5,16 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
 from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 
-import fcos_d2
+import fcos_d2  # noqa: F401  (registers FCOS)
+from fcos_d2 import model_zoo
 from fcos_d2.checkpoint import detect_layout, from_native
 from fcos_d2.checkpoint.convert import main as convert_main
+from tests.common_utils import tiny_cfg
 
 
 def _image(h, w, seed):
@@ -60,10 +61,7 @@ def test_d2_builtin_checkpoint_gives_identical_detections(tmp_path, caplog):
     path = str(tmp_path / "d2_fcos.pth")
     torch.save({"model": d2.state_dict()}, path)
 
-    cfg.merge_from_file(
-        fcos_d2.config_loader.__file__.replace("fcos_d2/config_loader.py", "")
-        + "configs/compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml"
-    )
+    cfg.merge_from_file(model_zoo.get_config_file("compat/D2-Builtin-FCOS_R_50_FPN_1x.yaml"))
     cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.FCOS.NUM_CLASSES = 18, 32, 3
     cfg.MODEL.FCOS.NUM_CLS_CONVS = cfg.MODEL.FCOS.NUM_BOX_CONVS = 2
     cfg.MODEL.PIXEL_STD = list(d2.pixel_std.flatten().tolist())

@@ -9,8 +9,6 @@ import os
 
 import pytest
 import torch
-from common_utils import CrashAfter, randomize_head, register_tiny_dataset, tiny_batch
-from conftest import REPO
 from detectron2.config import instantiate
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
@@ -20,6 +18,14 @@ import fcos_d2
 from fcos_d2.checkpoint import FCOSCheckpointer
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import FCOSLazyTrainer
+from tests.common_utils import (
+    REPO,
+    CrashAfter,
+    randomize_head,
+    registered_dataset,
+    tiny_batch,
+    tiny_dataset,
+)
 
 CONFIGS = os.path.join(REPO, "configs")
 PAIRS = [
@@ -184,6 +190,13 @@ def _lazy_training_cfg(out, seen):
     return cfg
 
 
+@pytest.fixture
+def lazy_tiny(tmp_path):
+    """The dataset _lazy_training_cfg trains on."""
+    with tiny_dataset(str(tmp_path), "lazy_tiny") as name:
+        yield name
+
+
 def _train(cfg, resume=False, crash_at=None):
     torch.manual_seed(7)
     trainer = FCOSLazyTrainer(cfg)
@@ -194,8 +207,10 @@ def _train(cfg, resume=False, crash_at=None):
     return {k: v.detach().clone() for k, v in trainer._trainer.model.state_dict().items()}
 
 
-def test_lazy_trainer_resumes_with_the_same_batches_and_ends_with_the_same_weights(tmp_path):
-    register_tiny_dataset(str(tmp_path), "lazy_tiny")
+@pytest.mark.slow
+def test_lazy_trainer_resumes_with_the_same_batches_and_ends_with_the_same_weights(
+    tmp_path, lazy_tiny
+):
     seen = []
     full = _train(_lazy_training_cfg(str(tmp_path / "full"), seen))
     full_reads = list(seen)
@@ -224,6 +239,7 @@ def test_python_config_overrides_must_be_key_value():
     assert (cfg.train.extra, cfg.train.max_iter) == (3, 9)
 
 
+@pytest.mark.slow
 def test_train_net_trains_a_python_config_on_two_cpu_processes_then_evaluates_it(tmp_path):
     import subprocess
     import sys
@@ -315,17 +331,14 @@ def test_amp_training_on_the_cpu_is_a_one_line_error_naming_the_key(kind, tmp_pa
 
 @pytest.fixture
 def bad_boxes_dataset():
-    from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.structures import BoxMode
 
     good = {"id": 1, "bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
     bad = {"id": 2, "bbox": [5, 5, 0, 8], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
     record = {"file_name": "x.png", "image_id": 7, "height": 40, "width": 50}
-    DatasetCatalog.register("lazy_bad_boxes", lambda: [dict(record, annotations=[good, bad])])
-    MetadataCatalog.get("lazy_bad_boxes").thing_classes = ["a"]
-    yield "lazy_bad_boxes"
-    DatasetCatalog.remove("lazy_bad_boxes")
-    MetadataCatalog.remove("lazy_bad_boxes")
+    records = [dict(record, annotations=[good, bad])]
+    with registered_dataset("lazy_bad_boxes", records=records, thing_classes=["a"]) as name:
+        yield name
 
 
 def test_python_configs_training_stream_drops_invalid_boxes_naming_them(bad_boxes_dataset, caplog):
@@ -351,8 +364,7 @@ def test_python_configs_training_stream_refuses_more_classes_than_the_model(bad_
         )  # fmt: skip
 
 
-def test_lazy_trainer_leaves_the_config_without_the_model(tmp_path):
-    register_tiny_dataset(str(tmp_path), "lazy_tiny")
+def test_lazy_trainer_leaves_the_config_without_the_model(tmp_path, lazy_tiny):
     cfg = _lazy_training_cfg(str(tmp_path / "out"), [])
     FCOSLazyTrainer(cfg)
     assert "model" not in cfg.optimizer.params  # detectron2's convention, on a copy
@@ -387,7 +399,7 @@ def test_malformed_python_override_is_a_one_line_error(tmp_path, capsys):
         ("model.inference_dtype=float64", r"inference_dtype='float64' is not one of"),
         ("model.head_in_features=[p3,p4,p9]", r"head_in_features \['p9'\] are not among"),
         ("model.backbone.out_channels=32", r"the head takes 3 levels of 64 channels.*\[32\]"),
-        ("model.core.strides=[8,16,64]", r"core for strides \(8, 16, 64\)"),
+        ("+model.core.strides=[8,16,64]", r"core for strides \(8, 16, 64\)"),
     ],
 )
 def test_bad_values_of_a_python_model_config_are_one_line_errors(override, match):

@@ -10,9 +10,12 @@ kernels (AVX2, AVX-512, AVX512_BF16, AMX) do not decide the outcome.
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from train_helpers import evaluate_on_dataset, ground_truth_report
 
 from fcos_d2.utils import cpu_info
+from tests.train_helpers import evaluate_on_dataset, ground_truth_report
+
+# Trains the tiny model for several seeds and dtypes: most of the suite's time.
+pytestmark = pytest.mark.slow
 
 # Emulated bfloat16 (no AVX512_BF16 / AMX units, or oneDNN capped below them) is about 10x
 # slower than float32 (measured on an AVX2-only CPU): the runs would take most of an hour there.

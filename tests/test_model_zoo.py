@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
 from fcos_d2 import model_zoo
+from tests.common_utils import REPO
 
 
 def test_every_config_of_the_clone_is_in_the_model_zoo():
@@ -37,6 +37,7 @@ def test_unknown_config_names_the_ones_there_are():
         model_zoo.get_config_file("../../setup.py")  # nothing outside the config directory
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_finds_its_configs_and_runs_its_commands(tmp_path):
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]

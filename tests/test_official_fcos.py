@@ -9,21 +9,20 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from common_utils import randomize_head
-from conftest import REPO, tiny_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from fcos_reference import (
+
+import fcos_d2
+from fcos_d2.export.graph import check_exportable
+from fcos_d2.layers import FrozenBNConv2d
+from tests.common_utils import REPO, randomize_head, tiny_cfg
+from tests.fcos_reference import (
     losses_and_reference,
     matched_fraction,
     official_detections,
     reference_targets,
 )
-
-import fcos_d2
-from fcos_d2.export.graph import check_exportable
-from fcos_d2.layers import FrozenBNConv2d
 
 PRESET = os.path.join(REPO, "configs", "compat", "Official-FCOS_imprv_R_50_FPN_1x.yaml")
 # The original's config/defaults.py: _C.INPUT.PIXEL_MEAN.

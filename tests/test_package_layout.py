@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Dict, Set
 
-from conftest import REPO
+from tests.common_utils import REPO
 
 PACKAGE = os.path.join(REPO, "fcos_d2")
 
@@ -167,3 +167,35 @@ def test_previous_release_module_and_builder_names_warn_and_give_the_same_object
         "assert pg.FCOS is pg.build_fcos_proposal_generator\n"
     )
     _run_in_a_fresh_process(code)
+
+
+def test_config_modules_of_the_previous_release_warn_and_give_the_config_packages_objects():
+    code = (
+        "import warnings\n"
+        "import fcos_d2.config as config\n"
+        "from fcos_d2.config import lazy, loader\n"
+        "for old, new in (('fcos_d2.config_loader', 'fcos_d2.config'),\n"
+        "                 ('fcos_d2.lazy_config', 'fcos_d2.config.lazy'),\n"
+        "                 ('fcos_d2.modeling.class_thresholds', 'fcos_d2.config')):\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        module = __import__(old, fromlist=['*'])\n"
+        "    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message)\n"
+        "               for w in caught), (old, [str(w.message) for w in caught])\n"
+        "import fcos_d2.config_loader as cl, fcos_d2.lazy_config as lc\n"
+        "import fcos_d2.modeling.class_thresholds as ct\n"
+        "assert cl.load_config is loader.load_config and cl.load_config is config.load_config\n"
+        "assert lc.build_lazy_model is lazy.build_lazy_model\n"
+        "assert ct.read_class_thresholds is config.read_class_thresholds\n"
+    )
+    _run_in_a_fresh_process(code)
+
+
+def test_the_config_package_imports_nothing_of_fcos_d2_outside_it():
+    graph = _graph()
+    config = {
+        name for name in graph if name.startswith("fcos_d2.config.") or name == "fcos_d2.config"
+    }
+    assert {"fcos_d2.config.keys", "fcos_d2.config.inference", "fcos_d2.config.loader"} <= config
+    for name in config:
+        assert graph[name] <= config | {"fcos_d2"}, f"{name} imports {graph[name] - config}"

@@ -6,11 +6,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cfg
 from detectron2.modeling import build_model
 
 import fcos_d2
 from fcos_d2.checkpoint import CheckpointReadError, IncompleteCheckpointError
+from tests.common_utils import tiny_cfg
 
 RNG = np.random.RandomState(0)
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from conftest import tiny_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
 from fcos_d2.solver import build_optimizer
+from tests.common_utils import tiny_cfg
 
 
 def _adamw_cfg():

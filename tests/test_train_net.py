@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
 from fcos_d2.data.shapes import generate_shapes_dataset
+from tests.common_utils import REPO
+
+pytestmark = pytest.mark.slow  # train_net.py trained and evaluated in subprocesses
 
 CFG = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
 SMALL = [

@@ -6,11 +6,13 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
 from detectron2.modeling import build_model
 
 import fcos_d2
 from fcos_d2.data.shapes import generate_shapes_dataset
+from tests.common_utils import REPO
+
+pytestmark = pytest.mark.slow  # train_net.py in subprocesses, some on two processes
 
 CFG = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")
 SMALL = [

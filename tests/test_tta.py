@@ -8,8 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from common_utils import randomize_head
-from conftest import REPO, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
@@ -21,6 +19,7 @@ from fvcore.transforms import HFlipTransform, VFlipTransform
 import fcos_d2
 from fcos_d2.data.shapes import generate_shapes_dataset, render_image
 from fcos_d2.tta import FCOSWithTTA, tta_model, unflip_boxes
+from tests.common_utils import REPO, randomize_head, tiny_cfg
 
 NMS = 0.6
 
@@ -178,6 +177,7 @@ def test_no_detection_gives_empty_instances():
     assert len(out) == 0 and out.image_size == (70, 90)
 
 
+@pytest.mark.slow
 def test_train_net_eval_only_with_tta_writes_inference_tta(tmp_path):
     generate_shapes_dataset(str(tmp_path / "shapes"), num_train=1, num_val=2, seed=4)
     config = os.path.join(REPO, "configs", "demo", "FCOS_R18_shapes_demo.yaml")

@@ -1,13 +1,12 @@
 """Training a tiny FCOS in a test: a few SGD steps on a registered dataset, held in memory."""
 
+import contextlib
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import torch
-from conftest import tiny_cfg
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
@@ -15,6 +14,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from fcos_d2.data.shapes import generate_split
+from tests.common_utils import registered_dataset, tiny_cfg
 
 # The learning tests' recipe (train_on_dataset's arguments): Adam, whose per-parameter step
 # sizes fit the boxes of this tiny from-scratch model in a few hundred steps where SGD at lr 0.01
@@ -61,24 +61,23 @@ def train_on_dataset(
     return model.eval()
 
 
-def overfit_setup(root: str, name: str) -> CfgNode:
+@contextlib.contextmanager
+def overfit_setup(root: str, name: str) -> Iterator[CfgNode]:
     """
     The learning tests' problem: 6 synthetic images (112-128 px, 14 shapes of 16-64 px, written
-    under ``root``) registered as dataset ``name`` (replacing an earlier registration), and the
-    tiny model (two convs per tower) that overfits them with
-    ``train_on_dataset(cfg, name, seed=seed, **OVERFIT_RECIPE)``, tested at 128 px.
+    under ``root``) registered as dataset ``name`` for the time of the ``with`` block
+    (registered_dataset), and the tiny model (two convs per tower) that overfits them with
+    ``train_on_dataset(cfg, name, seed=seed, **OVERFIT_RECIPE)``, tested at 128 px: yields its
+    cfg.
     """
     json_file = generate_split(
         root, "train", 6, seed=5, image_size=(112, 128), max_shapes=3, size_range=(16, 64)
     )
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, json_file, os.path.join(root, "train"))
-    cfg = tiny_cfg(tower_convs=2)
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), (name,)
-    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 160
-    return cfg
+    with registered_dataset(name, json_file, os.path.join(root, "train")):
+        cfg = tiny_cfg(tower_convs=2)
+        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (name,), (name,)
+        cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 128, 160
+        yield cfg
 
 
 def evaluate_on_dataset(model: nn.Module, cfg: CfgNode, dataset: str) -> Dict[str, float]:

@@ -19,20 +19,23 @@ import ast
 import math
 import os
 import sys
+import warnings
 from typing import List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 
 import fcos_d2
+from fcos_d2.config import inference_settings
 from fcos_d2.data import register_shapes
+from fcos_d2.utils.errors import CommandError
 from fcos_d2.utils.jsonio import write_json
 
 __all__ = ["main", "get_parser"]
 
 
-class AnalyzeError(Exception):
-    """A usage or set-up error, reported in one line."""
+# The command line's one error type (the name of the previous release).
+AnalyzeError = CommandError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -75,7 +78,7 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _register_json_files(files: Sequence[str]) -> List[str]:
+def register_json_files(files: Sequence[str]) -> List[str]:
     names = []
     for path in files:
         if not os.path.isfile(path):
@@ -121,7 +124,7 @@ def _check_datasets(names: Sequence[str]) -> None:
         )
 
 
-def _run_data(args: argparse.Namespace, cfg) -> None:
+def run_data(args: argparse.Namespace, cfg) -> None:
     from .data import (
         analyse_data,
         data_setup,
@@ -130,8 +133,8 @@ def _run_data(args: argparse.Namespace, cfg) -> None:
         plot_data_report,
     )
 
-    names = list(args.dataset) + _register_json_files(args.coco_json)
-    names = names or list(cfg.DATASETS.TRAIN)
+    names = list(args.dataset) + register_json_files(args.coco_json)
+    names = names or list(inference_settings(cfg).train_datasets)
     _check_datasets(names)
     setup = data_setup(cfg)
     alternatives = _parse_sizes(args.sizes_of_interest, len(setup.level_names))
@@ -146,6 +149,10 @@ def _run_data(args: argparse.Namespace, cfg) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Deprecated: ``fcos-d2 analyze`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.analyze is deprecated: use fcos-d2 analyze", DeprecationWarning
+    )
     args = get_parser().parse_args(argv)
     register_shapes(replace=False)
     try:
@@ -153,11 +160,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise AnalyzeError(f"config file {args.config_file!r} not found")
         cfg = fcos_d2.load_config(args.config_file, list(args.opts))
         if args.command == "data":
-            _run_data(args, cfg)
+            run_data(args, cfg)
         else:
             from .results import run_results
 
-            run_results(args, cfg, _register_json_files(args.coco_json), AnalyzeError)
+            run_results(args, cfg, register_json_files(args.coco_json), AnalyzeError)
     except (AnalyzeError, ValueError, KeyError, AssertionError, OSError, RuntimeError) as e:
         # AssertionError: yacs's "Non-existent key" for a bad override
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """
 The score threshold of best F1 for one class (the original FCOS demo's rule for its per-class
 thresholds), and the file that carries them (read by
-:func:`fcos_d2.modeling.class_thresholds.read_class_thresholds`).
+:func:`fcos_d2.config.read_class_thresholds`).
 
 Shape shorthand: D detections of the class.
 """

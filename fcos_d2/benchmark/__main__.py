@@ -12,6 +12,9 @@ Everything printed is measured in this run; results also go to OUTPUT/benchmark.
 
 import argparse
 import os
+import sys
+import time
+import warnings
 from typing import Dict
 
 import torch
@@ -27,18 +30,20 @@ from .matching import bench_matching
 from .report import machine_info, print_profile, print_report, summarize, write_chart
 from .training import bench_train, profile_default, training_batch
 
-__all__ = ["main"]
+__all__ = ["add_arguments", "main", "run"]
 
 DEMO_CONFIG = get_config_file("demo/FCOS_R18_shapes_demo.yaml")
 
 
-def main(argv=None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (``fcos-d2 benchmark``)."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"))
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--output", default="output/benchmark")
+    parser.add_argument(
+        "--config-file", "--config", dest="config", metavar="FILE", default=DEFAULT_CONFIG
+    )
+    parser.add_argument("--output", metavar="DIR", default="output/benchmark")
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
     parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
     parser.add_argument(
@@ -64,13 +69,37 @@ def main(argv=None) -> Dict:
         help="only the COCO evaluation timing (pycocotools against faster-coco-eval)",
     )
     parser.add_argument(
+        "--backbones",
+        nargs="*",
+        metavar="CONFIG",
+        help="only params, GMACs and latency of these configs (default: the R-50 and timm ones)",
+    )
+    parser.add_argument(
         "--pick",
         action="store_true",
         help="the deploy rows and the demo AP per mode, then the fastest mode within 1 AP of "
         "float32 and the command that gives it",
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> Dict:
+    """Deprecated: ``fcos-d2 benchmark`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.benchmark is deprecated: use fcos-d2 benchmark", DeprecationWarning
+    )
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> Dict:
+    """The benchmark of ``args``; returns the rows it printed."""
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.backbones is not None:
+        from .backbones import DEFAULT_CONFIGS, run_backbones
+
+        configs = args.backbones or list(DEFAULT_CONFIGS)
+        return run_backbones(argparse.Namespace(**{**vars(args), "configs": configs}))
     if args.eval_only:
         return _eval_only(args)
     register_shapes(replace=False)  # calibration and AP rows use the demo's datasets
@@ -81,16 +110,23 @@ def main(argv=None) -> Dict:
         rows = profile_default(ours, args.size, args.device, training_batch())
         print_profile(rows)
         return {"machine": machine_info(args.device), "profile": rows}
-    rows = bench_end_to_end(cfg, ours, d2, args.device, args.size, args.iters)
-    rows += bench_postprocess(ours, d2, args.size, args.device, args.iters)
-    rows += bench_matching(args.size, args.device, args.config)
-    rows += bench_train(cfg, ours, d2, args.device, args.iters)
+    progress = Progress()
+    rows = progress(
+        "end-to-end latency", bench_end_to_end, cfg, ours, d2, args.device, args.size, args.iters
+    )
+    rows += progress(
+        "post-processing", bench_postprocess, ours, d2, args.size, args.device, args.iters
+    )
+    rows += progress("matching", bench_matching, args.size, args.device, args.config)
+    rows += progress("training iteration", bench_train, cfg, ours, d2, args.device, args.iters)
     if not args.no_deploy and args.device == "cpu":
-        rows += bench_deploy(cfg, ours, d2, args.size, args.iters)
-        rows += (
-            in_fresh_process(bench_deploy_ap, DEMO_CONFIG, args.demo_weights, "shapes_val") or []
+        rows += progress("exported runtimes", bench_deploy, cfg, ours, d2, args.size, args.iters)
+        rows += progress(
+            "AP of the demo model per export mode",
+            lambda: in_fresh_process(bench_deploy_ap, DEMO_CONFIG, args.demo_weights, "shapes_val")
+            or [],
         )
-        rows += in_fresh_process(bench_coco_eval, args.eval_images)
+        rows += progress("COCO evaluation", in_fresh_process, bench_coco_eval, args.eval_images)
     result = {
         "machine": machine_info(args.device),
         "size": args.size,
@@ -103,6 +139,26 @@ def main(argv=None) -> Dict:
     print_report(result)
     print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
     return result
+
+
+class Progress:
+    """Runs the benchmark's parts, saying on stderr which one runs and how long each took."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def __call__(self, what: str, fn, *args):
+        print(f"[benchmark] {what} ...", file=sys.stderr, flush=True)
+        begin = time.perf_counter()
+        rows = fn(*args)
+        now = time.perf_counter()
+        print(
+            f"[benchmark] {what}: {len(rows)} rows in {now - begin:.0f} s "
+            f"({now - self.start:.0f} s in all)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return rows
 
 
 def _deploy_only(args, cfg, ours, d2) -> Dict:

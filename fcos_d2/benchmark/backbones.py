@@ -9,12 +9,13 @@ Every number printed is measured in this run, on the machine named in its first 
 """
 
 import argparse
+import warnings
 from typing import Dict, List, Sequence
 
 import torch
 from detectron2.modeling import build_model
 
-from ..config_loader import load_config
+from ..config import load_config
 from ..model_zoo import get_config_file
 from ..utils import describe_cpu
 from ..utils.jsonio import write_json
@@ -67,13 +68,23 @@ def bench_backbones(
 
 
 def main(argv=None) -> List[Dict]:
+    """Deprecated: ``fcos-d2 benchmark --backbones`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.benchmark.backbones is deprecated: use fcos-d2 benchmark --backbones",
+        DeprecationWarning,
+    )
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"))
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
-    args = parser.parse_args(argv)
+    return run_backbones(parser.parse_args(argv))
+
+
+def run_backbones(args) -> List[Dict]:
+    """Measure ``args.configs`` at ``args.size`` on ``args.device`` and print the table (and
+    write ``args.json`` when given)."""
     machine = describe_cpu() if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"machine: {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = bench_backbones(args.configs, args.size, args.device, args.iters)

@@ -219,7 +219,7 @@ def bench_deploy_ap(
     if not os.path.isfile(weights):
         return None
     register_shapes(replace=False)  # the demo's datasets, also when called on its own
-    from ..config_loader import load_config
+    from ..config import load_config
 
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
     # the exported models go when the rows are made, also on an error

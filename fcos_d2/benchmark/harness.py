@@ -10,7 +10,7 @@ from detectron2.modeling.meta_arch.fcos import FCOS as D2FCOS
 from detectron2.modeling.meta_arch.fcos import FCOSHead as D2FCOSHead
 
 from ..checkpoint import from_native
-from ..config_loader import load_config
+from ..config import load_config
 from ..model_zoo import get_config_file
 
 __all__ = [

@@ -9,6 +9,7 @@ Only key names change. ``MODEL.WEIGHTS`` also accepts the foreign files directly
 
 import argparse
 import sys
+import warnings
 
 import torch
 
@@ -54,6 +55,11 @@ def convert_file(src: str, dst: str, from_fmt: str = None, to_fmt: str = None) -
 
 
 def main(argv=None) -> None:
+    """Deprecated: ``fcos-d2 convert`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.checkpoint.convert is deprecated: use fcos-d2 convert",
+        DeprecationWarning,
+    )
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     choices = LAYOUTS + tuple(RENAMED_LAYOUTS)  # old spellings still accepted, with a warning

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict
 
 import numpy as np
@@ -75,23 +76,32 @@ def coco_like_annotations(num_images: int, seed: int = 0, num_classes: int = 80)
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def write_coco_like(path: str, images: int = 14000, seed: int = 0) -> None:
+    """Write :func:`coco_like_annotations` to the JSON file ``path`` and print its box mix."""
+    data = coco_like_annotations(images, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f)
+    sides = np.sqrt([a["area"] for a in data["annotations"]])
+    print(
+        f"wrote {path}: {len(data['images'])} images, {len(sides)} boxes "
+        f"(small / medium / large {100 * np.mean(sides < 32):.1f} / "
+        f"{100 * np.mean((sides >= 32) & (sides < 96)):.1f} / {100 * np.mean(sides >= 96):.1f} %)"
+    )
+
+
 def main(argv=None) -> None:
+    """Deprecated: ``fcos-d2 data coco-like`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.data.coco_like is deprecated: use fcos-d2 data coco-like",
+        DeprecationWarning,
+    )
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--output", required=True, help="the JSON file to write")
     parser.add_argument("--images", type=int, default=14000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = coco_like_annotations(args.images, args.seed)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(data, f)
-    boxes = [a for a in data["annotations"]]
-    sides = np.sqrt([a["area"] for a in boxes])
-    print(
-        f"wrote {args.output}: {len(data['images'])} images, {len(boxes)} boxes "
-        f"(small / medium / large {100 * np.mean(sides < 32):.1f} / "
-        f"{100 * np.mean((sides >= 32) & (sides < 96)):.1f} / {100 * np.mean(sides >= 96):.1f} %)"
-    )
+    write_coco_like(args.output, args.images, args.seed)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ in COCO JSON format, for demos and tests that cannot download data.
 import argparse
 import json
 import os
+import warnings
 from typing import Dict, List, Tuple
 
 import cv2
@@ -137,6 +138,9 @@ def generate_shapes_dataset(root: str, num_train: int = 400, num_val: int = 100,
 
 
 if __name__ == "__main__":
+    warnings.warn(
+        "python -m fcos_d2.data.shapes is deprecated: use fcos-d2 data shapes", DeprecationWarning
+    )
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--root", default="datasets/shapes")
     parser.add_argument("--num-train", type=int, default=400)

@@ -26,8 +26,8 @@ from detectron2.utils import comm
 from omegaconf import DictConfig
 
 from ..checkpoint import FCOSCheckpointer
-from ..config_loader import load_config
-from ..lazy_config import build_lazy_model, check_lazy_input_format
+from ..config import load_config
+from ..config.lazy import build_lazy_model, check_lazy_input_format
 from ..utils import describe_cpu
 from .ddp import create_ddp_model
 from .loader import checkpoint_stream

@@ -13,13 +13,13 @@ Writes DIR/model.onnx, DIR/model.ts or DIR/model.xml (+ model.bin) and DIR/expor
 import argparse
 import json
 import sys
+import warnings
 
-from detectron2.config import CfgNode
 from detectron2.evaluation import print_csv_format
 
 import fcos_d2
+from fcos_d2.config import set_class_thresholds
 from fcos_d2.data import register_shapes
-from fcos_d2.lazy_config import set_lazy_class_thresholds
 from fcos_d2.utils import setup_command_logger
 
 from .writers import FORMATS, export_model
@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     """The command; exit status 2 with one line for a usage or set-up error."""
+    warnings.warn("python -m fcos_d2.export is deprecated: use fcos-d2 export", DeprecationWarning)
     args = parse_args(argv)
     try:
         _run(args)
@@ -71,10 +72,8 @@ def _run(args: argparse.Namespace) -> None:
     setup_command_logger(name="fcos_d2")
     register_shapes(replace=False)  # for --eval / calibration on the demo's datasets
     cfg = fcos_d2.load_config(args.config_file, args.opts)
-    if args.class_thresholds and isinstance(cfg, CfgNode):
-        cfg.MODEL.FCOS.CLASS_THRESHOLDS_FILE = args.class_thresholds
-    elif args.class_thresholds:  # a Python config
-        set_lazy_class_thresholds(cfg, args.class_thresholds)
+    if args.class_thresholds:
+        set_class_thresholds(cfg, args.class_thresholds)
     info = export_model(
         cfg,
         args.format,

@@ -7,6 +7,7 @@ COCO evaluation of an exported directory on a registered dataset, with detectron
 
 import argparse
 import sys
+import warnings
 from typing import Any, Dict, List, Optional
 
 from detectron2.data import (
@@ -80,6 +81,11 @@ class _FirstBatches:
 
 
 def main(argv=None) -> int:
+    """Deprecated: ``fcos-d2 evaluate --exported`` (this form goes in the next release)."""
+    warnings.warn(
+        "python -m fcos_d2.export.evaluate is deprecated: use fcos-d2 evaluate --exported",
+        DeprecationWarning,
+    )
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--exported", required=True, help="directory written by fcos_d2.export")
     parser.add_argument("--dataset", required=True, help="a registered dataset")

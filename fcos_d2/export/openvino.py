@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..utils.logger import quiet_quantization_tools
+
 __all__ = [
     "OPENVINO_PRECISIONS",
     "convert_onnx",
@@ -90,12 +92,13 @@ def quantize_openvino_int8(
 
     images = calibration_images(settings, dataset, count)
     model = ov.convert_model(onnx_path)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(images),
-        subset_size=len(images),
-        ignored_scope=nncf.IgnoredScope(patterns=list(_FLOAT_PATTERNS), validate=False),
-    )
+    with quiet_quantization_tools():
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(images),
+            subset_size=len(images),
+            ignored_scope=nncf.IgnoredScope(patterns=list(_FLOAT_PATTERNS), validate=False),
+        )
     ov.save_model(quantized, xml_path, compress_to_fp16=False)
     return {
         "quantization": {

@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from ..modeling.class_thresholds import read_class_thresholds
+from ..config import read_class_thresholds
 from ..modeling.postprocess import apply_class_thresholds
 from ..predictor import check_image
 from .writers import read_export_json

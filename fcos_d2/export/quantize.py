@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 from detectron2.data import DatasetCatalog
 
+from ..utils.logger import quiet_quantization_tools
 from .settings import ExportSettings, test_mapper
 
 __all__ = ["check_calibration_dataset", "calibration_images", "quantize_int8"]
@@ -109,19 +110,20 @@ def quantize_int8(
     excluded = _float_nodes(float_path, float_modules)
     prepared = out_path + ".prepared.onnx"
     _identities_to_initializers(float_path, prepared)
-    quantize_static(
-        prepared,
-        out_path,
-        _Reader(images),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
-        per_channel=True,
-        reduce_range=True,  # 7-bit weights: no int16 saturation in AVX2 u8s8 kernels
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=excluded,
-    )
+    with quiet_quantization_tools():
+        quantize_static(
+            prepared,
+            out_path,
+            _Reader(images),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            per_channel=True,
+            reduce_range=True,  # 7-bit weights: no int16 saturation in AVX2 u8s8 kernels
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
+        )
     os.remove(prepared)
     return {
         "precision": "int8",

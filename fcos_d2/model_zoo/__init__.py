@@ -15,7 +15,7 @@ from typing import List, Sequence, Union
 from detectron2.config import CfgNode
 from omegaconf import DictConfig
 
-from ..config_loader import load_config
+from ..config import load_config
 
 __all__ = ["CONFIG_DIR", "get_config_file", "get_config", "list_configs"]
 

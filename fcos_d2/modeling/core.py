@@ -10,6 +10,7 @@ Shape shorthand: N images, L levels, Hi x Wi locations of level i, Ri = Hi * Wi,
 all levels, K classes (1 for the proposal generator), M boxes of an image.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from ..config import check_values
 from .losses import fcos_losses
+from .postprocess import FCOSPostprocess
 from .targets import (
     LevelGrid,
     batch_targets,
@@ -147,25 +149,6 @@ class FCOSLoss:
 
 
 @dataclass(frozen=True)
-class FCOSPostprocess:
-    """
-    Settings of one image's detections (:func:`~fcos_d2.modeling.postprocess.fcos_detections`,
-    which the detector calls with them, from plain copies that TorchScript can read): candidates
-    whose class probability (times centre-ness with ``thresh_with_ctr``) exceeds
-    ``score_thresh``, the ``topk`` best of each level, score sqrt(cls * ctr), class-wise NMS at
-    ``nms_thresh``, the best ``max_detections``; ``legacy_conventions``: the original FCOS's
-    clipping and "+1" NMS areas.
-    """
-
-    score_thresh: float
-    topk: int
-    nms_thresh: float
-    max_detections: int
-    thresh_with_ctr: bool
-    legacy_conventions: bool
-
-
-@dataclass(frozen=True)
 class FCOSCore:
     """FCOS's matching, losses and (for the detector) decoding, for ``num_classes`` classes."""
 
@@ -177,6 +160,17 @@ class FCOSCore:
     @property
     def strides(self) -> Tuple[int, ...]:
         return self.matcher.strides
+
+    def with_strides(self, strides: Sequence[int]) -> "FCOSCore":
+        """This core for levels of ``strides`` (a core made without them, as Python configs
+        make it: the detector passes its backbone's)."""
+        if len(strides) != len(self.matcher.size_ranges):
+            raise ValueError(
+                f"{len(strides)} levels of strides {list(strides)}, but sizes_of_interest give "
+                f"{len(self.matcher.size_ranges)} levels"
+            )
+        matcher = dataclasses.replace(self.matcher, strides=tuple(int(s) for s in strides))
+        return dataclasses.replace(self, matcher=matcher)
 
     def targets(
         self,
@@ -209,7 +203,7 @@ def flatten_predictions(predictions: Predictions) -> Tuple[Tensor, Tensor, Tenso
 def make_fcos_core(
     *,
     num_classes: int,
-    strides: Sequence[int],
+    strides: Optional[Sequence[int]] = None,
     sizes_of_interest: Sequence[float],
     center_sampling_radius: float,
     box_loss_type: str,
@@ -225,7 +219,8 @@ def make_fcos_core(
     :func:`build_fcos_core`.
 
     Args:
-        strides: of the head's levels, finest first.
+        strides: of the head's levels, finest first; None: the detector's backbone's (the
+            FCOS model fills them in, :meth:`FCOSCore.with_strides`).
         sizes_of_interest: the L - 1 size boundaries between levels.
         postprocess: the detector's decoding, keys ``score_thresh``, ``topk``, ``nms_thresh``,
             ``max_detections``, ``thresh_with_ctr`` (:class:`FCOSPostprocess`); None for the
@@ -240,11 +235,17 @@ def make_fcos_core(
     )
     if postprocess is not None:
         check_values(**{k: postprocess[k] for k in ("score_thresh", "topk", "nms_thresh")})
+    num_levels = len(sizes_of_interest) + 1
+    if strides is not None and len(strides) != num_levels:
+        raise ValueError(
+            f"sizes_of_interest={list(sizes_of_interest)} has {num_levels - 1} values; the "
+            f"{len(strides)} levels of strides {list(strides)} need {len(strides) - 1}"
+        )
     matcher = FCOSMatcher(
-        strides=tuple(int(s) for s in strides),
+        strides=tuple(int(s) for s in strides) if strides is not None else (),
         size_ranges=tuple(
             (float(lo), float(hi))
-            for lo, hi in level_size_ranges(list(sizes_of_interest), len(strides))
+            for lo, hi in level_size_ranges(list(sizes_of_interest), num_levels)
         ),
         center_sampling_radius=float(center_sampling_radius),
         legacy_areas=bool(legacy_conventions),

@@ -4,6 +4,8 @@ The FCOS meta-architecture.
 Shape shorthand: N images, L levels, R locations over all levels, K classes.
 """
 
+import dataclasses
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -15,13 +17,17 @@ from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
-from ..config import check_fcos_config, check_values
+from ..config import check_fcos_config, check_values, read_class_thresholds
 from ..layers import fold_frozen_batchnorm, set_frozen_batchnorm_eps
-from .class_thresholds import read_class_thresholds
 from .core import FCOSCore, Predictions, build_fcos_core
 from .head import FCOSHead
 from .losses import positive_count
-from .postprocess import apply_class_thresholds, fcos_inference_single_image, legacy_rescale
+from .postprocess import (
+    FCOSPostprocess,
+    apply_class_thresholds,
+    fcos_inference_single_image,
+    legacy_rescale,
+)
 from .targets import compute_locations
 
 __all__ = ["FCOS"]
@@ -38,6 +44,13 @@ class FCOS(DenseDetector):
     """
 
     __jit_ignored_attributes__ = ["core"]
+    __jit_unused_properties__ = [
+        "test_score_thresh",
+        "test_topk_candidates",
+        "test_nms_thresh",
+        "max_detections_per_image",
+    ]
+    postprocess: FCOSPostprocess  # the decoding settings; TorchScript reads this annotation
 
     @configurable
     def __init__(
@@ -62,7 +75,7 @@ class FCOS(DenseDetector):
             head: maps the list of those features to (logits, box_reg, quality logits) per
                 level, shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
             core: matching, losses and decoding (with a ``postprocess``), for the strides of
-                ``head_in_features``.
+                ``head_in_features`` (a core made without strides gets those).
             channels_last: give the network its input in channels_last memory format (use it
                 with a backbone and head converted to that format, as ``from_config`` does).
             loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
@@ -96,6 +109,8 @@ class FCOS(DenseDetector):
                 f"the head takes {expected[1]} levels of {expected[0]} channels (its input_shape); "
                 f"the backbone's {list(head_in_features)} have {sorted(got[0])} channels"
             )
+        if not core.strides:  # made without strides (Python configs): the backbone's
+            core = core.with_strides(strides)
         if core.strides != strides or core.postprocess is None:
             raise ValueError(
                 f"core for strides {core.strides} (postprocess {core.postprocess}) does not fit "
@@ -103,13 +118,10 @@ class FCOS(DenseDetector):
             )
         self.core = core
         # TorchScript cannot hold the core's dataclasses (``core`` is hidden from it, see
-        # __jit_ignored_attributes__): scripted code reads these copies, made once here.
-        post = core.postprocess
+        # __jit_ignored_attributes__); the decoding settings are a NamedTuple it can hold.
+        self.postprocess = core.postprocess
         self.num_classes = core.num_classes
         self.strides = list(core.strides)
-        self._decode_settings = (post.score_thresh, post.nms_thresh, post.thresh_with_ctr)
-        self._decode_counts = (post.topk, post.max_detections)
-        self._legacy_conventions = post.legacy_conventions
         self.input_format = input_format
         self.channels_last = channels_last
         self.loss_normalizer_cls = loss_normalizer_cls
@@ -192,7 +204,7 @@ class FCOS(DenseDetector):
             results = [apply_class_thresholds(r, self.class_thresholds) for r in results]
         if not do_postprocess or torch.jit.is_scripting():
             return results
-        rescale = legacy_rescale if self._legacy_conventions else detector_postprocess
+        rescale = legacy_rescale if self.postprocess.legacy_conventions else detector_postprocess
         return [
             {"instances": rescale(r, x.get("height", hw[0]), x.get("width", hw[1]))}
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
@@ -268,25 +280,93 @@ class FCOS(DenseDetector):
         quality = [p.flatten(2) for p in predictions[2]]
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         locations = compute_locations(sizes, self.strides, features[0].device)
-        score_thresh, nms_thresh, thresh_with_ctr = self._decode_settings
-        topk, max_detections = self._decode_counts
         return [
-            fcos_inference_single_image(  # what core.postprocess does, in scriptable form
+            fcos_inference_single_image(
                 locations,
                 self.strides,
                 [x[i] for x in logits],
                 [x[i] for x in box_reg],
                 [x[i, 0] for x in quality],
+                self.postprocess,
                 image_size,
-                score_thresh=score_thresh,
-                topk=topk,
-                nms_thresh=nms_thresh,
-                max_detections=max_detections,
-                thresh_with_ctr=thresh_with_ctr,
-                legacy_conventions=self._legacy_conventions,
             )
             for i, image_size in enumerate(images.image_sizes)
         ]
+
+    # The inference settings under detectron2's dense-detector names (RetinaNet's), read and
+    # set on a built model: ``model.test_score_thresh = 0.3``. Each changes ``postprocess`` (and
+    # the core's copy) as a whole, checked as the config keys are.
+    def set_postprocess(self, **changes) -> None:
+        """Replace fields of :attr:`postprocess` (``score_thresh``, ``topk``, ``nms_thresh``,
+        ``max_detections``, ``thresh_with_ctr``); a bad value is a one-line ``ValueError``."""
+        unknown = set(changes) - (set(FCOSPostprocess._fields) - {"legacy_conventions"})
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} of a built FCOS model's postprocess")
+        check_values(**{k: v for k, v in changes.items() if k != "max_detections"})
+        if "max_detections" in changes and changes["max_detections"] < 1:
+            raise ValueError(f"max_detections={changes['max_detections']} must be at least 1")
+        types = {"score_thresh": float, "nms_thresh": float, "topk": int, "max_detections": int}
+        post = self.postprocess._replace(**{k: types.get(k, bool)(v) for k, v in changes.items()})
+        self.postprocess = post
+        self.core = dataclasses.replace(self.core, postprocess=post)
+
+    @property
+    def test_score_thresh(self) -> float:
+        return self.postprocess.score_thresh
+
+    @test_score_thresh.setter
+    def test_score_thresh(self, value: float) -> None:
+        self.set_postprocess(score_thresh=value)
+
+    @property
+    def test_topk_candidates(self) -> int:
+        return self.postprocess.topk
+
+    @test_topk_candidates.setter
+    def test_topk_candidates(self, value: int) -> None:
+        self.set_postprocess(topk=value)
+
+    @property
+    def test_nms_thresh(self) -> float:
+        return self.postprocess.nms_thresh
+
+    @test_nms_thresh.setter
+    def test_nms_thresh(self, value: float) -> None:
+        self.set_postprocess(nms_thresh=value)
+
+    @property
+    def max_detections_per_image(self) -> int:
+        return self.postprocess.max_detections
+
+    @max_detections_per_image.setter
+    def max_detections_per_image(self, value: int) -> None:
+        self.set_postprocess(max_detections=value)
+
+    # The previous release's name, as an alias outside the class's attributes (so that
+    # TorchScript, which reads every attribute, does not trip its warning).
+    def __getattr__(self, name: str):
+        if name in _RENAMED:
+            warnings.warn(_renamed_message(name), DeprecationWarning, stacklevel=2)
+            return getattr(self, _RENAMED[name])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _RENAMED:
+            warnings.warn(_renamed_message(name), DeprecationWarning, stacklevel=2)
+            name = _RENAMED[name]
+        super().__setattr__(name, value)
+
+
+# The previous release's attribute names -> detectron2's (goes in the next release).
+_RENAMED = {
+    "score_thresh_test": "test_score_thresh",
+    "topk_candidates_test": "test_topk_candidates",
+    "nms_thresh_test": "test_nms_thresh",
+}
+
+
+def _renamed_message(name: str) -> str:
+    return f"FCOS.{name} is now FCOS.{_RENAMED[name]} (detectron2's name)"
 
 
 def _class_thresholds(cfg: CfgNode) -> Optional[List[float]]:

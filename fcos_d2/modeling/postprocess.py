@@ -6,7 +6,7 @@ D final detections.
 """
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -15,6 +15,7 @@ from torch import Tensor
 from ..layers import classwise_nms, topk_at_most
 
 __all__ = [
+    "FCOSPostprocess",
     "decode_boxes",
     "select_candidates",
     "fcos_detections",
@@ -22,6 +23,25 @@ __all__ = [
     "legacy_rescale",
     "apply_class_thresholds",
 ]
+
+
+class FCOSPostprocess(NamedTuple):
+    """
+    Settings of one image's detections (:func:`fcos_detections`): candidates whose class
+    probability (times centre-ness with ``thresh_with_ctr``) exceeds ``score_thresh``, the
+    ``topk`` best of each level, score sqrt(cls * ctr), class-wise NMS at ``nms_thresh``, the best
+    ``max_detections``; ``legacy_conventions``: the original FCOS's clipping and "+1" NMS areas.
+
+    A ``NamedTuple`` (immutable; ``post._replace(score_thresh=0.3)`` gives a changed copy) so that
+    a scripted model can hold it and pass it on as one object.
+    """
+
+    score_thresh: float
+    topk: int
+    nms_thresh: float
+    max_detections: int
+    thresh_with_ctr: bool
+    legacy_conventions: bool
 
 
 def decode_boxes(locations: Tensor, distances: Tensor) -> Tensor:
@@ -81,23 +101,19 @@ def fcos_detections(
     logits: List[Tensor],
     box_reg: List[Tensor],
     quality_logits: List[Tensor],
-    score_thresh: float,
-    topk: int,
-    nms_thresh: float,
-    max_detections: int,
-    thresh_with_ctr: bool = False,
-    legacy_clip_size: Optional[Tuple[int, int]] = None,
+    post: FCOSPostprocess,
+    image_size: Tuple[int, int],
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """
     Detections of one image from per-level outputs: locations (Ri, 2), logits (K, Ri),
-    box_reg (4, Ri) in strides, quality_logits (Ri,). Score = sqrt(cls * ctr); class-wise NMS on the
-    unclipped boxes; the best ``max_detections`` are kept (clipping is left to
-    ``detector_postprocess``). Returns boxes (D, 4) XYXY, scores (D,) and classes (D,), by
-    decreasing score; traceable (the same graph serves any input).
+    box_reg (4, Ri) in strides, quality_logits (Ri,), decoded as ``post`` says. Score =
+    sqrt(cls * ctr); class-wise NMS on the unclipped boxes; the best ``max_detections`` are kept
+    (clipping is left to ``detector_postprocess``). Returns boxes (D, 4) XYXY, scores (D,) and
+    classes (D,), by decreasing score; traceable (the same graph serves any input).
 
-    ``legacy_clip_size`` (h, w): maskrcnn-benchmark's conventions instead, as the original FCOS:
-    boxes clipped to [0, w - 1] x [0, h - 1] before the NMS, whose box areas and intersections
-    count both end pixels (+1).
+    With ``post.legacy_conventions``, maskrcnn-benchmark's conventions instead, as the original
+    FCOS: boxes clipped to [0, w - 1] x [0, h - 1] of ``image_size`` (h, w) before the NMS, whose
+    box areas and intersections count both end pixels (+1).
     """
     boxes_all: List[Tensor] = []
     scores_all: List[Tensor] = []
@@ -106,15 +122,15 @@ def fcos_detections(
         locations, strides, logits, box_reg, quality_logits
     ):
         loc_idx, cls_idx, joint = select_candidates(
-            cls_l, ctr_l, score_thresh, topk, thresh_with_ctr
+            cls_l, ctr_l, post.score_thresh, post.topk, post.thresh_with_ctr
         )
         boxes_all.append(decode_boxes(loc[loc_idx], reg_l[:, loc_idx].t() * stride))
         scores_all.append(torch.sqrt(joint))
         classes_all.append(cls_idx)
     boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)
     nms_boxes = boxes
-    if legacy_clip_size is not None:
-        height, width = legacy_clip_size
+    if post.legacy_conventions:
+        height, width = image_size
         boxes = torch.stack(
             [
                 boxes[:, 0].clamp(0, width - 1),
@@ -128,7 +144,7 @@ def fcos_detections(
         # right.
         one = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
         nms_boxes = boxes + one
-    keep = classwise_nms(nms_boxes, scores, classes, nms_thresh)[:max_detections]
+    keep = classwise_nms(nms_boxes, scores, classes, post.nms_thresh)[: post.max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
 
@@ -138,29 +154,13 @@ def fcos_inference_single_image(
     logits: List[Tensor],
     box_reg: List[Tensor],
     quality_logits: List[Tensor],
+    post: FCOSPostprocess,
     image_size: Tuple[int, int],
-    score_thresh: float,
-    topk: int,
-    nms_thresh: float,
-    max_detections: int,
-    thresh_with_ctr: bool = False,
-    legacy_conventions: bool = False,
 ) -> Instances:
     """:func:`fcos_detections` as ``Instances`` of ``image_size`` (pred_boxes, scores,
-    pred_classes); ``legacy_conventions``: clipped to ``image_size`` as the original FCOS does
-    (see ``legacy_clip_size`` there)."""
+    pred_classes)."""
     boxes, scores, classes = fcos_detections(
-        locations,
-        strides,
-        logits,
-        box_reg,
-        quality_logits,
-        score_thresh=score_thresh,
-        topk=topk,
-        nms_thresh=nms_thresh,
-        max_detections=max_detections,
-        thresh_with_ctr=thresh_with_ctr,
-        legacy_clip_size=image_size if legacy_conventions else None,
+        locations, strides, logits, box_reg, quality_logits, post, image_size
     )
     return Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
 

@@ -7,6 +7,8 @@ backbone is built or frozen, so ``import fcos_d2`` works without it.
 
 import math
 import os
+import socket
+import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -200,6 +202,44 @@ def _feature_indices(timm, name: str, in_chans: int, key: str = "name") -> Dict[
     return indices
 
 
+def _no_weights_message(name: str, key: Dict[str, str], reason: object) -> str:
+    reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return (
+        f"{key['pretrained']}=True: timm's pretrained weights of {name!r} cannot be loaded "
+        f"({reason}); give a local file of them in {key['pretrained_file']}, or set "
+        f"{key['pretrained']} False (random weights, or a checkpoint in the weights)"
+    )
+
+
+def _check_hub_weights(timm, name: str, key: Dict[str, str], timeout: float = 3.0) -> None:
+    """A one-line error within seconds when timm would have to download the weights of
+    ``name`` and their host cannot be reached (timm and huggingface_hub retry for a minute)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return  # timm itself says there are no weights
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+        if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+            return
+        if constants.HF_HUB_OFFLINE:
+            raise ValueError(_no_weights_message(name, key, "HF_HUB_OFFLINE is set"))
+        host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    elif cfg.url:
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
+        if os.path.isfile(cached):
+            return
+        host = urllib.parse.urlparse(cfg.url).hostname
+    else:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(_no_weights_message(name, key, f"{host} unreachable: {e}")) from None
+
+
 # The config key of each argument of build_timm_backbone, for the YAML builder's messages.
 _YAML_KEYS = {
     "name": "MODEL.TIMM.NAME",
@@ -262,7 +302,12 @@ def build_timm_backbone(
     if pretrained and pretrained_file:
         kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
     kwargs["out_indices"] = sorted(indices[f] for f in wanted)
-    model = timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
+    if pretrained and not pretrained_file:
+        _check_hub_weights(timm, name, key)
+    try:
+        model = timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
+    except (OSError, RuntimeError) as e:  # huggingface_hub's and urllib's errors are OSErrors
+        raise ValueError(_no_weights_message(name, key, e)) from None
     bottom_up = TimmBackbone(model, wanted)
     if norm == "FrozenBN":
         bottom_up.freeze_batchnorm()

@@ -6,13 +6,14 @@ detectron2's ``setup_logger`` is cached on its arguments and binds its console h
 or fail with "I/O operation on closed file" once that stream is closed.
 """
 
+import contextlib
 import logging
 import sys
-from typing import Optional
+from typing import Iterator, Optional
 
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["setup_command_logger"]
+__all__ = ["quiet_quantization_tools", "setup_command_logger"]
 
 
 class _CurrentStdout:
@@ -39,3 +40,35 @@ def setup_command_logger(
         if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
             handler.setStream(_STDOUT)
     return logger
+
+
+# Messages of the quantization tools that users cannot act on: ONNX Runtime's advice to run its
+# pre-processing script (logged on the root logger) and NNCF's per-step INFO lines.
+_TOOL_NOISE = ("Please consider to run pre-processing", "Please consider pre-processing")
+
+
+class _DropToolNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TOOL_NOISE)
+
+
+@contextlib.contextmanager
+def quiet_quantization_tools() -> Iterator[None]:
+    """Inside the block: NNCF logs warnings only, ONNX Runtime's pre-processing advice is
+    dropped, and a root handler that a tool's ``logging.warning`` call installs is removed
+    after it (it would print every library's records afterwards)."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    nncf = logging.getLogger("nncf")
+    level = nncf.level
+    noise = _DropToolNoise()
+    nncf.setLevel(logging.WARNING)
+    root.addFilter(noise)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
+        nncf.setLevel(level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)

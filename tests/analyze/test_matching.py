@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_backbone
-from fcos_reference import RANGES, reference_candidates
 
 from fcos_d2.analyze.matching import REASONS, analyse_matching, centre_sizes, level_sizes
 from fcos_d2.modeling.core import FCOSMatcher
+from tests.fcos_reference import RANGES, reference_candidates
 
 INF = math.inf
 

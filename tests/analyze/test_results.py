@@ -10,14 +10,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from common_utils import register_coco_dict
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
 from fcos_d2.analyze.__main__ import main
 from fcos_d2.analyze.results import analyse_results, coco_ground_truth
 from fcos_d2.analyze.thresholds import best_f1_threshold
-from fcos_d2.modeling.class_thresholds import read_class_thresholds
+from fcos_d2.config import read_class_thresholds
+from tests.common_utils import coco_dict_dataset
 
 DEMO_CFG = os.path.join(
     os.path.dirname(__file__), "..", "..", "configs", "demo", "FCOS_R18_shapes_demo.yaml"
@@ -105,19 +105,19 @@ NAME = "fcos_analyze_results_test"
 def evaluated(tmp_path_factory):
     """The hand-built dataset registered, and COCOEvaluator's AP and results file for DETS."""
     root = tmp_path_factory.mktemp("analyze_results")
-    register_coco_dict(NAME, GT, root)
-    evaluator = COCOEvaluator(NAME, tasks=("bbox",), output_dir=str(root / "inference"))
-    evaluator.reset()
-    xyxy = [[x, y, x + w, y + h] for _, (x, y, w, h), _ in DETS]
-    instances = Instances(
-        (100, 100),
-        pred_boxes=Boxes(torch.tensor(xyxy, dtype=torch.float32)),
-        scores=torch.tensor([s for *_, s in DETS]),
-        pred_classes=torch.tensor([c for c, *_ in DETS]),
-    )
-    evaluator.process([{"image_id": 1}], [{"instances": instances}])
-    ap = evaluator.evaluate()["bbox"]
-    return root, ap, str(root / "inference" / "coco_instances_results.json")
+    with coco_dict_dataset(NAME, GT, root):
+        evaluator = COCOEvaluator(NAME, tasks=("bbox",), output_dir=str(root / "inference"))
+        evaluator.reset()
+        xyxy = [[x, y, x + w, y + h] for _, (x, y, w, h), _ in DETS]
+        instances = Instances(
+            (100, 100),
+            pred_boxes=Boxes(torch.tensor(xyxy, dtype=torch.float32)),
+            scores=torch.tensor([s for *_, s in DETS]),
+            pred_classes=torch.tensor([c for c, *_ in DETS]),
+        )
+        evaluator.process([{"image_id": 1}], [{"instances": instances}])
+        ap = evaluator.evaluate()["bbox"]
+        yield root, ap, str(root / "inference" / "coco_instances_results.json")
 
 
 def _analysis(evaluated):

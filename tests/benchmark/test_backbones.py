@@ -4,6 +4,8 @@ import pytest
 
 from fcos_d2.benchmark.backbones import bench_backbones, main
 
+pytestmark = pytest.mark.slow  # benchmark: times whole backbones
+
 
 def test_backbone_rows_count_parameters_and_macs_that_grow_with_the_image_area():
     pytest.importorskip("timm")

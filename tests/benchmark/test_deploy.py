@@ -6,6 +6,8 @@ import pytest
 
 from fcos_d2.benchmark.harness import in_fresh_process
 
+pytestmark = pytest.mark.slow  # benchmark: exports and times every runtime
+
 pytest.importorskip("onnxruntime")
 
 
@@ -16,29 +18,28 @@ def _bench_in(folder: str):
     import tempfile
 
     import torch
-    from common_utils import randomize_head, register_tiny_dataset
-    from conftest import tiny_cfg
     from detectron2.modeling import build_model
 
     from fcos_d2.benchmark import deploy
+    from tests.common_utils import randomize_head, tiny_cfg, tiny_dataset
 
     images, exports = os.path.join(folder, "images"), os.path.join(folder, "exports")
     os.makedirs(images)
     os.makedirs(exports)
-    register_tiny_dataset(images, "deploy_bench_calibration")
     tempfile.tempdir = exports  # where temporary folders go
     cfg = tiny_cfg()
     torch.manual_seed(0)
     model = randomize_head(build_model(cfg).eval(), cls_bias=0.0, box_bias=2.0)
-    rows = deploy.bench_deploy(
-        cfg,
-        model,
-        lambda batch: model(batch),
-        (67, 93),
-        iters=1,
-        calibration_dataset="deploy_bench_calibration",
-        calibration_images=2,
-    )
+    with tiny_dataset(images, "deploy_bench_calibration"):
+        rows = deploy.bench_deploy(
+            cfg,
+            model,
+            lambda batch: model(batch),
+            (67, 93),
+            iters=1,
+            calibration_dataset="deploy_bench_calibration",
+            calibration_images=2,
+        )
     return rows, deploy.available_modes(), os.listdir(exports)
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from fcos_d2.benchmark.harness import in_fresh_process
 
+pytestmark = pytest.mark.slow  # benchmark harness: spawns fresh Python processes
+
 
 def test_result_comes_back_from_the_other_process():
     assert in_fresh_process(math.hypot, 3.0, 4.0) == 5.0

@@ -10,8 +10,6 @@ import time
 
 import pytest
 import torch
-from common_utils import tiny_batch
-from conftest import REPO, tiny_cfg
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
@@ -23,6 +21,7 @@ from fcos_d2.checkpoint import (
     from_native,
     load_for_inference,
 )
+from tests.common_utils import REPO, tiny_batch, tiny_cfg
 
 
 def _net(fill: float) -> nn.Module:
@@ -39,10 +38,10 @@ def _truncate(path: str, keep: float = 0.5) -> None:
         f.write(data[: int(len(data) * keep)])
 
 
-# A process that rewrites model_0000019.pth and is killed (SIGKILL) half-way through the write.
+# A process that rewrites model_0000019.pth and is killed (SIGKILL) half-way through the write;
+# run in the repository root, so that fcos_d2 is this checkout's.
 _KILLED_WRITER = """
-import sys, time, torch
-sys.path.insert(0, {repo!r})
+import time, torch
 from torch import nn
 from fcos_d2.checkpoint import FCOSCheckpointer
 real_save = torch.save
@@ -62,8 +61,10 @@ FCOSCheckpointer(net, {out!r}).save("model_0000019")
 def test_kill_while_rewriting_a_checkpoint_leaves_the_previous_complete_file(tmp_path):
     out = str(tmp_path)
     FCOSCheckpointer(_net(1.0), out).save("model_0000019")  # the first run's checkpoint
-    script = _KILLED_WRITER.format(repo=REPO, out=out)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    script = _KILLED_WRITER.format(out=out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert proc.stdout.readline().strip() == "half written"
     finally:

@@ -9,13 +9,11 @@ import os
 import cv2
 import numpy as np
 import pytest
-from conftest import tiny_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
 from fcos_d2.data.mapper import FCOSDatasetMapper, drop_invalid_annotations
 from fcos_d2.engine import FCOSTrainer
+from tests.common_utils import registered_dataset, tiny_cfg
 
 XYWH = BoxMode.XYWH_ABS
 
@@ -76,26 +74,20 @@ def test_many_invalid_boxes_give_one_summary_with_a_count(caplog):
     assert caplog.text.count("annotation id") == 10
 
 
-def _register(tmp_path, name, records):
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
-    MetadataCatalog.get(name).thing_classes = ["a", "b", "c"]
-
-
 def test_training_batches_keep_the_valid_box_and_never_a_rewritten_one(tmp_path, caplog):
     path = str(tmp_path / "img.png")
     cv2.imwrite(path, np.full((100, 200, 3), 128, np.uint8))
     anns = [_ann(1, [10, 20, 30, 40]), _ann(2, [120, 50, -40, 30])]
-    _register(tmp_path, "reliability_bad_boxes", [_record(path, anns)])
+    name = "reliability_bad_boxes"
     cfg = tiny_cfg()
-    cfg.DATASETS.TRAIN = ("reliability_bad_boxes",)
+    cfg.DATASETS.TRAIN = (name,)
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (100,), 1000  # no resize
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 1, 0
-    with caplog.at_level(logging.WARNING):
-        batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
+    records = [_record(path, anns)]
+    with registered_dataset(name, records=records, thing_classes=["a", "b", "c"]):
+        with caplog.at_level(logging.WARNING):
+            batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
     boxes = batch[0]["instances"].gt_boxes.tensor.tolist()
     assert boxes == [[10.0, 20.0, 40.0, 60.0]]
     assert "annotation id 2 in" in caplog.text and "img.png" in caplog.text
@@ -117,17 +109,14 @@ def test_coco_json_annotation_ids_are_named(tmp_path, caplog):
     }  # fmt: skip
     (tmp_path / "train.json").write_text(json.dumps(coco))
     name = "reliability_coco_bad"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(tmp_path / "train.json"), str(tmp_path))
     cfg = tiny_cfg()
     cfg.DATASETS.TRAIN = (name,)
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (60,), 1000  # no resize
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS = 1, 0
-    with caplog.at_level(logging.WARNING):
-        batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
+    with registered_dataset(name, tmp_path / "train.json", tmp_path):
+        with caplog.at_level(logging.WARNING):
+            batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
     assert batch[0]["instances"].gt_boxes.tensor.tolist() == [[10.0, 10.0, 30.0, 30.0]]
     assert "annotation id 8 in" in caplog.text and "annotation id 9 in" in caplog.text
     assert "one.png" in caplog.text

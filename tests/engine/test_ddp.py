@@ -1,13 +1,15 @@
 """Multi-process training on the CPU: 2 gloo processes x 4 images = 1 process x 8 images."""
 
+import pytest
 import torch
-from common_utils import tiny_batch
-from conftest import tiny_cfg
 from detectron2.engine import launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
 from fcos_d2.engine import create_ddp_model
+from tests.common_utils import tiny_batch, tiny_cfg
+
+pytestmark = pytest.mark.slow  # two training processes
 
 NUM_IMAGES = 8
 

@@ -13,14 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from common_utils import register_tiny_dataset, tiny_training_cfg
-from conftest import REPO, tiny_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import default_argument_parser
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import FCOSTrainer, ResumableBatchSampler, hold_fcos_messages
+from tests.common_utils import REPO, registered_dataset, tiny_cfg, tiny_dataset, tiny_training_cfg
 
 NOT_RESUMABLE = "is not fcos_d2's resumable stream"
 
@@ -68,11 +66,14 @@ def nan_box_dataset(tmp_path):
     }
     (tmp_path / "train.json").write_text(json.dumps(coco))  # NaN as json.dump writes it
     name = "reliability_logging_nan_box"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(tmp_path / "train.json"), str(tmp_path))
-    return name
+    with registered_dataset(name, tmp_path / "train.json", tmp_path):
+        yield name
+
+
+@pytest.fixture
+def tiny_logging_dataset(tmp_path):
+    with tiny_dataset(str(tmp_path), "reliability_logging_tiny") as name:
+        yield name
 
 
 def _one_iteration_cfg(dataset: str, out: str):
@@ -120,16 +121,16 @@ def test_train_net_setup_writes_the_config_translation_messages_to_log_txt(
     _train_net().setup(default_argument_parser().parse_args(argv))
     log = _log(out)
     translated = f"Translated AdelaiDet config {tmp_path / 'adet.yaml'} to fcos_d2 keys."
-    assert re.search(_d2_line("fcos_d2.config_loader", "INFO", translated), log, re.M), log
+    assert re.search(_d2_line("fcos_d2.config.loader", "INFO", translated), log, re.M), log
     dropped = "no fcos_d2 equivalent for MODEL.FCOS.YIELD_PROPOSAL=True"
-    assert re.search(rf"fcos_d2.config_loader WARNING: .*{re.escape(dropped)}", log), log
+    assert re.search(rf"fcos_d2.config.loader WARNING: .*{re.escape(dropped)}", log), log
     assert log.count(dropped) == 1
 
 
 def test_held_messages_are_logged_as_before_when_nothing_is_set_up(fresh_fcos_logger, caplog):
     with caplog.at_level(logging.WARNING):
         with hold_fcos_messages():
-            logging.getLogger("fcos_d2.config_loader").warning("held back")
+            logging.getLogger("fcos_d2.config.loader").warning("held back")
             assert "held back" not in caplog.text
         assert caplog.text.count("held back") == 1
     assert fresh_fcos_logger.propagate and fresh_fcos_logger.level == logging.NOTSET
@@ -151,10 +152,11 @@ class DetectronLoader(FCOSTrainer):
         return build_detection_train_loader(cfg, mapper=FCOSDatasetMapper(cfg, is_train=True))
 
 
-def test_a_loader_that_cannot_resume_exactly_is_named_once(tmp_path, fresh_fcos_logger):
-    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
+def test_a_loader_that_cannot_resume_exactly_is_named_once(
+    tmp_path, fresh_fcos_logger, tiny_logging_dataset
+):
     out = str(tmp_path / "out")
-    trainer = DetectronLoader(tiny_training_cfg("reliability_logging_tiny", out))
+    trainer = DetectronLoader(tiny_training_cfg(tiny_logging_dataset, out))
     assert "data_sampler" not in trainer.checkpointer.checkpointables
     trainer.resume_or_load(resume=False)
     log = _log(out)
@@ -163,10 +165,9 @@ def test_a_loader_that_cannot_resume_exactly_is_named_once(tmp_path, fresh_fcos_
     assert re.search(r"fcos_d2.engine.trainer WARNING: The training data loader", log)
 
 
-def test_another_training_sampler_is_named_once(tmp_path, fresh_fcos_logger):
-    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
+def test_another_training_sampler_is_named_once(tmp_path, fresh_fcos_logger, tiny_logging_dataset):
     out = str(tmp_path / "out")
-    cfg = tiny_training_cfg("reliability_logging_tiny", out)
+    cfg = tiny_training_cfg(tiny_logging_dataset, out)
     cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
     FCOSTrainer(cfg)
     log = _log(out)
@@ -197,10 +198,11 @@ def _summary(batch):
     return [(d["image_id"], tuple(d["image"].shape), d["jitter"]) for d in batch]
 
 
-def test_a_custom_mapper_passed_on_resumes_exactly(tmp_path, fresh_fcos_logger):
-    register_tiny_dataset(str(tmp_path), "reliability_logging_tiny")
+def test_a_custom_mapper_passed_on_resumes_exactly(
+    tmp_path, fresh_fcos_logger, tiny_logging_dataset
+):
     out = str(tmp_path / "out")
-    cfg = tiny_training_cfg("reliability_logging_tiny", out)
+    cfg = tiny_training_cfg(tiny_logging_dataset, out)
     cfg.SEED = -1  # each trainer draws its own stream seed: the resumed one must load it
     first = CustomMapper(cfg)
     assert isinstance(first.data_sampler, ResumableBatchSampler)

@@ -4,11 +4,11 @@ import os
 
 import pytest
 import torch
-from common_utils import CrashAfter, register_tiny_dataset, tiny_training_cfg
 
 import fcos_d2.engine.trainer as trainer_module
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import FCOSTrainer
+from tests.common_utils import CrashAfter, tiny_dataset, tiny_training_cfg
 
 N_ITER = 4  # interrupted after 2
 
@@ -28,6 +28,12 @@ def recorded(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def reliability_tiny(tmp_path):
+    with tiny_dataset(str(tmp_path), "reliability_tiny") as name:
+        yield name
+
+
 def _train(cfg, resume=False, crash_at=None):
     torch.manual_seed(cfg.SEED)  # default_setup's seeding, for the model's initial weights
     trainer = FCOSTrainer(cfg)
@@ -38,8 +44,9 @@ def _train(cfg, resume=False, crash_at=None):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_weights(tmp_path, recorded):
-    register_tiny_dataset(str(tmp_path), "reliability_tiny")
+def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_weights(
+    tmp_path, recorded, reliability_tiny
+):
     full = _train(tiny_training_cfg("reliability_tiny", str(tmp_path / "full")))
     full_reads = list(recorded)
     assert len(full_reads) == 2 * N_ITER

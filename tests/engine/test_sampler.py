@@ -7,11 +7,11 @@ import os
 
 import cv2
 import numpy as np
-from conftest import tiny_cfg
 from detectron2.structures import BoxMode
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
 from fcos_d2.engine import ResumableBatchSampler, build_resumable_loader
+from tests.common_utils import registered_dataset, tiny_cfg
 
 
 def _records(root, num=6):
@@ -98,17 +98,10 @@ def test_aspect_ratio_groups_are_never_mixed_in_a_batch():
 
 
 def test_other_training_samplers_use_detectron2s_loader_with_a_warning(tmp_path, caplog):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     from fcos_d2.engine import FCOSTrainer
 
     records = _records(str(tmp_path))
     name = "reliability_repeat_factor"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: [dict(r) for r in records])
-    MetadataCatalog.get(name).thing_classes = ["a", "b", "c"]
     cfg = tiny_cfg()
     cfg.DATASETS.TRAIN = (name,)
     cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.REPEAT_THRESHOLD = (
@@ -116,6 +109,7 @@ def test_other_training_samplers_use_detectron2s_loader_with_a_warning(tmp_path,
         0.5,
     )
     cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 0, 2
-    with caplog.at_level(logging.WARNING):
-        batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
+    with registered_dataset(name, records=records, thing_classes=["a", "b", "c"]):
+        with caplog.at_level(logging.WARNING):
+            batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
     assert len(batch) == 2 and "will not continue with the same batches" in caplog.text

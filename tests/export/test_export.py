@@ -10,15 +10,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
-from export_helpers import DEMO, R50, load_test_config, mean_image, random_model, shapes_image
 
 import fcos_d2
 from fcos_d2.data.shapes import generate_split
 from fcos_d2.export.compare import matched_fractions
 from fcos_d2.export.graph import DeployFCOS
 from fcos_d2.export.writers import export_model, trace, write_onnx
+from tests.common_utils import registered_dataset
+from tests.export_helpers import DEMO, R50, load_test_config, mean_image, random_model, shapes_image
+
+pytestmark = pytest.mark.slow  # exports and runs ONNX / TorchScript graphs
 
 
 def eager(model, image):
@@ -78,17 +79,16 @@ def demo_export(tmp_path_factory):
         str(out), "val", 2, seed=5, image_size=(96, 128), max_shapes=2, size_range=(16, 48)
     )
     name = "fcos_export_test_shapes"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, json_file, str(out / "val"))
-    cfg = load_test_config(DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)")
-    model = random_model(cfg, cls_std=0.2)
-    weights = str(out / "weights.pth")
-    torch.save({"model": model.state_dict()}, weights)
-    cfg.MODEL.WEIGHTS = weights
-    infos = {fmt: export_model(cfg, fmt, str(out / fmt)) for fmt in ("onnx", "torchscript")}
-    return cfg, model, out, infos
+    with registered_dataset(name, json_file, out / "val"):
+        cfg = load_test_config(
+            DEMO, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)"
+        )
+        model = random_model(cfg, cls_std=0.2)
+        weights = str(out / "weights.pth")
+        torch.save({"model": model.state_dict()}, weights)
+        cfg.MODEL.WEIGHTS = weights
+        infos = {fmt: export_model(cfg, fmt, str(out / fmt)) for fmt in ("onnx", "torchscript")}
+        yield cfg, model, out, infos
 
 
 # Sizes the demo model sees after resizing (short side 224, long side <= 320), none equal to the

@@ -7,11 +7,14 @@ load, dump_torchscript_IR, and TracingAdapter + ONNX export run in ONNX Runtime.
 """
 
 import onnxruntime as ort
+import pytest
 import torch
 from detectron2.export import TracingAdapter, dump_torchscript_IR
-from export_helpers import DEMO, load_test_config, random_model, shapes_image
 
 from fcos_d2.export.compare import matched_fractions
+from tests.export_helpers import DEMO, load_test_config, random_model, shapes_image
+
+pytestmark = pytest.mark.slow  # traces, scripts and exports to ONNX
 
 
 def _fields(instances):

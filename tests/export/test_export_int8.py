@@ -7,11 +7,14 @@ trained does not generalise; the check is that quantization keeps what float32 f
 calibrated on them too. ``-s`` prints the three APs.
 """
 
-from common_utils import with_saved_weights
-from train_helpers import evaluate_on_dataset
+import pytest
 
 from fcos_d2.export.evaluate import evaluate_exported
 from fcos_d2.export.writers import export_model
+from tests.common_utils import with_saved_weights
+from tests.train_helpers import evaluate_on_dataset
+
+pytestmark = pytest.mark.slow  # trains a model (overfit_model) and quantizes it
 
 
 def test_int8_model_still_finds_the_objects(tmp_path, overfit_model):

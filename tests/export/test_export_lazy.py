@@ -4,13 +4,15 @@ import json
 import os
 
 import pytest
-from common_utils import with_saved_weights
-from export_helpers import DEMO, REPO, load_test_config, random_model, shapes_image
-from test_export import assert_same_detections, eager, onnx_runner
 
 import fcos_d2
 from fcos_d2.export.__main__ import main as export
 from fcos_d2.export.predictor import ExportedPredictor
+from tests.common_utils import with_saved_weights
+from tests.export.test_export import assert_same_detections, eager, onnx_runner
+from tests.export_helpers import DEMO, REPO, load_test_config, random_model, shapes_image
+
+pytestmark = pytest.mark.slow  # exports to ONNX
 
 LAZY_DEMO = os.path.join(REPO, "configs", "lazy", "fcos_R18_shapes_demo.py")
 

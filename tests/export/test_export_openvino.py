@@ -6,14 +6,16 @@ trained in the test (as test_export_int8 does for ONNX Runtime).
 
 import pytest
 import torch
-from common_utils import with_saved_weights
-from export_helpers import DEMO, load_test_config, random_model
-from test_export import DEMO_SIZES, check_parity
-from train_helpers import evaluate_on_dataset
 
 from fcos_d2.export.evaluate import evaluate_exported
 from fcos_d2.export.predictor import ExportedPredictor
 from fcos_d2.export.writers import export_model
+from tests.common_utils import with_saved_weights
+from tests.export.test_export import DEMO_SIZES, check_parity
+from tests.export_helpers import DEMO, load_test_config, random_model
+from tests.train_helpers import evaluate_on_dataset
+
+pytestmark = pytest.mark.slow  # exports to OpenVINO; trains a model (overfit_model)
 
 openvino = pytest.importorskip("openvino")  # the 'openvino' extra; make setup installs it
 

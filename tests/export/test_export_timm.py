@@ -10,14 +10,15 @@ import os
 
 import pytest
 import torch
-from common_utils import tiny_batch, with_saved_weights
-from conftest import REPO
 from detectron2.utils.events import EventStorage
-from export_helpers import load_test_config, random_model
-from test_export import check_parity, onnx_runner
 
 from fcos_d2.export.writers import export_model
 from fcos_d2.solver import build_optimizer
+from tests.common_utils import REPO, tiny_batch, with_saved_weights
+from tests.export.test_export import check_parity, onnx_runner
+from tests.export_helpers import load_test_config, random_model
+
+pytestmark = pytest.mark.slow  # exports every timm config to ONNX
 
 pytest.importorskip("timm")
 

@@ -4,12 +4,11 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from common_utils import randomize_head
-from conftest import tiny_cfg
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_model, build_resnet_backbone
 
 from fcos_d2.layers import FrozenBNConv2d, fold_frozen_batchnorm
+from tests.common_utils import randomize_head, tiny_cfg
 
 
 def _conv_bn(bias: bool, stride: int = 1, seed: int = 0) -> Conv2d:

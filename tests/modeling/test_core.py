@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_cfg
 from detectron2.modeling import build_model
 from torchvision.ops import sigmoid_focal_loss
 
 from fcos_d2.modeling.core import FCOSLoss, build_fcos_core
+from tests.common_utils import tiny_cfg
 
 # A value other than the default for every key the core reads.
 OTHER = {

@@ -10,7 +10,6 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import BottleneckBlock
@@ -21,6 +20,7 @@ from fcos_d2.modeling.deform_resnet import (
     TorchvisionDeformBottleneckBlock,
     build_resnet_backbone_torchvision_dcn,
 )
+from tests.common_utils import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 

@@ -2,15 +2,14 @@
 
 import pytest
 import torch
-from common_utils import randomize_head
-from conftest import tiny_cfg
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from fcos_reference import losses_and_reference
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
+from tests.common_utils import randomize_head, tiny_cfg
+from tests.fcos_reference import losses_and_reference
 
 
 def _image(h, w, boxes=(), classes=()):

@@ -7,12 +7,24 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from fcos_d2.modeling.postprocess import (
+    FCOSPostprocess,
     apply_class_thresholds,
     decode_boxes,
     fcos_detections,
     fcos_inference_single_image,
     select_candidates,
 )
+
+
+def _post(score_thresh=0.05, topk=1000, nms_thresh=0.6, max_detections=100, **flags):
+    return FCOSPostprocess(
+        score_thresh=score_thresh,
+        topk=topk,
+        nms_thresh=nms_thresh,
+        max_detections=max_detections,
+        thresh_with_ctr=flags.get("thresh_with_ctr", False),
+        legacy_conventions=flags.get("legacy_conventions", False),
+    )
 
 
 def _logit(p):
@@ -56,11 +68,8 @@ def _infer_two_levels(score_thresh=0.05, nms_thresh=0.6, max_detections=100):
         logits,
         box_reg,
         ctr,
+        _post(score_thresh=score_thresh, nms_thresh=nms_thresh, max_detections=max_detections),
         (40, 50),
-        score_thresh=score_thresh,
-        topk=1000,
-        nms_thresh=nms_thresh,
-        max_detections=max_detections,
     )
 
 
@@ -106,9 +115,8 @@ def test_fast_path_equals_plain_reference(thresh_with_ctr):
         box_reg.append(torch.rand(4, h * w, generator=gen) * 6)
         ctr.append(torch.randn(h * w, generator=gen))
     kw = dict(score_thresh=0.1, topk=300, nms_thresh=0.6, max_detections=100)
-    out = fcos_inference_single_image(
-        locations, strides, logits, box_reg, ctr, (320, 480), thresh_with_ctr=thresh_with_ctr, **kw
-    )
+    post = _post(thresh_with_ctr=thresh_with_ctr, **kw)
+    out = fcos_inference_single_image(locations, strides, logits, box_reg, ctr, post, (320, 480))
     boxes, scores, classes = [], [], []
     for loc, s, lg, rg, ct in zip(locations, strides, logits, box_reg, ctr):
         cls = lg.t().sigmoid()  # (R, K)
@@ -164,11 +172,8 @@ def _legacy_case(legacy: bool):
         logits,
         [distances.t() / 8],
         [torch.zeros(4)],
-        score_thresh=0.05,
-        topk=1000,
-        nms_thresh=0.35,
-        max_detections=100,
-        legacy_clip_size=(40, 70) if legacy else None,
+        _post(nms_thresh=0.35, legacy_conventions=legacy),
+        (40, 70),
     )
 
 

@@ -5,17 +5,16 @@ import os
 
 import pytest
 import torch
-from common_utils import randomize_head
-from conftest import REPO
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, build_model
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from fcos_reference import reference_targets
 
 import fcos_d2
 from fcos_d2.modeling import FCOSProposalGenerator
 from fcos_d2.modeling.proposal_generator import proposal_objectness_logits
+from tests.common_utils import REPO, randomize_head
+from tests.fcos_reference import reference_targets
 
 RPN_LOSSES = {"loss_fcos_rpn_cls", "loss_fcos_rpn_loc", "loss_fcos_rpn_ctr"}
 

@@ -134,9 +134,10 @@ def test_compute_targets_values():
 
 @pytest.mark.parametrize("bad_class", [3, -1])
 def test_class_id_out_of_range_is_an_error(bad_class):
-    from conftest import tiny_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
+
+    from tests.common_utils import tiny_cfg
 
     model = build_model(tiny_cfg(num_classes=3))
     gt = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 2)))

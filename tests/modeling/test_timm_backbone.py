@@ -13,12 +13,12 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, tiny_cfg
 from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
 
 import fcos_d2
 from fcos_d2.modeling.timm_backbone import TimmBackbone
+from tests.common_utils import REPO, tiny_cfg
 
 timm = pytest.importorskip("timm")
 
@@ -244,7 +244,7 @@ def test_predictor_and_python_configs_do_not_fetch_what_the_weights_replace(tmp_
     from detectron2.modeling import build_model
 
     from fcos_d2 import Predictor
-    from fcos_d2.lazy_config import build_lazy_model
+    from fcos_d2.config.lazy import build_lazy_model
 
     cfg = timm_cfg("efficientnet_b3")
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ backbone.top_block = None  # no P6/P7: objects are 12-160 px
 model.head.update(input_shape=[ShapeSpec(channels=64)] * 3, num_classes=3)
 model.head.update(num_cls_convs=2, num_box_convs=2)
 model.head_in_features = ["p3", "p4", "p5"]
-model.core.update(strides=[8, 16, 32], sizes_of_interest=[64, 128])
+model.core.sizes_of_interest = [64, 128]  # strides: the backbone's
 model.pixel_std = [57.375, 57.120, 58.395]
 
 dataloader.train.dataset_names = "shapes_train"

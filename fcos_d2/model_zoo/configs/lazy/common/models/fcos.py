@@ -41,10 +41,10 @@ model = L(FCOS)(
         use_deformable=False,
     ),
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
-    # matching, losses and decoding: the MODEL.FCOS keys of the same names, in lower case
+    # matching, losses and decoding: the MODEL.FCOS keys of the same names, in lower case (the
+    # strides are the backbone's, of head_in_features)
     core=L(make_fcos_core)(
         num_classes="${..head.num_classes}",
-        strides=[8, 16, 32, 64, 128],
         sizes_of_interest=[64, 128, 256, 512],
         center_sampling_radius=1.5,
         box_loss_type="giou",

@@ -1,0 +1,170 @@
+"""
+The conventions every ``fcos-d2`` command shares, in one place:
+
+- ``--config-file`` takes a YAML or Python (LazyConfig) file, or the name of a config that ships
+  with fcos_d2 (``demo/FCOS_R18_shapes_demo.yaml``, see ``fcos_d2.model_zoo``);
+- ``--weights`` and ``--device`` set the weights and device of either kind of config;
+- overrides come last: ``KEY VALUE`` pairs for YAML, ``key=value`` for Python configs;
+- ``--output`` is always a folder the command writes;
+- a user's mistake is a :class:`CommandError`, printed as one line on stderr, exit status 2.
+"""
+
+import argparse
+import logging
+import os
+import warnings
+from typing import List, Sequence
+
+from omegaconf import DictConfig
+
+from ..config import (
+    AnyConfig,
+    check_fcos_config,
+    is_lazy_config,
+    load_config,
+    set_device,
+    set_weights,
+)
+from ..utils.errors import CommandError
+
+__all__ = [
+    "CommandError",
+    "add_config_arguments",
+    "check_datasets",
+    "add_overrides",
+    "add_output_argument",
+    "config_overrides",
+    "load_command_config",
+    "quiet_third_party",
+    "resolve_config_file",
+]
+
+
+def quiet_third_party() -> None:
+    """Silence warnings of third-party code that users cannot act on (this process only)."""
+    for message, category in (
+        (r"`torch\.jit\.script` is deprecated", FutureWarning),
+        (r"pkg_resources is deprecated", UserWarning),
+        (r"torch\.meshgrid: in an upcoming release", UserWarning),
+        (r".*TypedStorage is deprecated", UserWarning),
+    ):
+        warnings.filterwarnings("ignore", message, category)
+    # torch's note that a CPU-only machine has no CUDA runtime, printed when detectron2's
+    # engine is imported
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    weights: bool = True,
+    device: bool = True,
+) -> None:
+    """``--config-file`` (and ``--weights``, ``--device``)."""
+    parser.add_argument(
+        "--config-file",
+        metavar="FILE",
+        required=required,
+        help="YAML or Python config, or the name of one shipped with fcos_d2 "
+        "(e.g. demo/FCOS_R18_shapes_demo.yaml)",
+    )
+    if weights:
+        parser.add_argument(
+            "--weights",
+            metavar="FILE",
+            help="checkpoint to load (MODEL.WEIGHTS / train.init_checkpoint); fcos_d2, "
+            "AdelaiDet, detectron2 and original FCOS layouts",
+        )
+    if device:
+        parser.add_argument(
+            "--device", metavar="D", help="cpu, cuda, cuda:1 ... (MODEL.DEVICE / train.device)"
+        )
+
+
+def add_output_argument(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    parser.add_argument("--output", metavar="DIR", required=required, help=help)
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """The config overrides, last on the line."""
+    parser.add_argument(
+        "opts",
+        metavar="OVERRIDES",
+        nargs=argparse.REMAINDER,
+        help="config overrides, last: KEY VALUE ... for YAML configs (SOLVER.MAX_ITER 100), "
+        "key=value ... for Python configs (train.max_iter=100)",
+    )
+
+
+def resolve_config_file(name: str) -> str:
+    """A path as given when it exists; else the fcos_d2 config of that name."""
+    if os.path.isfile(name):
+        return name
+    from ..model_zoo import get_config_file
+
+    try:
+        return get_config_file(name)
+    except ValueError:
+        raise CommandError(
+            f"--config-file {name!r}: no such file, nor a config shipped with fcos_d2 "
+            "(fcos_d2.model_zoo.list_configs() names them)"
+        ) from None
+
+
+def config_overrides(config_file: str, pairs: Sequence[tuple]) -> List[str]:
+    """(YAML key, Python key, value) triples as overrides of ``config_file``'s kind; a value
+    may be a (YAML value, Python value) pair."""
+
+    def pick(value, index):
+        return value[index] if isinstance(value, tuple) else value
+
+    if is_lazy_config(config_file):
+        return [f"{lazy}={pick(value, 1)}" for _, lazy, value in pairs]
+    return [str(item) for key, _, value in pairs for item in (key, pick(value, 0))]
+
+
+def check_datasets(names: Sequence[str], option: str = "--dataset") -> None:
+    """A one-line error naming datasets that are not registered."""
+    from detectron2.data import DatasetCatalog
+
+    unknown = [n for n in names if n not in DatasetCatalog.list()]
+    if unknown:
+        own = [n for n in sorted(DatasetCatalog.list()) if not n.startswith(_BUILTIN_PREFIXES)]
+        raise CommandError(
+            f"{option} {unknown[0]!r} is not a registered dataset; registered: "
+            + ", ".join(own)
+            + " (and detectron2's built-in COCO, LVIS, VOC, Cityscapes and ADE20K names)"
+        )
+
+
+# Names of the datasets detectron2 registers itself (detectron2.data.datasets.builtin).
+_BUILTIN_PREFIXES = ("coco_", "keypoints_coco_", "lvis_", "cityscapes_", "voc_", "ade20k_")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().strip('"').strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_command_config(args: argparse.Namespace) -> AnyConfig:
+    """The config of ``--config-file`` with ``OVERRIDES``, ``--weights`` and ``--device``; every
+    mistake in them is a one-line :class:`CommandError`."""
+    path = resolve_config_file(args.config_file)
+    opts = list(getattr(args, "opts", None) or [])
+    try:
+        cfg = load_config(path, opts)
+        if getattr(args, "weights", None):
+            if not os.path.isfile(args.weights):
+                raise CommandError(f"--weights {args.weights!r}: no such file")
+            set_weights(cfg, args.weights)
+        if getattr(args, "device", None):
+            set_device(cfg, args.device)
+        if not isinstance(cfg, DictConfig):
+            check_fcos_config(cfg)  # before any model or process is built
+    except CommandError:
+        raise
+    except (ValueError, KeyError, AssertionError, OSError) as e:
+        # AssertionError: yacs's "Non-existent key" for a mistyped override
+        raise CommandError(f"config {args.config_file}: {_first_line(e)}") from None
+    return cfg
