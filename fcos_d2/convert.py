@@ -12,7 +12,5 @@ warnings.warn(
 )
 
 if __name__ == "__main__":
-    print(
-        "fcos_d2.convert is deprecated: use python -m fcos_d2.checkpoint.convert", file=sys.stderr
-    )
+    print("fcos_d2.convert is deprecated: use fcos-d2 convert", file=sys.stderr)
     main()

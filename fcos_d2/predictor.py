@@ -116,7 +116,10 @@ class Predictor(DefaultPredictor):
         self.model = build_inference_model(cfg)
         name = self.settings.test_dataset
         self.metadata = MetadataCatalog.get(name) if name else None
-        self.aug = T.AugmentationList(test_augmentations(cfg))
+        augmentations = test_augmentations(cfg)  # DefaultPredictor's: one ResizeShortestEdge
+        self.aug = (
+            augmentations[0] if len(augmentations) == 1 else T.AugmentationList(augmentations)
+        )
         self.input_format = self.settings.input_format
         assert self.input_format in INPUT_FORMATS, self.input_format
         load_for_inference(self.model, self.settings.weights)
@@ -128,7 +131,9 @@ class Predictor(DefaultPredictor):
             if self.input_format == "RGB":
                 image = image[:, :, ::-1]
             height, width = image.shape[:2]
-            resized = self.aug(T.AugInput(image)).apply_image(image)
+            resized = T.AugInput(image)
+            self.aug(resized)  # resizes it in place
+            resized = resized.image
             tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
             inputs = {"image": tensor.to(self.settings.device), "height": height, "width": width}
             return self.model([inputs])[0]

@@ -168,8 +168,8 @@ F = [
     (
         "post",
         "fcos_d2/modeling/postprocess.py",
-        "nms_thresh)[:max_detections]",
-        "nms_thresh)[: max_detections - 1]",
+        "post.nms_thresh)[: post.max_detections]",
+        "post.nms_thresh)[: post.max_detections - 1]",
     ),
     (
         "post",

@@ -30,6 +30,11 @@ def _load_state_dict(path: str):
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise SystemExit(f"fcos_d2.checkpoint.convert: no such file: {path}")
+    except Exception as e:  # not a torch file (pickle, zip or tensor errors)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(
+            f"fcos_d2.checkpoint.convert: cannot read {path} as a checkpoint: {reason}"
+        )
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise SystemExit(

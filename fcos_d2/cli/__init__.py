@@ -5,7 +5,8 @@ set of conventions (:mod:`.common`)::
     fcos-d2 COMMAND [OPTIONS] [OVERRIDES]
 
 Each command is a module of this package with ``HELP``, ``EXAMPLES``, ``add_arguments(parser)``
-and ``run(args) -> exit status``; heavy imports happen in ``run``, so ``--help`` is quick.
+and ``run(args) -> exit status``; what only running needs (runtimes, the trainer, the optional
+extras) is imported in ``run``.
 """
 
 import argparse

@@ -4,6 +4,8 @@ F1 thresholds, error breakdown)."""
 
 import argparse
 
+from omegaconf import DictConfig
+
 from .common import (
     CommandError,
     add_config_arguments,
@@ -66,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from ..analyze.__main__ import register_json_files, run_data
 
     cfg = load_command_config(args)
+    if isinstance(cfg, DictConfig):
+        raise CommandError(
+            f"analyze reads YAML configs; {args.config_file} is a Python config (give the YAML "
+            "recipe it mirrors, e.g. configs/demo/FCOS_R18_shapes_demo.yaml)"
+        )
     if args.analysis == "data" and args.dataset:
         check_datasets(args.dataset)
     if args.analysis == "data":

@@ -19,8 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.__main__ import run as run_benchmark
-    from .common import resolve_config_file
+    from ..config import is_lazy_config
+    from .common import CommandError, resolve_config_file
 
     args.config = resolve_config_file(args.config)
+    if is_lazy_config(args.config):
+        raise CommandError(
+            f"--config-file {args.config}: the benchmark builds detectron2's built-in FCOS from "
+            "the same YAML keys, so it reads YAML configs only"
+        )
     run_benchmark(args)
     return 0

@@ -13,14 +13,14 @@ import argparse
 import logging
 import os
 import warnings
-from typing import List, Sequence
+from typing import Sequence
 
 from omegaconf import DictConfig
 
 from ..config import (
     AnyConfig,
     check_fcos_config,
-    is_lazy_config,
+    inference_settings,
     load_config,
     set_device,
     set_weights,
@@ -33,7 +33,7 @@ __all__ = [
     "check_datasets",
     "add_overrides",
     "add_output_argument",
-    "config_overrides",
+    "check_config_datasets",
     "load_command_config",
     "quiet_third_party",
     "resolve_config_file",
@@ -112,18 +112,6 @@ def resolve_config_file(name: str) -> str:
         ) from None
 
 
-def config_overrides(config_file: str, pairs: Sequence[tuple]) -> List[str]:
-    """(YAML key, Python key, value) triples as overrides of ``config_file``'s kind; a value
-    may be a (YAML value, Python value) pair."""
-
-    def pick(value, index):
-        return value[index] if isinstance(value, tuple) else value
-
-    if is_lazy_config(config_file):
-        return [f"{lazy}={pick(value, 1)}" for _, lazy, value in pairs]
-    return [str(item) for key, _, value in pairs for item in (key, pick(value, 0))]
-
-
 def check_datasets(names: Sequence[str], option: str = "--dataset") -> None:
     """A one-line error naming datasets that are not registered."""
     from detectron2.data import DatasetCatalog
@@ -138,8 +126,31 @@ def check_datasets(names: Sequence[str], option: str = "--dataset") -> None:
         )
 
 
+def check_config_datasets(cfg: AnyConfig, train: bool = False) -> None:
+    """One-line error for a test (and with ``train``, training) dataset of ``cfg`` that is not
+    registered."""
+    settings = inference_settings(cfg)
+    check_datasets(settings.test_datasets, "test dataset")
+    if train:
+        check_datasets(settings.train_datasets, "training dataset")
+
+
 # Names of the datasets detectron2 registers itself (detectron2.data.datasets.builtin).
 _BUILTIN_PREFIXES = ("coco_", "keypoints_coco_", "lvis_", "cityscapes_", "voc_", "ade20k_")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise CommandError(f"device {device!r} is not one torch knows (cpu, cuda, cuda:1 ...)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CommandError(
+            f"the config runs on {device!r} (MODEL.DEVICE / train.device) but this machine has "
+            "no CUDA device: add --device cpu"
+        )
 
 
 def _first_line(error: BaseException) -> str:
@@ -147,21 +158,24 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_command_config(args: argparse.Namespace) -> AnyConfig:
+def load_command_config(args: argparse.Namespace, check_device: bool = True) -> AnyConfig:
     """The config of ``--config-file`` with ``OVERRIDES``, ``--weights`` and ``--device``; every
     mistake in them is a one-line :class:`CommandError`."""
     path = resolve_config_file(args.config_file)
     opts = list(getattr(args, "opts", None) or [])
     try:
         cfg = load_config(path, opts)
-        if getattr(args, "weights", None):
-            if not os.path.isfile(args.weights):
-                raise CommandError(f"--weights {args.weights!r}: no such file")
-            set_weights(cfg, args.weights)
+        weights = getattr(args, "weights", None)
+        if weights:
+            if "://" not in weights and not os.path.isfile(weights):
+                raise CommandError(f"--weights {weights!r}: no such file")
+            set_weights(cfg, weights)
         if getattr(args, "device", None):
             set_device(cfg, args.device)
         if not isinstance(cfg, DictConfig):
             check_fcos_config(cfg)  # before any model or process is built
+        if check_device:
+            _check_device(inference_settings(cfg).device)
     except CommandError:
         raise
     except (ValueError, KeyError, AssertionError, OSError) as e:

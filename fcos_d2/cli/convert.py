@@ -14,12 +14,13 @@ EXAMPLES = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..checkpoint.layouts import LAYOUTS
+    from ..checkpoint.layouts import LAYOUTS, RENAMED_LAYOUTS
 
+    choices = LAYOUTS + tuple(RENAMED_LAYOUTS)  # old spellings still accepted
     parser.add_argument("input", metavar="INPUT", help="the checkpoint to convert")
     direction = parser.add_mutually_exclusive_group(required=True)
-    direction.add_argument("--from", dest="from_fmt", choices=LAYOUTS, help="INPUT's layout")
-    direction.add_argument("--to", dest="to_fmt", choices=LAYOUTS, help="the layout to write")
+    direction.add_argument("--from", dest="from_fmt", choices=choices, help="INPUT's layout")
+    direction.add_argument("--to", dest="to_fmt", choices=choices, help="the layout to write")
     add_output_argument(parser, required=True, help="folder for the converted file (same name)")
 
 

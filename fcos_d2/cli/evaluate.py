@@ -8,6 +8,7 @@ from .common import (
     add_config_arguments,
     add_output_argument,
     add_overrides,
+    check_config_datasets,
     check_datasets,
     load_command_config,
 )
@@ -41,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_exported(args: argparse.Namespace) -> int:
-    if args.config_file or args.weights or args.opts:
-        raise CommandError("--exported takes no --config-file, --weights or overrides")
+    if args.config_file or args.weights or args.device or args.opts:
+        raise CommandError("--exported takes no --config-file, --weights, --device or overrides")
     if not args.dataset:
         raise CommandError("--exported needs --dataset NAME (a registered dataset)")
     from detectron2.evaluation import print_csv_format
@@ -62,12 +63,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_exported(args)
     if not args.config_file:
         raise CommandError("give --config-file (with --weights) or --exported DIR")
-    load_command_config(args)
-    extra = []
+    cfg = load_command_config(args)
     if args.dataset:
-
         check_datasets([args.dataset])
-        names = (f"('{args.dataset}',)", args.dataset)
-        extra.append(("DATASETS.TEST", "dataloader.test.dataset.names", names))
-    launch_run(launch_args(args, eval_only=True, extra=extra))
+    else:
+        check_config_datasets(cfg)
+    names = (args.dataset,) if args.dataset else ()
+    launch_run(launch_args(args, eval_only=True, test_datasets=names))
     return 0

@@ -9,6 +9,7 @@ from .common import (
     add_config_arguments,
     add_output_argument,
     add_overrides,
+    check_datasets,
     load_command_config,
 )
 
@@ -50,11 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import set_class_thresholds
+    from ..config import inference_settings, set_class_thresholds
     from ..utils import setup_command_logger
 
     setup_command_logger(name="fcos_d2")
-    cfg = load_command_config(args)
+    cfg = load_command_config(args, check_device=False)  # exports run on the CPU
+    if not inference_settings(cfg).weights:
+        raise CommandError("no weights to export: give --weights FILE")
+    if args.eval:
+        check_datasets([args.eval], "--eval")
     if args.class_thresholds:
         set_class_thresholds(cfg, args.class_thresholds)
     from ..export.writers import export_model

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import re
 
 from .common import (
     CommandError,
@@ -80,6 +81,21 @@ def _config_predictor(args: argparse.Namespace):
     return predictor, dataset_metadata(name) if name else None
 
 
+# A word of --input that is a config override (KEY.SUB, or key=value), not a path.
+_OVERRIDE = re.compile(r"^([A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+|[\w.+]+=.*)$")
+
+
+def _check_no_overrides_in(inputs) -> None:
+    """argparse gives ``--input`` every word up to the next option: overrides written after it
+    would be taken for images (and silently not applied)."""
+    for word in inputs:
+        if _OVERRIDE.match(word) and not os.path.exists(word):
+            raise CommandError(
+                f"--input {word!r} looks like a config override: write the overrides after "
+                "every option (--input ... --output DIR KEY VALUE)"
+            )
+
+
 def set_up(args: argparse.Namespace):
     """The predictor and the metadata (class names, dataset ids) to draw and write with."""
     from detectron2.data.catalog import Metadata
@@ -89,8 +105,8 @@ def set_up(args: argparse.Namespace):
     if args.exported:
         from ..demo import exported_predictor
 
-        if args.weights or args.opts:
-            raise CommandError("--exported takes no --weights or overrides")
+        if args.weights or args.device or args.opts:
+            raise CommandError("--exported takes no --weights, --device or overrides")
         predictor, names = exported_predictor(
             args.exported, args.class_thresholds, args.score_threshold
         )
@@ -105,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     logger = logging.getLogger("fcos_d2.predict")
     setup_command_logger(name="fcos_d2")
+    _check_no_overrides_in(args.input or [])
     predictor, metadata = set_up(args)
     os.makedirs(args.output, exist_ok=True)
     results = []

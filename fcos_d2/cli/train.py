@@ -7,7 +7,7 @@ from .common import (
     add_config_arguments,
     add_output_argument,
     add_overrides,
-    config_overrides,
+    check_config_datasets,
     load_command_config,
     resolve_config_file,
 )
@@ -43,26 +43,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overrides(parser)
 
 
-def launch_args(args: argparse.Namespace, *, eval_only: bool, extra=()) -> argparse.Namespace:
-    """detectron2's ``default_argument_parser`` namespace for ``args``: the overrides carry
-    ``--output``, ``--weights``, ``--device`` (and ``extra``) in the config's own kind."""
-    config_file = resolve_config_file(args.config_file)
-    pairs = list(extra)
-    if args.output:
-        pairs.append(("OUTPUT_DIR", "train.output_dir", args.output))
-    if args.weights:
-        pairs.append(("MODEL.WEIGHTS", "train.init_checkpoint", args.weights))
-    if args.device:
-        pairs.append(("MODEL.DEVICE", "train.device", args.device))
+def launch_args(
+    args: argparse.Namespace, *, eval_only: bool, test_datasets=()
+) -> argparse.Namespace:
+    """detectron2's ``default_argument_parser`` namespace for ``args``, with the settings of
+    ``--output``, ``--weights``, ``--device`` (and ``test_datasets``) that ``train_main`` sets on
+    the config it loads (of either kind)."""
     return argparse.Namespace(
-        config_file=config_file,
-        opts=list(args.opts or []) + config_overrides(config_file, pairs),
+        config_file=resolve_config_file(args.config_file),
+        opts=list(args.opts or []),
         eval_only=eval_only,
         resume=getattr(args, "resume", False),
         num_gpus=args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
+        output=args.output,
+        weights=args.weights,
+        device=args.device,
+        test_datasets=tuple(test_datasets),
     )
 
 
@@ -82,6 +81,7 @@ def launch_run(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_command_config(args)  # every mistake in the config named before any process starts
+    cfg = load_command_config(args)  # every mistake in the config named before any process
+    check_config_datasets(cfg, train=True)
     launch_run(launch_args(args, eval_only=False))
     return 0

@@ -3,7 +3,13 @@ bbox AP its training recorded."""
 
 import argparse
 
-from .common import add_config_arguments, add_output_argument, add_overrides, load_command_config
+from .common import (
+    add_config_arguments,
+    add_output_argument,
+    add_overrides,
+    check_config_datasets,
+    load_command_config,
+)
 
 HELP = "draw a trained model's detections on test images; print its last recorded AP"
 EXAMPLES = [
@@ -17,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_argument(
         parser,
         required=True,
-        help="folder for the pictures (visualization/); a training's OUTPUT_DIR also gives its AP",
+        help="the pictures go to DIR/vis/; a training's OUTPUT_DIR also gives its last AP",
     )
     parser.add_argument("--num", type=int, default=4, metavar="N", help="images to draw")
     add_overrides(parser)
@@ -26,5 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..visualize import visualize
 
-    visualize(load_command_config(args), args.output, args.num)
+    cfg = load_command_config(args)
+    check_config_datasets(cfg)
+    visualize(cfg, args.output, args.num)
     return 0

@@ -25,6 +25,7 @@ from .inference import (
     set_device,
     set_output_dir,
     set_score_thresh,
+    set_test_datasets,
     set_weights,
     test_augmentations,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "set_device",
     "set_output_dir",
     "set_score_thresh",
+    "set_test_datasets",
     "set_weights",
     "test_augmentations",
 ]

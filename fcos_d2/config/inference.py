@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple, Union
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .class_thresholds import read_class_thresholds
@@ -52,6 +52,7 @@ __all__ = [
     "set_output_dir",
     "set_score_thresh",
     "set_class_thresholds",
+    "set_test_datasets",
 ]
 
 AnyConfig = Union[CfgNode, DictConfig]
@@ -71,7 +72,8 @@ class InferenceSettings:
             config's test mapper resizes otherwise).
         test_datasets, train_datasets: dataset names.
         num_classes: K. score_thresh, nms_thresh, topk, max_detections, thresh_with_ctr: the
-            FCOS decoding (``MODEL.FCOS.*_TEST``, ``TEST.DETECTIONS_PER_IMAGE``).
+            FCOS decoding (``MODEL.FCOS.*_TEST``, ``TEST.DETECTIONS_PER_IMAGE``; 0 for a Python
+            config of another model).
         class_thresholds_file: per-class thresholds file ("" = none).
     """
 
@@ -132,7 +134,8 @@ def _lazy_resize(cfg: DictConfig) -> Tuple[Optional[int], Optional[int]]:
 
 
 def _lazy_settings(cfg: DictConfig) -> InferenceSettings:
-    post = cfg.model.core.postprocess
+    # A model other than fcos_d2's FCOS (an R-CNN on FCOS proposals) has no such settings.
+    post = OmegaConf.select(cfg, "model.core.postprocess", default=None) or {}
     spec = cfg.model.get("class_thresholds")
     path = str(spec.get("path", "")) if isinstance(spec, DictConfig) else ""
     train = cfg.dataloader.get("train")
@@ -145,12 +148,12 @@ def _lazy_settings(cfg: DictConfig) -> InferenceSettings:
         max_size_test=max_size,
         test_datasets=lazy_test_datasets(cfg),
         train_datasets=_names(train.get("dataset_names")) if train is not None else (),
-        num_classes=int(cfg.model.head.num_classes),
-        score_thresh=float(post.score_thresh),
-        nms_thresh=float(post.nms_thresh),
-        topk=int(post.topk),
-        max_detections=int(post.max_detections),
-        thresh_with_ctr=bool(post.thresh_with_ctr),
+        num_classes=int(OmegaConf.select(cfg, "model.head.num_classes", default=0)),
+        score_thresh=float(post.get("score_thresh", 0.0)),
+        nms_thresh=float(post.get("nms_thresh", 0.0)),
+        topk=int(post.get("topk", 0)),
+        max_detections=int(post.get("max_detections", 0)),
+        thresh_with_ctr=bool(post.get("thresh_with_ctr", False)),
         class_thresholds_file=path,
     )
 
@@ -256,6 +259,17 @@ def set_score_thresh(cfg: AnyConfig, value: float) -> None:
         set_lazy_score_thresh(cfg, value)
     else:
         _set_yaml(cfg, "MODEL.FCOS.SCORE_THRESH_TEST", float(value))
+
+
+def set_test_datasets(cfg: AnyConfig, names: Tuple[str, ...]) -> None:
+    """Evaluate on ``names`` (``DATASETS.TEST`` / ``dataloader.test.dataset.names``, whose
+    evaluator follows the first)."""
+    if isinstance(cfg, DictConfig):
+        cfg.dataloader.test.dataset.names = list(names) if len(names) > 1 else names[0]
+        if "evaluator" in cfg.dataloader and "dataset_name" in cfg.dataloader.evaluator:
+            cfg.dataloader.evaluator.dataset_name = names[0]
+    else:
+        _set_yaml(cfg, "DATASETS.TEST", tuple(names))
 
 
 def set_class_thresholds(cfg: AnyConfig, path: str) -> None:

@@ -9,6 +9,7 @@ L(build_fcos_train_loader)(...)``), atomic checkpoints, DDP on the CPU and
 
 import copy
 import logging
+import os
 import weakref
 from typing import Any, Dict, Optional
 
@@ -44,9 +45,12 @@ def lazy_test(cfg: DictConfig, model) -> Dict[str, Any]:
     if "evaluator" not in cfg.dataloader:
         return {}
     check_lazy_input_format(cfg)
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    evaluator = cfg.dataloader.evaluator
+    if "output_dir" not in evaluator and "output_dir" in cfg.train:
+        # as YAML runs: the results file under OUTPUT_DIR/inference (COCOEvaluator's output_dir)
+        evaluator = copy.deepcopy(evaluator)
+        evaluator.output_dir = os.path.join(str(cfg.train.output_dir), "inference")
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(evaluator))
     if comm.is_main_process():
         print_csv_format(results)
     return results

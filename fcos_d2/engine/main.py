@@ -2,7 +2,8 @@
 The training and evaluation run of ``fcos-d2 train`` / ``fcos-d2 evaluate`` and ``train_net.py``
 (one code path): ``train_main(args)`` with detectron2's ``default_argument_parser`` arguments
 (``config_file``, ``opts``, ``eval_only``, ``resume``, ``num_gpus`` ...), run under
-``detectron2.engine.launch``.
+``detectron2.engine.launch``; ``fcos-d2`` adds ``output``, ``weights``, ``device`` and
+``test_datasets``, set on the loaded config (of either kind) in each process.
 """
 
 import logging
@@ -16,13 +17,21 @@ from detectron2.engine import default_setup, hooks
 from detectron2.evaluation import verify_results
 
 from ..checkpoint import FCOSCheckpointer
-from ..config import is_lazy_config, load_config
+from ..config import (
+    AnyConfig,
+    is_lazy_config,
+    load_config,
+    set_device,
+    set_output_dir,
+    set_test_datasets,
+    set_weights,
+)
 from ..data import register_shapes
 from ..tta import tta_model
 from .lazy import lazy_main
 from .trainer import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
 
-__all__ = ["Trainer", "setup", "train_main"]
+__all__ = ["Trainer", "load_run_config", "setup", "train_main"]
 
 
 class Trainer(FCOSTrainer):
@@ -40,10 +49,26 @@ class Trainer(FCOSTrainer):
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
 
+def load_run_config(args) -> AnyConfig:
+    """The config of ``args.config_file`` with ``args.opts``, and the settings ``fcos-d2``'s
+    options give (``output``, ``weights``, ``device``, ``test_datasets``), when present."""
+    cfg = load_config(args.config_file, args.opts)  # fcos_d2 and AdelaiDet files alike
+    for name, apply in (
+        ("output", set_output_dir),
+        ("weights", set_weights),
+        ("device", set_device),
+        ("test_datasets", set_test_datasets),
+    ):
+        value = getattr(args, name, None)
+        if value:
+            apply(cfg, value)
+    return cfg
+
+
 def setup(args) -> CfgNode:
     """The frozen YAML config of ``args`` with detectron2's and fcos_d2's loggers set up."""
     with hold_fcos_messages():  # the config's messages wait for the log file
-        cfg = load_config(args.config_file, args.opts)  # fcos_d2 and AdelaiDet files alike
+        cfg = load_run_config(args)
         cfg.freeze()
         default_setup(cfg, args)  # detectron2's and fvcore's loggers
         setup_fcos_logger(cfg.OUTPUT_DIR)  # fcos_d2's, to the same log.txt
@@ -55,7 +80,7 @@ def train_main(args):
     evaluate ``MODEL.WEIGHTS`` / ``train.init_checkpoint`` on the test datasets."""
     register_shapes(replace=False)  # the demo's datasets, unless the user registered their own
     if is_lazy_config(args.config_file):  # LazyConfig: fcos_d2's loop of the same guarantees
-        return lazy_main(args)
+        return lazy_main(args, load_run_config(args))
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -10,6 +10,7 @@ head's three predictor convs (class, box, quality) stay float32 by default: they
 box edges directly.
 """
 
+import logging
 import os
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -18,6 +19,8 @@ from detectron2.data import DatasetCatalog
 
 from ..utils.logger import quiet_quantization_tools
 from .settings import ExportSettings, test_mapper
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["check_calibration_dataset", "calibration_images", "quantize_int8"]
 
@@ -47,7 +50,9 @@ def calibration_images(settings: ExportSettings, dataset: str, count: int) -> Li
         raise ValueError(f"calibration dataset {dataset!r} is empty")
     step = max(1, len(records) // max(count, 1))
     mapper = test_mapper(settings.min_size_test, settings.max_size_test, settings.input_format)
-    return [mapper(dict(r))["image"].numpy() for r in records[::step][:count]]
+    chosen = records[::step][:count]
+    logger.info(f"int8 calibration: running the model on {len(chosen)} images of {dataset!r}")
+    return [mapper(dict(r))["image"].numpy() for r in chosen]
 
 
 class _Reader:

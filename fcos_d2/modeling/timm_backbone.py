@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import urllib.parse
+import urllib.request
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -226,16 +227,19 @@ def _check_hub_weights(timm, name: str, key: Dict[str, str], timeout: float = 3.
             return
         if constants.HF_HUB_OFFLINE:
             raise ValueError(_no_weights_message(name, key, "HF_HUB_OFFLINE is set"))
-        host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+        url = urllib.parse.urlparse(constants.ENDPOINT)
     elif cfg.url:
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
         if os.path.isfile(cached):
             return
-        host = urllib.parse.urlparse(cfg.url).hostname
+        url = urllib.parse.urlparse(cfg.url)
     else:
         return
+    if urllib.request.getproxies():  # the download goes through a proxy: nothing to probe here
+        return
+    host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
         raise ValueError(_no_weights_message(name, key, f"{host} unreachable: {e}")) from None
 

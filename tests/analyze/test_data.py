@@ -109,7 +109,7 @@ REPORT_KEYS = {
 
 @pytest.fixture(scope="module")
 def coco_file(tmp_path_factory):
-    # 2 images of the demo's training size: a 64 x 64 box (P3 locations {28, 36}^2 of its
+    # 2 images at the training size 224: a 64 x 64 box (P3 locations {28, 36}^2 of its
     # centre region 32 +- 12) overlapping a 20 x 20 box of another class at (30, 30) (P3
     # {36, 44}^2): (36, 36) is ambiguous and goes to the smaller box; a 2 x 2 box that holds no
     # location; a crowd box
@@ -143,6 +143,11 @@ def test_cli_writes_the_report_and_the_picture(coco_file, tmp_path, capsys):
             str(tmp_path),
             "--sizes-of-interest",
             "[32, 64]",
+            # the training size the expected values below are worked out for
+            "INPUT.MIN_SIZE_TRAIN",
+            "(224,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "320",
         ]
     )
     assert rc == 0

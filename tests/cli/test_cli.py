@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fcos_d2.cli import COMMANDS, build_parser, command_module, main
 from tests.common_utils import REPO
@@ -102,6 +103,27 @@ def test_top_level_help_lists_every_command(capsys):
             "'nope'",
         ),
         (["convert", "no_such.pth", "--from", "adelaidet", "--output", "o"], "no_such.pth"),
+        (["export", "--config-file", DEMO, "--format", "onnx", "--output", "o"], "--weights"),
+        (["evaluate", "--config-file", DEMO, "DATASETS.TEST", '("nope_val",)'], "nope_val"),
+        (["train", "--config-file", DEMO, "--device", "nodevice"], "nodevice"),
+        (["evaluate", "--exported", "o", "--dataset", "shapes_val", "--device", "cpu"], "--device"),
+        (
+            [
+                "predict",
+                "--config-file",
+                DEMO,
+                "--input",
+                "MODEL.FCOS.NMS_THRESH_TEST",
+                "0.5",
+                "--output",
+                "o",
+            ],
+            "MODEL.FCOS.NMS_THRESH_TEST",
+        ),
+        (
+            ["analyze", "data", "--config-file", "lazy/fcos_R18_shapes_demo.py", "--output", "o"],
+            "YAML",
+        ),
     ],
 )
 def test_a_users_mistake_is_one_line_naming_it_with_status_2(
@@ -114,6 +136,23 @@ def test_a_users_mistake_is_one_line_naming_it_with_status_2(
     assert len(lines) == 1, err
     assert lines[0].startswith(f"fcos-d2 {argv[0]}: error: ")
     assert named in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_a_cuda_config_on_a_machine_without_cuda_names_the_device_option(capsys):
+    status, _, err = _run_main(capsys, "evaluate", "--config-file", "FCOS_R_50_FPN_1x.yaml")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "'cuda'" in err and "--device cpu" in err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(capsys, tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    status, _, err = _run_main(
+        capsys, "convert", str(path), "--from", "d2", "--output", str(tmp_path / "o")
+    )
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot read" in err and "notes.pth" in err
 
 
 def test_a_bad_option_is_argparses_usage_error_with_status_2(capsys):

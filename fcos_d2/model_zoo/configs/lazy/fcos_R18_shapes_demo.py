@@ -28,8 +28,8 @@ model.core.sizes_of_interest = [64, 128]  # strides: the backbone's
 model.pixel_std = [57.375, 57.120, 58.395]
 
 dataloader.train.dataset_names = "shapes_train"
-dataloader.train.mapper.augmentations[0].update(short_edge_length=(224,), max_size=320)
-dataloader.train.total_batch_size = 8
+dataloader.train.mapper.augmentations[0].update(short_edge_length=(192,), max_size=274)
+dataloader.train.total_batch_size = 6
 dataloader.train.num_workers = 1
 dataloader.train.seed = "${train.seed}"
 dataloader.train.num_classes = "${model.head.num_classes}"  # refuses datasets of more
