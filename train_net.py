@@ -9,9 +9,10 @@ checkpoints, multi-process CPU training; see docs/reliability.md).
     python train_net.py --config-file configs/lazy/fcos_R_50_FPN_1x.py train.max_iter=100
 """
 
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 import fcos_d2  # noqa: F401  (registers FCOS)
+from fcos_d2.cli.train import launch_run
 from fcos_d2.engine.main import Trainer, setup, train_main
 
 __all__ = ["Trainer", "setup", "main"]
@@ -20,11 +21,4 @@ main = train_main
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        train_main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_run(args)  # train_main under detectron2's launch, as fcos-d2 train

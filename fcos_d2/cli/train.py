@@ -66,6 +66,7 @@ def launch_args(
 
 
 def launch_run(args: argparse.Namespace) -> None:
+    """``train_main(args)`` under detectron2's ``launch`` (processes and machines of ``args``)."""
     from detectron2.engine import launch
 
     from ..engine.main import train_main
