@@ -14,7 +14,7 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from .common import CommandError, quiet_third_party
+from .common import CommandError, first_line, quiet_third_party
 
 __all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
@@ -70,11 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().strip('"').strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; 0 on success, 2 (one line on stderr) for a user's mistake."""
     quiet_third_party()
@@ -97,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args._run(args) or 0)
     except user_errors as e:
-        print(f"fcos-d2 {args.command}: error: {_first_line(e)}", file=sys.stderr)
+        print(f"fcos-d2 {args.command}: error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fcos-d2 {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,7 @@ __all__ = [
     "CommandError",
     "add_config_arguments",
     "check_datasets",
+    "first_line",
     "add_overrides",
     "add_output_argument",
     "check_config_datasets",
@@ -153,7 +154,8 @@ def _check_device(device: str) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The message of ``error`` as one line (its first), for the one-line errors."""
     text = str(error).strip().strip('"').strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -180,5 +182,5 @@ def load_command_config(args: argparse.Namespace, check_device: bool = True) -> 
         raise
     except (ValueError, KeyError, AssertionError, OSError) as e:
         # AssertionError: yacs's "Non-existent key" for a mistyped override
-        raise CommandError(f"config {args.config_file}: {_first_line(e)}") from None
+        raise CommandError(f"config {args.config_file}: {first_line(e)}") from None
     return cfg
