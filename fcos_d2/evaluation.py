@@ -8,10 +8,13 @@ installed (``pip install 'fcos_d2[eval]'``), :class:`FCOSCOCOEvaluator` runs its
 
 import itertools
 import logging
+import tempfile
 from typing import Optional
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+
+from .data import coco_json_file, is_dataset_spec
 
 __all__ = ["FCOSCOCOEvaluator", "faster_cocoeval"]
 
@@ -44,6 +47,11 @@ class FCOSCOCOEvaluator(COCOEvaluator):
     """
 
     def __init__(self, dataset_name: str, *args, use_faster_coco_eval: bool = True, **kwargs):
+        if is_dataset_spec(dataset_name):
+            # a VOC or YOLO spec's ground truth converted under a file name without its ':'
+            # and '/' (detectron2 would write into folders named after the spec's path)
+            output_dir = kwargs.get("output_dir", args[2] if len(args) > 2 else None)
+            coco_json_file(dataset_name, output_dir or tempfile.mkdtemp(prefix="fcos_d2_eval_"))
         super().__init__(dataset_name, *args, **kwargs)
         self._faster = faster_cocoeval() if use_faster_coco_eval else None
         if self._use_fast_impl:  # detectron2's compiled evaluation exists: it is fast already

@@ -38,9 +38,10 @@ def draw_predictions(
         instances = predictor(image)["instances"]
         return {"instances": instances[instances.scores >= min_score]}
 
+    metadata = dataset_metadata(dataset)  # registers a dataset spec
     paths = [record["file_name"] for record in DatasetCatalog.get(dataset)[:num]]
     os.makedirs(out_dir, exist_ok=True)
-    if run_on_images(confident, dataset_metadata(dataset), paths, out_dir, None):
+    if run_on_images(confident, metadata, paths, out_dir, None):
         raise FileNotFoundError(f"cannot read every image of {dataset!r}: {paths}")
     return [os.path.join(out_dir, os.path.basename(p)) for p in paths]
 

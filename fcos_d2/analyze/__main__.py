@@ -27,7 +27,7 @@ from detectron2.data.datasets import register_coco_instances
 
 import fcos_d2
 from fcos_d2.config import inference_settings
-from fcos_d2.data import register_shapes
+from fcos_d2.data import register_dataset_specs, register_shapes
 from fcos_d2.utils.errors import CommandError
 from fcos_d2.utils.jsonio import write_json
 
@@ -117,6 +117,7 @@ def _parse_sizes(values: Sequence[str], num_levels: int) -> List[List[float]]:
 
 
 def _check_datasets(names: Sequence[str]) -> None:
+    register_dataset_specs(names)
     unknown = [n for n in names if n not in DatasetCatalog.list()]
     if unknown:
         raise AnalyzeError(

@@ -27,6 +27,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from ..data import coco_json_file, register_dataset_specs
 from ..utils.jsonio import write_json
 from .thresholds import best_f1_threshold, write_class_thresholds
 
@@ -51,14 +52,9 @@ def coco_ground_truth(dataset: str, cache_dir: str) -> Tuple[COCO, List[str], Li
     """The dataset's ground truth as pycocotools sees it in ``COCOEvaluator`` (its COCO file, or
     one converted into ``cache_dir``), its ``thing_classes`` and their dataset ids, in the
     model's class order."""
-    from detectron2.data.datasets.coco import convert_to_coco_json
-
     DatasetCatalog.get(dataset)  # loading a COCO file fills the metadata
     meta = MetadataCatalog.get(dataset)
-    json_file = meta.get("json_file", None)
-    if not json_file or not os.path.isfile(json_file):
-        json_file = os.path.join(cache_dir, f"{dataset}_coco_format.json")
-        convert_to_coco_json(dataset, json_file)
+    json_file = coco_json_file(dataset, cache_dir)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(json_file)
     names = list(meta.thing_classes)
@@ -386,6 +382,8 @@ def run_results(args, cfg, json_names: Sequence[str], error) -> None:
     """The ``results`` command (see ``python -m fcos_d2.analyze --help``)."""
     dataset = args.dataset or (json_names[0] if json_names else None)
     dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    if dataset:
+        register_dataset_specs([dataset])
     if not dataset or dataset not in DatasetCatalog.list():
         raise error(f"--dataset {dataset!r} is not a registered dataset")
     os.makedirs(args.output, exist_ok=True)

@@ -14,6 +14,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
+from .model_hook import native_state_dict
+
 __all__ = [
     "CheckpointReadError",
     "IncompleteCheckpointError",
@@ -134,9 +136,25 @@ class FCOSCheckpointer(DetectionCheckpointer):
         return loaded
 
     def _load_model(self, checkpoint: Dict[str, Any]):
-        incompatible = super()._load_model(checkpoint)
         if self.strict:
+            incompatible = super()._load_model(checkpoint)
             _refuse_incomplete(incompatible)
+            return incompatible
+        # Fine-tuning onto other classes: the class logits of another class count stay as the
+        # model initialised them, reported in one line rather than as three warnings.
+        checkpoint["model"] = native_state_dict(checkpoint["model"])
+        model_state = self.model.state_dict()
+        theirs = {}
+        for key in [k for k in checkpoint["model"] if k.endswith(_CLASS_LOGITS)]:
+            value = checkpoint["model"][key]
+            if key in model_state and tuple(value.shape) != tuple(model_state[key].shape):
+                theirs[key] = checkpoint["model"].pop(key).shape[0]
+        incompatible = super()._load_model(checkpoint)
+        fresh = [k for k in incompatible.missing_keys if k.endswith(_CLASS_LOGITS)]
+        if fresh:
+            for key in fresh:
+                incompatible.missing_keys.remove(key)
+            _log_reinitialised(fresh, model_state, sorted(set(theirs.values())))
         return incompatible
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
@@ -167,6 +185,25 @@ class FCOSCheckpointer(DetectionCheckpointer):
             except Exception:
                 continue
             yield path
+
+
+# the class logits (the head's last classification conv): re-initialised when fine-tuning
+_CLASS_LOGITS = ("cls_logits.weight", "cls_logits.bias")
+
+
+def _log_reinitialised(keys: List[str], model_state: Dict[str, Any], theirs: List[int]) -> None:
+    bias = next((model_state[k] for k in keys if k.endswith(".bias")), None)
+    weight = next(model_state[k] for k in keys)
+    classes = int(weight.shape[0])
+    prior = ""
+    if bias is not None and bias.numel():
+        b = float(bias.flatten()[0])
+        prior = f", bias {b:.4f} = the prior probability {torch.sigmoid(torch.tensor(b)):.4g}"
+    before = f" (the checkpoint has {', '.join(map(str, theirs))})" if theirs else ""
+    logger.info(
+        f"Fine-tuning: {', '.join(sorted(keys))} re-initialised for the model's {classes} "
+        f"classes{before}: weights normal with std 0.01{prior}; every other tensor loaded"
+    )
 
 
 def _names(items, limit: int = 20) -> str:

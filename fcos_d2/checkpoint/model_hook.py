@@ -12,9 +12,22 @@ from torch import Tensor, nn
 
 from .layouts import describe_layout, detect_layout, to_native
 
-__all__ = ["install_foreign_checkpoint_hook"]
+__all__ = ["install_foreign_checkpoint_hook", "native_state_dict"]
 
 logger = logging.getLogger(__name__)
+
+
+def native_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """``state_dict`` with a foreign layout's keys converted to fcos_d2's (logged); a native one
+    as it is."""
+    layout = detect_layout(list(state_dict))
+    if layout == "native":
+        return state_dict
+    logger.info(
+        f"Recognised a {describe_layout(layout, list(state_dict))}; converting its keys to "
+        "fcos_d2's."
+    )
+    return to_native(state_dict, layout)
 
 
 def _foreign_keys_hook(module: nn.Module, state_dict: Dict[str, Tensor], prefix: str, *args):
@@ -27,8 +40,7 @@ def _foreign_keys_hook(module: nn.Module, state_dict: Dict[str, Tensor], prefix:
     layout = detect_layout([k[len(prefix) :] for k in own])
     if layout == "native":
         return
-    logger.info(f"Recognised a {describe_layout(layout, own)}; converting its keys to fcos_d2's.")
-    converted = to_native({k[len(prefix) :]: state_dict.pop(k) for k in own}, layout)
+    converted = native_state_dict({k[len(prefix) :]: state_dict.pop(k) for k in own})
     expected = module.state_dict()
     for key, value in converted.items():
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):

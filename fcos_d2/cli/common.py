@@ -114,22 +114,30 @@ def resolve_config_file(name: str) -> str:
 
 
 def check_datasets(names: Sequence[str], option: str = "--dataset") -> None:
-    """A one-line error naming datasets that are not registered."""
+    """A one-line error naming datasets that are not registered (dataset specs, ``coco:...``,
+    ``voc:...``, ``yolo:...``, are registered here)."""
     from detectron2.data import DatasetCatalog
 
+    from ..data import register_dataset_specs
+
+    register_dataset_specs(names)
     unknown = [n for n in names if n not in DatasetCatalog.list()]
     if unknown:
         own = [n for n in sorted(DatasetCatalog.list()) if not n.startswith(_BUILTIN_PREFIXES)]
         raise CommandError(
             f"{option} {unknown[0]!r} is not a registered dataset; registered: "
             + ", ".join(own)
-            + " (and detectron2's built-in COCO, LVIS, VOC, Cityscapes and ADE20K names)"
+            + " (and detectron2's built-in COCO, LVIS, VOC, Cityscapes and ADE20K names), or "
+            "a spec: coco:ANNOTATIONS.json:IMAGE_DIR, voc:ROOT:SPLIT, yolo:DATA.yaml:SPLIT"
         )
 
 
 def check_config_datasets(cfg: AnyConfig, train: bool = False) -> None:
     """One-line error for a test (and with ``train``, training) dataset of ``cfg`` that is not
-    registered."""
+    registered (after registering its dataset specs, see ``register_config_datasets``)."""
+    from ..data import register_config_datasets
+
+    register_config_datasets(cfg, train=train)
     settings = inference_settings(cfg)
     check_datasets(settings.test_datasets, "test dataset")
     if train:

@@ -1,14 +1,28 @@
-"""Registration of the synthetic shapes dataset, and dataset/config consistency checks."""
+"""Registration of the synthetic shapes dataset and of dataset specs with matched class names,
+COCO files of any dataset for evaluation, and dataset/config consistency checks."""
 
 import logging
 import os
-from typing import Optional, Sequence
+import re
+from typing import List, Optional, Sequence
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_shapes", "check_num_classes", "check_dataset_classes", "dataset_metadata"]
+from ..config import AnyConfig, inference_settings
+from .formats import DatasetSpec, is_dataset_spec, register_dataset_spec
+
+__all__ = [
+    "register_shapes",
+    "check_num_classes",
+    "check_dataset_classes",
+    "dataset_metadata",
+    "coco_json_file",
+    "register_config_datasets",
+    "register_dataset_specs",
+    "dataset_classes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +59,15 @@ def check_dataset_classes(
     names: Sequence[str], num_classes: int, key: str = "MODEL.FCOS.NUM_CLASSES"
 ) -> None:
     """Raise (naming ``key``) if a dataset of ``names`` has more categories than
-    ``num_classes``; datasets whose categories are not known yet are not checked."""
+    ``num_classes``, or a dataset spec (whose classes come from its files) another number;
+    datasets whose categories are not known yet are not checked."""
     for name in names:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and is_dataset_spec(name) and len(classes) != num_classes:
+            raise ValueError(
+                f"{key}={num_classes} but dataset {name!r} has {len(classes)} classes "
+                f"({', '.join(classes)}): set {key} {len(classes)}"
+            )
         if classes is not None and len(classes) > num_classes:
             raise ValueError(
                 f"{key}={num_classes} is smaller than the "
@@ -61,6 +81,7 @@ def dataset_metadata(name: str):
     its class names and category ids only once loaded, so it is loaded here if they are missing
     (a dataset whose files are not there keeps its metadata as it is, with a log line).
     """
+    register_dataset_specs([name])  # a spec is registered on first use
     metadata = MetadataCatalog.get(name)
     if not hasattr(metadata, "thing_classes") and name in DatasetCatalog.list():
         try:
@@ -68,3 +89,67 @@ def dataset_metadata(name: str):
         except (OSError, ValueError, KeyError) as e:
             logger.warning(f"dataset {name!r} could not be loaded, no class names: {e}")
     return metadata
+
+
+def coco_json_file(name: str, cache_dir: str) -> str:
+    """
+    The COCO file of dataset ``name``'s ground truth: its metadata's ``json_file`` if there is
+    one, else the dataset converted by detectron2's ``convert_to_coco_json`` into ``cache_dir``
+    (under a file name made of the dataset name, whose ``/`` and ``:`` a spec has), which becomes
+    its ``json_file`` (what ``COCOEvaluator`` reads).
+    """
+    from detectron2.data.datasets.coco import convert_to_coco_json
+
+    metadata = dataset_metadata(name)
+    json_file = metadata.get("json_file", None)
+    if json_file and os.path.isfile(json_file):
+        return json_file
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    json_file = os.path.join(cache_dir, f"{safe}_coco_format.json")
+    os.makedirs(cache_dir, exist_ok=True)
+    convert_to_coco_json(name, json_file, allow_cached=False)  # never another run's stale copy
+    metadata.set(json_file=json_file)
+    return json_file
+
+
+def register_config_datasets(cfg: AnyConfig, train: bool = True) -> None:
+    """Register the dataset specs among the config's test (and with ``train``, training)
+    datasets, with the classes of its first training dataset (see
+    :func:`~fcos_d2.data.formats.register_dataset_specs`)."""
+    settings = inference_settings(cfg)
+    names = (settings.train_datasets if train else ()) + settings.test_datasets
+    first = settings.train_datasets[0] if settings.train_datasets else None
+    register_dataset_specs(names, classes_from=first)
+
+
+def dataset_classes(name: str) -> Optional[List[str]]:
+    """The class names of dataset ``name``: a spec's from its files, else the registered
+    metadata's (loading the dataset if its loader fills them); None where unknown."""
+    if is_dataset_spec(name):
+        return DatasetSpec.parse(name).classes()
+    classes = dataset_metadata(name).get("thing_classes", None)
+    return None if classes is None else list(classes)
+
+
+def register_dataset_specs(names: Sequence[str], classes_from: Optional[str] = None) -> None:
+    """
+    Register the specs among ``names`` (other names are left as they are), with the classes of
+    dataset ``classes_from`` (the run's first training dataset: a spec, or a registered dataset
+    whose metadata has them) where they can be read, else each with its own.
+    """
+    specs = [n for n in names if is_dataset_spec(n)]
+    if not specs:
+        return
+    reference = None
+    if classes_from:
+        try:
+            reference = dataset_classes(classes_from)
+        except (OSError, ValueError) as e:  # e.g. evaluating where the training data is not
+            if classes_from in specs:
+                raise
+            logger.warning(
+                f"classes of training dataset {classes_from!r} unknown ({e}): datasets "
+                f"{', '.join(specs)} keep their own class order"
+            )
+    for name in specs:
+        register_dataset_spec(name, reference)

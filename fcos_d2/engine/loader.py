@@ -12,11 +12,58 @@ from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 from detectron2.utils import comm
 from torch.utils.data import DataLoader
 
-from ..data import check_dataset_classes
+from ..data import check_dataset_classes, register_dataset_specs
 from ..data.mapper import drop_invalid_annotations
 from .sampler import ResumableBatchSampler, build_resumable_loader
 
-__all__ = ["training_records", "build_fcos_train_loader", "resumable_stream", "checkpoint_stream"]
+__all__ = [
+    "training_records",
+    "build_fcos_train_loader",
+    "resumable_stream",
+    "checkpoint_stream",
+    "sampler_arguments",
+    "REPLAYED_SAMPLERS",
+]
+
+# detectron2's training samplers (DATALOADER.SAMPLER_TRAIN) the resumable stream replays exactly
+REPLAYED_SAMPLERS = (
+    "TrainingSampler",
+    "RepeatFactorTrainingSampler",
+    "RandomSubsetTrainingSampler",
+)
+
+
+def sampler_arguments(
+    records: Sequence[Dict[str, Any]],
+    sampler: str,
+    *,
+    repeat_threshold: float = 0.0,
+    repeat_sqrt: bool = True,
+    subset_ratio: Optional[float] = None,
+) -> Dict[str, Any]:
+    """
+    The resumable stream's arguments that sample as detectron2's ``sampler`` does (one of
+    :data:`REPLAYED_SAMPLERS`): for ``RepeatFactorTrainingSampler``, detectron2's own
+    per-image repeat factors (``repeat_factors_from_category_frequency``) for class imbalance;
+    for ``RandomSubsetTrainingSampler``, the subset ratio.
+    """
+    if sampler == "RepeatFactorTrainingSampler":
+        from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            records, repeat_threshold, sqrt=repeat_sqrt
+        )
+        return {"repeat_factors": factors.tolist()}
+    if sampler == "RandomSubsetTrainingSampler":
+        if subset_ratio is None:
+            raise ValueError(
+                "DATALOADER.SAMPLER_TRAIN=RandomSubsetTrainingSampler needs "
+                "DATALOADER.RANDOM_SUBSET_RATIO (the fraction of images kept)"
+            )
+        return {"subset_ratio": float(subset_ratio)}
+    if sampler != "TrainingSampler":
+        raise ValueError(f"sampler {sampler!r} is not one of {', '.join(REPLAYED_SAMPLERS)}")
+    return {}
 
 
 def training_records(
@@ -34,6 +81,7 @@ def training_records(
     ``num_classes_key``).
     """
     names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    register_dataset_specs(names, classes_from=names[0] if names else None)
     records = get_detection_dataset_dicts(
         names, filter_empty=filter_empty, proposal_files=proposal_files
     )
@@ -57,10 +105,15 @@ def build_fcos_train_loader(
     aspect_ratio_grouping: bool = True,
     filter_empty: bool = True,
     num_classes: Optional[int] = None,
+    sampler: str = "TrainingSampler",
+    repeat_threshold: float = 0.0,
+    repeat_sqrt: bool = True,
+    subset_ratio: Optional[float] = None,
 ) -> DataLoader:
     """
     The exactly resumable training stream (:func:`~fcos_d2.engine.sampler.build_resumable_loader`)
     over :func:`training_records`; ``seed`` < 0: one drawn and shared by all processes.
+    ``sampler`` and its settings: as detectron2's DATALOADER keys (:func:`sampler_arguments`).
     """
     records = training_records(
         dataset_names,
@@ -75,6 +128,13 @@ def build_fcos_train_loader(
         seed=seed,
         num_workers=num_workers,
         aspect_ratio_grouping=aspect_ratio_grouping,
+        **sampler_arguments(
+            records,
+            sampler,
+            repeat_threshold=repeat_threshold,
+            repeat_sqrt=repeat_sqrt,
+            subset_ratio=subset_ratio,
+        ),
     )
 
 
@@ -86,6 +146,8 @@ def resumable_stream(
     seed: int,
     num_workers: int,
     aspect_ratio_grouping: bool,
+    repeat_factors: Optional[Sequence[float]] = None,
+    subset_ratio: Optional[float] = None,
 ) -> DataLoader:
     """:func:`~fcos_d2.engine.sampler.build_resumable_loader` with ``seed`` < 0 meaning one
     drawn and shared by all processes (detectron2's ``SEED`` rule)."""
@@ -96,6 +158,8 @@ def resumable_stream(
         seed=seed if seed >= 0 else comm.shared_random_seed(),
         num_workers=num_workers,
         aspect_ratio_grouping=aspect_ratio_grouping,
+        repeat_factors=repeat_factors,
+        subset_ratio=subset_ratio,
     )
 
 

@@ -26,7 +26,7 @@ from ..config import (
     set_test_datasets,
     set_weights,
 )
-from ..data import register_shapes
+from ..data import register_config_datasets, register_shapes
 from ..tta import tta_model
 from .lazy import lazy_main
 from .trainer import FCOSTrainer, hold_fcos_messages, setup_fcos_logger
@@ -80,8 +80,11 @@ def train_main(args):
     evaluate ``MODEL.WEIGHTS`` / ``train.init_checkpoint`` on the test datasets."""
     register_shapes(replace=False)  # the demo's datasets, unless the user registered their own
     if is_lazy_config(args.config_file):  # LazyConfig: fcos_d2's loop of the same guarantees
-        return lazy_main(args, load_run_config(args))
+        cfg = load_run_config(args)
+        register_config_datasets(cfg, train=not args.eval_only)
+        return lazy_main(args, cfg)
     cfg = setup(args)
+    register_config_datasets(cfg, train=not args.eval_only)  # coco:/voc:/yolo: dataset specs
     if args.eval_only:
         model = Trainer.build_model(cfg)
         # strict: refuses weights that leave model tensors unloaded, naming them

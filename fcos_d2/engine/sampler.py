@@ -7,6 +7,7 @@ Shape shorthand: S images in the dataset, B images per process and batch, W proc
 """
 
 import contextlib
+import hashlib
 import logging
 import random
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -40,9 +41,17 @@ class ResumableBatchSampler(Sampler):
     The sample seed of position p is derived from (seed, p): it seeds the augmentation of that
     image (see :class:`SeededMapDataset`).
 
+    With ``repeat_factors`` (one non-negative float per image, as detectron2's
+    ``RepeatFactorTrainingSampler`` computes them for class imbalance), each epoch holds image i
+    floor(r_i) times, plus once more with probability frac(r_i), drawn from (seed, epoch) before
+    shuffling: detectron2's stochastic rounding, replayed exactly on resume. With
+    ``subset_ratio`` (detectron2's ``RandomSubsetTrainingSampler``), only a random subset of
+    int(S x ratio) images, drawn once from the seed, is sampled.
+
     ``skip(n)`` makes the next iteration start after the first n batches; those are replayed on
     indices only, so no skipped image is read. ``state_dict`` holds what must not change for the
-    replay to be exact (seed, S, B, W); ``load_state_dict`` restores the seed.
+    replay to be exact (seed, S, B, W, the repeat factors' digest); ``load_state_dict`` restores
+    the seed.
     """
 
     def __init__(
@@ -55,6 +64,8 @@ class ResumableBatchSampler(Sampler):
         group_ids: Optional[Sequence[int]] = None,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
+        repeat_factors: Optional[Sequence[float]] = None,
+        subset_ratio: Optional[float] = None,
     ):
         if size <= 0:
             raise ValueError(f"cannot sample from an empty dataset (size {size})")
@@ -65,35 +76,66 @@ class ResumableBatchSampler(Sampler):
         self.rank = comm.get_rank() if rank is None else rank
         self.world_size = comm.get_world_size() if world_size is None else world_size
         self.start_batch = 0
+        self.repeat_factors = None
+        if repeat_factors is not None:
+            factors = torch.as_tensor(repeat_factors, dtype=torch.float64)
+            if factors.shape != (size,) or not bool((factors >= 0).all()) or factors.sum() <= 0:
+                raise ValueError(f"repeat factors must be {size} non-negative numbers, not all 0")
+            self.repeat_factors = factors
+        if subset_ratio is not None and not (0 < subset_ratio <= 1 and int(size * subset_ratio)):
+            raise ValueError(f"subset ratio {subset_ratio} keeps no image of {size}")
+        self.subset_ratio = subset_ratio
+
+    def _factors(self) -> Optional[torch.Tensor]:
+        """Per-image repeat factors: the given ones, times the subset's 0/1 mask (drawn from
+        the seed, so a resumed run restores it with the seed)."""
+        if self.subset_ratio is None:
+            return self.repeat_factors
+        g = torch.Generator()
+        # epochs use (seed, e); (seed, 0, 1) is none of them (trailing zeros would be: numpy
+        # pads seed sequences with zeros)
+        g.manual_seed(_derive_seed(self.seed, 0, 1))
+        mask = torch.zeros(self.size, dtype=torch.float64)
+        mask[torch.randperm(self.size, generator=g)[: int(self.size * self.subset_ratio)]] = 1.0
+        return mask if self.repeat_factors is None else mask * self.repeat_factors
 
     def skip(self, num_batches: int) -> None:
         """The next ``iter(self)`` starts with batch ``num_batches`` (0-based)."""
         self.start_batch = int(num_batches)
 
-    def _epoch(self, epoch: int) -> List[int]:
-        if not self.shuffle:
-            return list(range(self.size))
+    def _epoch(self, epoch: int, factors: Optional[torch.Tensor]) -> List[int]:
         g = torch.Generator()
         g.manual_seed(_derive_seed(self.seed, epoch))
-        return torch.randperm(self.size, generator=g).tolist()
+        if factors is None:
+            indices = torch.arange(self.size)
+        else:  # stochastic rounding of the factors, then the epoch's order
+            whole = torch.floor(factors)
+            counts = whole + (
+                torch.rand(self.size, generator=g, dtype=torch.float64) < (factors - whole)
+            )
+            indices = torch.repeat_interleave(torch.arange(self.size), counts.long())
+        if not self.shuffle:
+            return indices.tolist()
+        return indices[torch.randperm(len(indices), generator=g)].tolist()
 
     def _batches(self) -> Iterator[List[Item]]:
         """Batches of (stream position, index); positions become seeds only for used batches."""
         buckets: Dict[int, List[Item]] = {}
-        epoch = 0
+        epoch, offset = 0, 0  # offset: stream position of the epoch's first image
+        factors = self._factors()
         while True:
-            order = self._epoch(epoch)
-            # this process's positions p = epoch * S + j are those with p % W == rank
-            start = (self.rank - epoch * self.size) % self.world_size
-            for j in range(start, self.size, self.world_size):
+            order = self._epoch(epoch, factors)
+            # this process's positions p = offset + j are those with p % W == rank
+            start = (self.rank - offset) % self.world_size
+            for j in range(start, len(order), self.world_size):
                 index = order[j]
                 group = 0 if self.group_ids is None else self.group_ids[index]
                 bucket = buckets.setdefault(group, [])
-                bucket.append((epoch * self.size + j, index))
+                bucket.append((offset + j, index))
                 if len(bucket) == self.batch_size:
                     yield bucket[:]
                     del bucket[:]
-            epoch += 1
+            epoch, offset = epoch + 1, offset + len(order)
 
     def __iter__(self) -> Iterator[List[Item]]:
         batches = self._batches()
@@ -102,18 +144,26 @@ class ResumableBatchSampler(Sampler):
         for batch in batches:
             yield [(_derive_seed(self.seed, p), index) for p, index in batch]
 
-    def state_dict(self) -> Dict[str, int]:
+    def _factors_digest(self) -> str:
+        if self.repeat_factors is None and self.subset_ratio is None:
+            return "none"
+        data = b"" if self.repeat_factors is None else self.repeat_factors.numpy().tobytes()
+        return hashlib.sha256(data + repr(self.subset_ratio).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> Dict[str, Any]:
         return {
             "seed": self.seed,
             "size": self.size,
             "batch_size": self.batch_size,
             "world_size": self.world_size,
+            "repeat_factors": self._factors_digest(),
         }
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.seed = int(state["seed"])
         mine = self.state_dict()
-        keys = ("size", "batch_size", "world_size")
+        keys = ("size", "batch_size", "world_size", "repeat_factors")
+        state = {"repeat_factors": "none", **state}  # checkpoints from before repeat factors
         changed = [f"{k} {state[k]} -> {mine[k]}" for k in keys if state[k] != mine[k]]
         if changed:
             logger.warning(
@@ -178,10 +228,13 @@ def build_resumable_loader(
     seed: int,
     num_workers: int = 0,
     aspect_ratio_grouping: bool = True,
+    repeat_factors: Optional[Sequence[float]] = None,
+    subset_ratio: Optional[float] = None,
 ) -> DataLoader:
     """
     Training loader over ``records`` (detectron2 dataset dicts): batches of B = total / W mapped
-    records (lists, not collated). Its ``batch_sampler`` is a :class:`ResumableBatchSampler`.
+    records (lists, not collated). Its ``batch_sampler`` is a :class:`ResumableBatchSampler`
+    (with ``repeat_factors`` and ``subset_ratio``: see there).
     """
     world = comm.get_world_size()
     if total_batch_size % world:
@@ -193,6 +246,8 @@ def build_resumable_loader(
         total_batch_size // world,
         seed=seed,
         group_ids=_group_ids(records) if aspect_ratio_grouping else None,
+        repeat_factors=repeat_factors,
+        subset_ratio=subset_ratio,
     )
     return DataLoader(
         SeededMapDataset(records, mapper),

@@ -11,7 +11,7 @@ import weakref
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
@@ -22,22 +22,16 @@ from ..evaluation import FCOSCOCOEvaluator
 from ..solver import build_optimizer
 from ..utils import describe_cpu, setup_command_logger
 from .ddp import create_ddp_model
-from .loader import checkpoint_stream, resumable_stream, training_records
+from .loader import (
+    checkpoint_stream,
+    resumable_stream,
+    sampler_arguments,
+    training_records,
+)
 
 __all__ = ["FCOSTrainer", "check_amp", "setup_fcos_logger", "hold_fcos_messages"]
 
 logger = logging.getLogger(__name__)
-
-# loaders of detectron2's whose build_train_loader already warned that they do not resume exactly
-_warned_streams: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def _already_warned(data_loader: object) -> bool:
-    try:
-        return data_loader in _warned_streams
-    except TypeError:  # a user's loader that cannot be weakly referenced or hashed
-        return False
-
 
 def check_amp(enabled: bool, device: str, key: str) -> None:
     """One-line error for detectron2's AMP training (``AMPTrainer``: CUDA float16 with a grad
@@ -162,7 +156,7 @@ class FCOSTrainer(DefaultTrainer):
         )
         data_loader = self._trainer.data_loader
         self.data_sampler = checkpoint_stream(self.checkpointer, data_loader)
-        if self.data_sampler is None and not _already_warned(data_loader):
+        if self.data_sampler is None:
             logger.warning(
                 f"The training data loader ({type(data_loader).__name__}) is not fcos_d2's "
                 "resumable stream: --resume restores weights, optimizer and iteration, but not the "
@@ -198,8 +192,10 @@ class FCOSTrainer(DefaultTrainer):
                 ``DATALOADER.NUM_WORKERS``; a generator the mapper owns (``np.random.default_rng``,
                 ``torch.Generator``, ``random.Random``) is not reseeded.
 
-        With ``DATALOADER.SAMPLER_TRAIN`` other than "TrainingSampler", detectron2's loader (with
-        the same records and mapper), which does not resume exactly.
+        ``DATALOADER.SAMPLER_TRAIN``: "TrainingSampler", "RepeatFactorTrainingSampler" (class
+        imbalance: ``DATALOADER.REPEAT_THRESHOLD``, ``REPEAT_SQRT``) and
+        "RandomSubsetTrainingSampler" (``DATALOADER.RANDOM_SUBSET_RATIO``) sample as detectron2's
+        do, in the stream that resumes exactly (detectron2 has no other training sampler).
         """
         records = training_records(
             cfg.DATASETS.TRAIN,
@@ -209,14 +205,6 @@ class FCOSTrainer(DefaultTrainer):
         )
         if mapper is None:
             mapper = FCOSDatasetMapper(cfg, is_train=True)
-        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-            logger.warning(
-                f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: using detectron2's "
-                "loader; --resume will not continue with the same batches"
-            )
-            loader = build_detection_train_loader(cfg, mapper=mapper, dataset=records)
-            _warned_streams.add(loader)  # so FCOSTrainer does not warn a second time
-            return loader
         return resumable_stream(
             records,
             mapper,
@@ -224,6 +212,13 @@ class FCOSTrainer(DefaultTrainer):
             seed=cfg.SEED,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
             aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            **sampler_arguments(
+                records,
+                cfg.DATALOADER.SAMPLER_TRAIN,
+                repeat_threshold=cfg.DATALOADER.REPEAT_THRESHOLD,
+                repeat_sqrt=cfg.DATALOADER.get("REPEAT_SQRT", True),
+                subset_ratio=cfg.DATALOADER.get("RANDOM_SUBSET_RATIO", None),
+            ),
         )
 
     @classmethod

@@ -18,7 +18,7 @@ from detectron2.data import (
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.modeling.postprocessing import detector_postprocess
 
-from ..data import register_shapes
+from ..data import register_dataset_specs, register_shapes
 from ..evaluation import FCOSCOCOEvaluator
 from ..utils import setup_command_logger
 from .predictor import ExportedPredictor
@@ -48,6 +48,7 @@ def evaluate_exported(
 ) -> Dict[str, Any]:
     """bbox AP (detectron2's result dict) of the exported model in ``directory`` on ``dataset``;
     ``max_images`` > 0 evaluates the first images only."""
+    register_dataset_specs([dataset])
     if dataset not in DatasetCatalog.list():
         raise KeyError(f"dataset {dataset!r} is not registered")
     predictor = ExportedPredictor(directory)

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 from detectron2.data import DatasetCatalog
 
+from ..data import register_dataset_specs
 from ..utils.logger import quiet_quantization_tools
 from .settings import ExportSettings, test_mapper
 
@@ -34,6 +35,7 @@ def check_calibration_dataset(settings: ExportSettings, name: Optional[str]) -> 
     name = name or (settings.train_datasets[0] if settings.train_datasets else None)
     if not name:
         raise ValueError("no calibration dataset: pass --calibration-dataset NAME")
+    register_dataset_specs([name])
     if name not in DatasetCatalog.list():
         raise KeyError(
             f"calibration dataset {name!r} is not registered (register it with detectron2's "

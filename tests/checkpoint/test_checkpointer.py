@@ -149,12 +149,19 @@ def test_fine_tuning_from_an_adelaidet_80_class_model_skips_only_the_classifier(
     path = str(tmp_path / "adelaidet_coco.pth")
     torch.save({"model": from_native(source, "adelaidet")}, path)
     model = build_model(tiny_cfg(3))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO, logger="fcos_d2"):
         FCOSCheckpointer(model).load(path)
     mine = model.state_dict()
     skipped = [k for k in mine if not torch.equal(mine[k], source[k])]
     assert skipped == ["head.cls_logits.weight", "head.cls_logits.bias"]
-    assert "head.cls_logits.weight" in caplog.text and "(80, 32, 3, 3)" in caplog.text
+    # one line naming both tensors, both class counts and the prior-probability bias:
+    # MODEL.FCOS.PRIOR_PROB 0.01 gives -log((1 - 0.01) / 0.01) = -4.5951
+    (line,) = [r.getMessage() for r in caplog.records if "re-initialised" in r.getMessage()]
+    assert "head.cls_logits.bias, head.cls_logits.weight" in line
+    assert "model's 3 classes (the checkpoint has 80)" in line and "bias -4.5951" in line
+    assert "prior probability 0.01" in line
+    assert torch.allclose(mine["head.cls_logits.bias"], torch.full((3,), -4.5951), atol=1e-4)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     # and it trains: one step gives finite losses
     losses = model.train()(tiny_batch()[:2])
     assert all(torch.isfinite(v) for v in losses.values())

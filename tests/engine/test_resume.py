@@ -44,20 +44,28 @@ def _train(cfg, resume=False, crash_at=None):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def _cfg(out, sampler):
+    cfg = tiny_training_cfg("reliability_tiny", out)
+    # threshold 1: every class is rarer than that, so images repeat sqrt(1 / f_c) times
+    cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.REPEAT_THRESHOLD = sampler, 1.0
+    return cfg
+
+
+@pytest.mark.parametrize("sampler", ["TrainingSampler", "RepeatFactorTrainingSampler"])
 def test_resumed_run_sees_the_same_batches_and_ends_with_the_same_weights(
-    tmp_path, recorded, reliability_tiny
+    tmp_path, recorded, reliability_tiny, sampler
 ):
-    full = _train(tiny_training_cfg("reliability_tiny", str(tmp_path / "full")))
+    full = _train(_cfg(str(tmp_path / "full"), sampler))
     full_reads = list(recorded)
     assert len(full_reads) == 2 * N_ITER
 
     recorded.clear()
     out = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        _train(tiny_training_cfg("reliability_tiny", out), crash_at=N_ITER // 2 - 1)
+        _train(_cfg(out, sampler), crash_at=N_ITER // 2 - 1)
     assert open(os.path.join(out, "last_checkpoint")).read() == f"model_{N_ITER // 2 - 1:07d}.pth"
     recorded.clear()
-    resumed = _train(tiny_training_cfg("reliability_tiny", out), resume=True)
+    resumed = _train(_cfg(out, sampler), resume=True)
 
     # the resumed run read exactly the images of iterations 3..5 (none of the skipped ones),
     # at the same augmented sizes

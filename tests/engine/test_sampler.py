@@ -7,6 +7,7 @@ import os
 
 import cv2
 import numpy as np
+import pytest
 from detectron2.structures import BoxMode
 
 from fcos_d2.data.mapper import FCOSDatasetMapper
@@ -97,10 +98,47 @@ def test_aspect_ratio_groups_are_never_mixed_in_a_batch():
         assert len({groups[i] for _, i in batch}) == 1
 
 
-def test_other_training_samplers_use_detectron2s_loader_with_a_warning(tmp_path, caplog):
+def test_repeat_factors_repeat_each_image_floor_or_ceil_times_and_on_average_r():
+    factors = [1.0, 2.5, 1.0, 0.0, 3.0]
+    sampler = ResumableBatchSampler(5, 1, seed=3, rank=0, world_size=1, repeat_factors=factors)
+    counts = []
+    for epoch in range(400):
+        order = sampler._epoch(epoch, sampler._factors())
+        counts.append([order.count(i) for i in range(5)])
+        assert counts[-1][0] == counts[-1][2] == 1 and counts[-1][3] == 0 and counts[-1][4] == 3
+        assert counts[-1][1] in (2, 3)
+    mean = np.mean([c[1] for c in counts])
+    assert abs(mean - 2.5) < 0.1  # 400 coin flips: standard error 0.025
+
+
+def test_random_subset_keeps_int_s_times_ratio_images_every_epoch_the_same_ones():
+    sampler = ResumableBatchSampler(10, 1, seed=5, rank=0, world_size=1, subset_ratio=0.35)
+    kept = [sorted(set(sampler._epoch(e, sampler._factors()))) for e in range(3)]
+    assert len(kept[0]) == 3 and kept[0] == kept[1] == kept[2]
+
+
+def test_repeat_factor_stream_resumes_with_the_same_batches_and_warns_on_other_factors(caplog):
+    factors = [1.0, 2.2, 1.0, 1.7, 1.0, 1.0, 3.4]
+    full = ResumableBatchSampler(7, 2, seed=9, rank=0, world_size=1, repeat_factors=factors)
+    expected = list(itertools.islice(full, 20))  # several epochs of varying length
+    resumed = ResumableBatchSampler(7, 2, seed=1, rank=0, world_size=1, repeat_factors=factors)
+    resumed.load_state_dict(full.state_dict())
+    resumed.skip(13)
+    assert list(itertools.islice(resumed, 7)) == expected[13:]
+    other = ResumableBatchSampler(7, 2, seed=1, rank=0, world_size=1)
+    with caplog.at_level(logging.WARNING):
+        other.load_state_dict(full.state_dict())
+    assert "repeat_factors" in caplog.text and "not with the batches" in caplog.text
+
+
+def test_repeat_factor_sampler_uses_detectron2s_factors_in_the_resumable_stream(tmp_path):
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
     from fcos_d2.engine import FCOSTrainer
 
     records = _records(str(tmp_path))
+    for i, record in enumerate(records):  # class 1 in one image of 6: rare
+        record["annotations"][0]["category_id"] = 1 if i == 2 else 0
     name = "reliability_repeat_factor"
     cfg = tiny_cfg()
     cfg.DATASETS.TRAIN = (name,)
@@ -110,6 +148,22 @@ def test_other_training_samplers_use_detectron2s_loader_with_a_warning(tmp_path,
     )
     cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 0, 2
     with registered_dataset(name, records=records, thing_classes=["a", "b", "c"]):
-        with caplog.at_level(logging.WARNING):
-            batch = next(iter(FCOSTrainer.build_train_loader(cfg)))
-    assert len(batch) == 2 and "will not continue with the same batches" in caplog.text
+        loader = FCOSTrainer.build_train_loader(cfg)
+    sampler = loader.batch_sampler
+    assert isinstance(sampler, ResumableBatchSampler)
+    # r_c = max(1, sqrt(t / f_c)): class 1 in 1/6 of the images, t = 0.5: sqrt(3) = 1.732
+    assert sampler.repeat_factors.tolist() == pytest.approx([1, 1, 3**0.5, 1, 1, 1])
+    d2 = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, 0.5)
+    assert sampler.repeat_factors.tolist() == pytest.approx(d2.tolist())
+    assert len(next(iter(loader))) == 2
+
+
+def test_an_unknown_training_sampler_is_an_error_naming_it(tmp_path):
+    from fcos_d2.engine import FCOSTrainer
+
+    name = "reliability_unknown_sampler"
+    cfg = tiny_cfg()
+    cfg.DATASETS.TRAIN, cfg.DATALOADER.SAMPLER_TRAIN = (name,), "BalancedSampler"
+    with registered_dataset(name, records=_records(str(tmp_path)), thing_classes=["a", "b", "c"]):
+        with pytest.raises(ValueError, match="sampler 'BalancedSampler' is not one of"):
+            FCOSTrainer.build_train_loader(cfg)
