@@ -13,7 +13,7 @@ and the fix.
 import copy
 import logging
 import warnings
-from typing import Any, Dict
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -124,16 +124,24 @@ class Predictor(DefaultPredictor):
         assert self.input_format in INPUT_FORMATS, self.input_format
         load_for_inference(self.model, self.settings.weights)
 
+    def _input(self, original_image: np.ndarray) -> Dict[str, Any]:
+        """The model's input dict of a (H, W, 3) BGR image (DefaultPredictor's steps)."""
+        image = check_image(original_image, "BGR")
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        resized = T.AugInput(image)
+        self.aug(resized)  # resizes it in place
+        tensor = torch.as_tensor(resized.image.astype("float32").transpose(2, 0, 1))
+        return {"image": tensor.to(self.settings.device), "height": height, "width": width}
+
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         """original_image: (H, W, 3) BGR (the DefaultPredictor convention)."""
-        image = check_image(original_image, "BGR")
-        with torch.no_grad():  # DefaultPredictor's steps
-            if self.input_format == "RGB":
-                image = image[:, :, ::-1]
-            height, width = image.shape[:2]
-            resized = T.AugInput(image)
-            self.aug(resized)  # resizes it in place
-            resized = resized.image
-            tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-            inputs = {"image": tensor.to(self.settings.device), "height": height, "width": width}
-            return self.model([inputs])[0]
+        with torch.no_grad():
+            return self.model([self._input(original_image)])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> List[Dict[str, Any]]:
+        """``[self(image) for image in images]`` in one forward pass (padded as detectron2
+        pads a batch: images of one size give the same detections as one by one)."""
+        with torch.no_grad():
+            return self.model([self._input(image) for image in images])

@@ -31,6 +31,8 @@ __all__ = [
     "CommandError",
     "add_config_arguments",
     "check_datasets",
+    "add_slice_arguments",
+    "sliced",
     "first_line",
     "add_overrides",
     "add_output_argument",
@@ -192,3 +194,35 @@ def load_command_config(args: argparse.Namespace, check_device: bool = True) -> 
         # AssertionError: yacs's "Non-existent key" for a mistyped override
         raise CommandError(f"config {args.config_file}: {first_line(e)}") from None
     return cfg
+
+
+def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--slice H W`` and ``--overlap F``: sliced inference (fcos_d2.slicing)."""
+    parser.add_argument(
+        "--slice",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="run on overlapping tiles of H x W pixels (and the whole image), detections merged: "
+        "for small objects in large images",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="with --slice: the tiles' overlap, a fraction of the tile (default 0.2)",
+    )
+
+
+def sliced(predictor, args: argparse.Namespace):
+    """``predictor`` run on tiles when ``--slice`` was given (a one-line error for bad
+    values), else as it is."""
+    if not getattr(args, "slice", None):
+        return predictor
+    from ..slicing import SlicedPredictor, SliceSettings
+
+    try:
+        return SlicedPredictor(predictor, SliceSettings(*args.slice, overlap=args.overlap))
+    except ValueError as e:
+        raise CommandError(f"--slice/--overlap: {e}") from None

@@ -13,11 +13,13 @@ EXAMPLES = [
     "fcos-d2 data coco-like --output datasets/coco_like --images 2000",
     "fcos-d2 data convert --dataset shapes_val --format yolo --split val "
     "--output datasets/shapes_yolo",
+    "fcos-d2 data mosaic --dataset shapes_val --size 1024 --split val "
+    "--output datasets/shapes_mosaic",
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     shapes = sub.add_parser(
         "shapes", help="train/ and val/ images with train.json and val.json (the demo's data)"
     )
@@ -42,33 +44,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", required=True, metavar="NAME", help="the split to write (train, val ...)"
     )
     add_output_argument(convert, required=True, help="folder of the converted dataset")
+    mosaic = sub.add_parser(
+        "mosaic", help="large images made of a dataset's small ones, as COCO (small objects)"
+    )
+    mosaic.add_argument("--dataset", required=True, metavar="NAME", help="e.g. shapes_val")
+    mosaic.add_argument("--size", type=int, default=1024, metavar="PX", help="mosaic side")
+    mosaic.add_argument("--grid", type=int, default=4, metavar="N", help="N x N images each")
+    mosaic.add_argument("--split", default="val", metavar="NAME")
+    add_output_argument(mosaic, required=True, help="folder of the mosaics")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.dataset == "shapes":
+    if args.what == "shapes":
         from ..data.shapes import generate_shapes_dataset
 
         generate_shapes_dataset(args.output, args.num_train, args.num_val, args.seed)
-    elif args.dataset == "coco-like":
+    elif args.what == "coco-like":
         from ..data.coco_like import write_coco_like
 
         write_coco_like(os.path.join(args.output, "train.json"), args.images, args.seed)
+    elif args.what == "mosaic":
+        _mosaic(args)
     else:
         _convert(args)
     return 0
 
 
-def _convert(args: argparse.Namespace) -> None:
+def _records_and_classes(name: str):
     from detectron2.data import DatasetCatalog
 
     from ..data import dataset_metadata
-    from ..data.formats.write import write_dataset
     from .common import check_datasets
 
-    check_datasets([args.dataset])
-    classes = dataset_metadata(args.dataset).get("thing_classes", None)
-    records = DatasetCatalog.get(args.dataset)
+    check_datasets([name])
+    classes = dataset_metadata(name).get("thing_classes", None)
     if classes is None:
-        raise ValueError(f"dataset {args.dataset!r} has no class names (thing_classes)")
+        raise ValueError(f"dataset {name!r} has no class names (thing_classes)")
+    return DatasetCatalog.get(name), classes
+
+
+def _mosaic(args: argparse.Namespace) -> None:
+    from ..data.mosaic import write_mosaics
+
+    records, classes = _records_and_classes(args.dataset)
+    spec = write_mosaics(records, classes, args.output, args.split, args.size, args.grid)
+    print(f"wrote {-(-len(records) // args.grid**2)} mosaics of {args.dataset} as {spec}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from ..data.formats.write import write_dataset
+
+    records, classes = _records_and_classes(args.dataset)
     spec = write_dataset(records, classes, args.format, args.output, args.split)
     print(f"wrote {len(records)} images of {args.dataset} as {spec}")

@@ -8,9 +8,11 @@ from .common import (
     add_config_arguments,
     add_output_argument,
     add_overrides,
+    add_slice_arguments,
     check_config_datasets,
     check_datasets,
     load_command_config,
+    sliced,
 )
 from .train import add_launch_arguments, launch_args, launch_run
 
@@ -21,6 +23,9 @@ EXAMPLES = [
     "fcos-d2 evaluate --config-file configs/FCOS_R_50_FPN_1x.yaml --weights model.pth "
     "--dataset coco_2017_val --output out/eval",
     "fcos-d2 evaluate --exported out/onnx --dataset shapes_val",
+    "fcos-d2 evaluate --config-file demo/FCOS_R18_shapes_demo.yaml "
+    "--weights output/demo/model_final.pth --dataset 'coco:mosaics/val.json:mosaics/val' "
+    "--slice 256 256",
 ]
 
 
@@ -37,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_argument(
         parser, required=False, help="folder for the evaluator's files (default: OUTPUT_DIR)"
     )
+    add_slice_arguments(parser)
     add_launch_arguments(parser)
     add_overrides(parser)
 
@@ -54,8 +60,39 @@ def _run_exported(args: argparse.Namespace) -> int:
     setup_command_logger(name="fcos_d2")
     setup_command_logger(name="detectron2")
     check_datasets([args.dataset])
+    if args.slice:
+        from ..export import ExportedPredictor
+
+        predictor = sliced(ExportedPredictor(args.exported), args)
+        return _print_sliced(predictor, [args.dataset], args.output)
     print_csv_format(evaluate_exported(args.exported, args.dataset, args.output))
     return 0
+
+
+def _print_sliced(predictor, datasets, output) -> int:
+    from detectron2.evaluation import print_csv_format
+
+    from ..slicing import evaluate_sliced
+
+    for name in datasets:
+        print_csv_format(evaluate_sliced(predictor, name, output))
+    return 0
+
+
+def _run_sliced(args: argparse.Namespace, cfg) -> int:
+    """Evaluation of the config's model on tiles, in this process (--slice)."""
+    import os
+
+    from ..config import inference_settings
+    from ..predictor import Predictor
+    from ..utils import setup_command_logger
+
+    setup_command_logger(name="fcos_d2")
+    setup_command_logger(name="detectron2")
+    settings = inference_settings(cfg)
+    names = (args.dataset,) if args.dataset else settings.test_datasets
+    output = args.output or os.path.join(settings.output_dir, "inference_sliced")
+    return _print_sliced(sliced(Predictor(cfg), args), names, output)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         check_datasets([args.dataset])
     else:
         check_config_datasets(cfg)
+    if args.slice:
+        return _run_sliced(args, cfg)
     names = (args.dataset,) if args.dataset else ()
     launch_run(launch_args(args, eval_only=True, test_datasets=names))
     return 0

@@ -12,7 +12,9 @@ from .common import (
     add_config_arguments,
     add_output_argument,
     add_overrides,
+    add_slice_arguments,
     load_command_config,
+    sliced,
 )
 
 HELP = "detect objects in images or a video: drawn pictures and detections.json in --output"
@@ -22,6 +24,8 @@ EXAMPLES = [
     "fcos-d2 predict --config-file configs/FCOS_R_50_FPN_1x.yaml --weights model.pth "
     "--input 'photos/*.jpg' --score-threshold 0.3 --output out/photos",
     "fcos-d2 predict --exported out/onnx --video-input clip.mp4 --output out/clip",
+    "fcos-d2 predict --config-file configs/FCOS_R_50_FPN_1x.yaml --weights model.pth "
+    "--input aerial.tif --slice 512 512 --overlap 0.25 --output out/aerial",
 ]
 
 # Detections drawn and written: class probability above this, unless per-class thresholds or
@@ -53,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="per-class score thresholds (written by fcos-d2 analyze results)",
     )
+    add_slice_arguments(parser)
     add_overrides(parser)
 
 
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     setup_command_logger(name="fcos_d2")
     _check_no_overrides_in(args.input or [])
     predictor, metadata = set_up(args)
+    predictor = sliced(predictor, args)
     os.makedirs(args.output, exist_ok=True)
     results = []
     if args.input:

@@ -75,6 +75,7 @@ class InferenceSettings:
             FCOS decoding (``MODEL.FCOS.*_TEST``, ``TEST.DETECTIONS_PER_IMAGE``; 0 for a Python
             config of another model).
         class_thresholds_file: per-class thresholds file ("" = none).
+        output_dir: the run's output folder.
     """
 
     weights: str
@@ -91,6 +92,7 @@ class InferenceSettings:
     max_detections: int
     thresh_with_ctr: bool
     class_thresholds_file: str
+    output_dir: str = "output"
 
     @property
     def test_dataset(self) -> Optional[str]:
@@ -121,6 +123,7 @@ def _yaml_settings(cfg: CfgNode) -> InferenceSettings:
         max_detections=int(cfg.TEST.DETECTIONS_PER_IMAGE),
         thresh_with_ctr=bool(fcos.THRESH_WITH_CTR),
         class_thresholds_file=str(fcos.CLASS_THRESHOLDS_FILE),
+        output_dir=str(cfg.OUTPUT_DIR),
     )
 
 
@@ -155,6 +158,7 @@ def _lazy_settings(cfg: DictConfig) -> InferenceSettings:
         max_detections=int(post.get("max_detections", 0)),
         thresh_with_ctr=bool(post.get("thresh_with_ctr", False)),
         class_thresholds_file=path,
+        output_dir=str(cfg.train.get("output_dir", "output")),
     )
 
 
