@@ -61,7 +61,7 @@ def _run_exported(args: argparse.Namespace) -> int:
     setup_command_logger(name="detectron2")
     check_datasets([args.dataset])
     if args.slice:
-        from ..export import ExportedPredictor
+        from ..export.predictor import ExportedPredictor
 
         predictor = sliced(ExportedPredictor(args.exported), args)
         return _print_sliced(predictor, [args.dataset], args.output)

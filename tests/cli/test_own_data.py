@@ -1,6 +1,7 @@
 """A user's own data with no Python, in fresh processes: YOLO training data by spec (a malformed
 label named in log.txt), evaluation on the same images as Pascal VOC, fine-tuning onto other
-classes from a checkpoint (one log line), and sliced evaluation and prediction on mosaics."""
+classes from a checkpoint (one log line), and sliced evaluation (eager and exported) and
+prediction on mosaics."""
 
 import json
 import os
@@ -72,6 +73,13 @@ def test_own_data_by_spec_fine_tuning_and_slicing_without_python(tmp_path):
               "--slice", "256", "256", "--output", "ev_sliced")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "ev_sliced/coco_instances_results.json").is_file()
+    res = run("export", "--config-file", DEMO, "--weights", weights, "--format", "onnx",
+              "--output", "onnx", "--calibration-dataset", f"{yolo}:train")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run("evaluate", "--exported", "onnx", "--dataset", mosaic, "--slice", "256", "256",
+              "--output", "ev_onnx_sliced")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "ev_onnx_sliced/coco_instances_results.json").is_file()
     res = run("predict", "--config-file", DEMO, "--weights", weights, "--input", "mosaic/val",
               "--slice", "256", "256", "--overlap", "0.25", "--output", "pred")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
