@@ -383,7 +383,8 @@ def run_results(args, cfg, json_names: Sequence[str], error) -> None:
     dataset = args.dataset or (json_names[0] if json_names else None)
     dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if dataset:
-        register_dataset_specs([dataset])
+        train = cfg.DATASETS.TRAIN
+        register_dataset_specs([dataset], classes_from=train[0] if train else None)
     if not dataset or dataset not in DatasetCatalog.list():
         raise error(f"--dataset {dataset!r} is not a registered dataset")
     os.makedirs(args.output, exist_ok=True)

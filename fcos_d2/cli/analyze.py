@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             "recipe it mirrors, e.g. configs/demo/FCOS_R18_shapes_demo.yaml)"
         )
     if args.analysis == "data" and args.dataset:
-        check_datasets(args.dataset)
+        check_datasets(args.dataset, cfg=cfg)
     if args.analysis == "data":
         run_data(args, cfg)
     else:

@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 import warnings
-from typing import Sequence
+from typing import Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -115,14 +115,21 @@ def resolve_config_file(name: str) -> str:
         ) from None
 
 
-def check_datasets(names: Sequence[str], option: str = "--dataset") -> None:
-    """A one-line error naming datasets that are not registered (dataset specs, ``coco:...``,
-    ``voc:...``, ``yolo:...``, are registered here)."""
+def check_datasets(
+    names: Sequence[str],
+    option: str = "--dataset",
+    cfg: Optional[AnyConfig] = None,
+    classes: Optional[Sequence[str]] = None,
+) -> None:
+    """A one-line error naming datasets that are not registered. Dataset specs (``coco:...``,
+    ``voc:...``, ``yolo:...``) are registered here, their classes matched by name to
+    ``classes`` or to those of ``cfg``'s first training dataset (the model's)."""
     from detectron2.data import DatasetCatalog
 
     from ..data import register_dataset_specs
 
-    register_dataset_specs(names)
+    train = inference_settings(cfg).train_datasets if cfg is not None else ()
+    register_dataset_specs(names, classes_from=train[0] if train else None, classes=classes)
     unknown = [n for n in names if n not in DatasetCatalog.list()]
     if unknown:
         own = [n for n in sorted(DatasetCatalog.list()) if not n.startswith(_BUILTIN_PREFIXES)]
@@ -188,6 +195,10 @@ def load_command_config(args: argparse.Namespace, check_device: bool = True) -> 
             check_fcos_config(cfg)  # before any model or process is built
         if check_device:
             _check_device(inference_settings(cfg).device)
+        # the config's dataset specs, classes matched to the training data's (the model's)
+        from ..data import register_config_datasets
+
+        register_config_datasets(cfg, train=False)
     except CommandError:
         raise
     except (ValueError, KeyError, AssertionError, OSError) as e:

@@ -59,10 +59,15 @@ def _run_exported(args: argparse.Namespace) -> int:
 
     setup_command_logger(name="fcos_d2")
     setup_command_logger(name="detectron2")
-    check_datasets([args.dataset])
-    if args.slice:
-        from ..export.predictor import ExportedPredictor
+    from ..export.predictor import ExportedPredictor
+    from ..export.writers import read_export_json
 
+    try:  # the dataset's classes matched to the exported model's
+        names = read_export_json(args.exported).get("class_names")
+    except (OSError, ValueError):
+        names = None  # ExportedPredictor names what is wrong with the folder
+    check_datasets([args.dataset], classes=names)
+    if args.slice:
         predictor = sliced(ExportedPredictor(args.exported), args)
         return _print_sliced(predictor, [args.dataset], args.output)
     print_csv_format(evaluate_exported(args.exported, args.dataset, args.output))
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("give --config-file (with --weights) or --exported DIR")
     cfg = load_command_config(args)
     if args.dataset:
-        check_datasets([args.dataset])
+        check_datasets([args.dataset], cfg=cfg)
     else:
         check_config_datasets(cfg)
     if args.slice:

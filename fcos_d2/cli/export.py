@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if not inference_settings(cfg).weights:
         raise CommandError("no weights to export: give --weights FILE")
     if args.eval:
-        check_datasets([args.eval], "--eval")
+        check_datasets([args.eval], "--eval", cfg=cfg)
     if args.class_thresholds:
         set_class_thresholds(cfg, args.class_thresholds)
     from ..export.writers import export_model

@@ -131,17 +131,22 @@ def dataset_classes(name: str) -> Optional[List[str]]:
     return None if classes is None else list(classes)
 
 
-def register_dataset_specs(names: Sequence[str], classes_from: Optional[str] = None) -> None:
+def register_dataset_specs(
+    names: Sequence[str],
+    classes_from: Optional[str] = None,
+    classes: Optional[Sequence[str]] = None,
+) -> None:
     """
-    Register the specs among ``names`` (other names are left as they are), with the classes of
-    dataset ``classes_from`` (the run's first training dataset: a spec, or a registered dataset
-    whose metadata has them) where they can be read, else each with its own.
+    Register the specs among ``names`` (other names are left as they are), with the class
+    names ``classes`` (e.g. an exported model's), or those of dataset ``classes_from`` (the
+    run's first training dataset: a spec, or a registered dataset whose metadata has them)
+    where they can be read, else each with its own.
     """
     specs = [n for n in names if is_dataset_spec(n)]
     if not specs:
         return
-    reference = None
-    if classes_from:
+    reference = list(classes) if classes else None
+    if classes_from and reference is None:
         try:
             reference = dataset_classes(classes_from)
         except (OSError, ValueError) as e:  # e.g. evaluating where the training data is not

@@ -33,6 +33,7 @@ __all__ = ["FCOSTrainer", "check_amp", "setup_fcos_logger", "hold_fcos_messages"
 
 logger = logging.getLogger(__name__)
 
+
 def check_amp(enabled: bool, device: str, key: str) -> None:
     """One-line error for detectron2's AMP training (``AMPTrainer``: CUDA float16 with a grad
     scaler) asked for on a CPU, where its assertion would stop the run deep inside."""

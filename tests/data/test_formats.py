@@ -310,3 +310,20 @@ def test_the_same_boxes_in_three_formats_give_the_same_ap(tmp_path, specs):
             evaluator.process([{"image_id": record["image_id"]}], [{"instances": instances}])
         aps.append(evaluator.evaluate()["bbox"]["AP"])
     assert aps == pytest.approx([100 * 0.5 * 51 / 101] * 3, abs=1e-3)
+
+
+def test_a_commands_dataset_option_is_matched_to_the_configs_training_classes(tmp_path, specs):
+    from fcos_d2.cli.common import check_datasets
+    from tests.common_utils import tiny_cfg
+
+    train = f"yolo:{_yolo(str(tmp_path / 't'), '[cat, dog]')}:train"
+    test = f"yolo:{_yolo(str(tmp_path / 'v'), '[dog, cat]')}:val"
+    specs.extend([train, test])
+    cfg = tiny_cfg(num_classes=2)
+    cfg.DATASETS.TRAIN = (train,)
+    check_datasets([test], cfg=cfg)
+    assert MetadataCatalog.get(test).thing_classes == ["cat", "dog"]
+    # an exported model's class names, when there is no config
+    unregister_dataset_spec(test)
+    check_datasets([test], classes=["dog", "cat", "bird"])
+    assert MetadataCatalog.get(test).thing_classes == ["dog", "cat", "bird"]

@@ -136,8 +136,11 @@ def register_dataset_spec(name: str, classes: Optional[Sequence[str]] = None) ->
     Register the spec ``name`` (see the module's docstring) with class names ``classes`` (by
     default the data's own); the data's classes are matched to them by name, and one of them
     missing from ``classes`` is a ValueError naming it. Registering again with other classes
-    replaces the earlier registration; a dataset of this name the user registered is kept.
+    replaces the earlier registration (without ``classes``, it is kept); a dataset of this name
+    the user registered is kept.
     """
+    if classes is None and name in _registered:
+        return
     spec = DatasetSpec.parse(name)
     own = spec.classes()
     spec.check()
