@@ -13,7 +13,7 @@ and the fix.
 import copy
 import logging
 import warnings
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -140,8 +140,30 @@ class Predictor(DefaultPredictor):
         with torch.no_grad():
             return self.model([self._input(original_image)])[0]
 
+    def _padded_size(self, inputs: Dict[str, Any]) -> Tuple[int, int]:
+        """The size ``inputs["image"]`` is padded to in a batch of its own (detectron2's
+        ``ImageList.from_tensors`` rule with the backbone's constraints)."""
+        backbone = getattr(self.model, "backbone", None)
+        height, width = inputs["image"].shape[-2:]
+        square = getattr(backbone, "padding_constraints", {}).get("square_size", 0)
+        if square:
+            return square, square
+        d = max(1, int(getattr(backbone, "size_divisibility", 0) or 1))
+        return -(-height // d) * d, -(-width // d) * d
+
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[Dict[str, Any]]:
-        """``[self(image) for image in images]`` in one forward pass (padded as detectron2
-        pads a batch: images of one size give the same detections as one by one)."""
+        """
+        ``[self(image) for image in images]``, with one forward pass per group of images padded
+        to the same size: each image is padded exactly as alone, so the detections are the
+        same as one by one (GroupNorm's statistics would see another padding otherwise).
+        """
+        inputs = [self._input(image) for image in images]
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(self._padded_size(x), []).append(i)
+        out: List[Any] = [None] * len(inputs)
         with torch.no_grad():
-            return self.model([self._input(image) for image in images])
+            for members in groups.values():
+                for i, result in zip(members, self.model([inputs[i] for i in members])):
+                    out[i] = result
+        return out

@@ -112,7 +112,7 @@ def test_bad_slice_settings_are_errors_naming_the_value():
         SlicedPredictor(SquareFinder(), SliceSettings(0, 64))
 
 
-def test_predictor_batch_equals_one_image_at_a_time(tmp_path):
+def test_predictor_batch_equals_one_image_at_a_time_for_mixed_sizes(tmp_path):
     import fcos_d2
 
     cfg = tiny_cfg()
@@ -122,7 +122,10 @@ def test_predictor_batch_equals_one_image_at_a_time(tmp_path):
     cfg = with_saved_weights(cfg, build_model(cfg), tmp_path)
     predictor = fcos_d2.Predictor(cfg)
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (53, 71, 3), dtype=np.uint8) for _ in range(3)]
+    # two of one size (one forward pass), one of another (its own: the GroupNorm head would
+    # see another padding in a shared batch)
+    sizes = [(53, 71), (80, 40), (53, 71)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
     batched = predictor.predict_batch(images)
     for image, out in zip(images, batched):
         one = predictor(image)["instances"]
