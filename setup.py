@@ -25,5 +25,7 @@ setup(
         "eval": ["faster-coco-eval>=1.6"],
         # MODEL.BACKBONE.NAME build_fcos_timm_fpn_backbone: any timm model with features_only
         "timm": ["timm>=1.0"],
+        # fcos-d2 serve: the HTTP service (Ray Serve brings FastAPI and uvicorn)
+        "serve": ["ray[serve]>=2.40"],
     },
 )

@@ -42,8 +42,8 @@ echo "[setup] installing requirements and fcos_d2 (editable)"
 pip_install -r requirements.txt
 pip_install --no-deps --no-build-isolation -e .
 echo "[setup] installing the extras: export (onnx, onnxruntime), openvino (openvino, nncf)," \
-    "eval (faster-coco-eval), timm (timm backbones)"
-pip_install -e ".[export,openvino,eval,timm]" --no-build-isolation
+    "eval (faster-coco-eval), timm (timm backbones), serve (ray[serve])"
+pip_install -e ".[export,openvino,eval,timm,serve]" --no-build-isolation
 "$PY" -c "import fcos_d2, detectron2, torch; print('[setup] ok: torch', torch.__version__, \
 'detectron2', detectron2.__version__)"
 echo "$WANT" > "$STAMP"

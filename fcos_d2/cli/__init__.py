@@ -24,6 +24,7 @@ COMMANDS = (
     "evaluate",
     "predict",
     "export",
+    "serve",
     "analyze",
     "visualize",
     "benchmark",
@@ -31,7 +32,9 @@ COMMANDS = (
     "data",
 )
 
-_DESCRIPTION = "FCOS object detection on detectron2: train, evaluate, predict, export, analyze."
+_DESCRIPTION = (
+    "FCOS object detection on detectron2: train, evaluate, predict, export, serve, analyze."
+)
 
 
 def _epilog(examples: Sequence[str]) -> str:
