@@ -80,6 +80,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the deploy rows and the demo AP per mode, then the fastest mode within 1 AP of "
         "float32 and the command that gives it",
     )
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="only the serving rows: fcos-d2 serve at 1, 4 and 16 clients, --max-batch-size 1 "
+        "and the default, on the demo model and the config (needs fcos_d2[serve])",
+    )
+    parser.add_argument(
+        "--serving-requests", type=int, default=48, metavar="N", help="requests per serving row"
+    )
+    parser.add_argument(
+        "--serving-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="time limit of a serving row (it ends at N requests or S seconds)",
+    )
 
 
 def main(argv=None) -> Dict:
@@ -102,6 +118,8 @@ def run(args: argparse.Namespace) -> Dict:
         return run_backbones(argparse.Namespace(**{**vars(args), "configs": configs}))
     if args.eval_only:
         return _eval_only(args)
+    if args.serving:
+        return _serving(args)
     register_shapes(replace=False)  # calibration and AP rows use the demo's datasets
     cfg, ours, d2 = build_models(args.config, args.device)
     if args.deploy_only or args.pick:
@@ -159,6 +177,25 @@ class Progress:
             flush=True,
         )
         return rows
+
+
+def _serving(args) -> Dict:
+    from tabulate import tabulate
+
+    from .serving import run_serving
+
+    result = {"machine": machine_info(args.device), **run_serving(args)}
+    keys = ["model", "mode", "batch", "clients", "throughput", "p50_ms", "p99_ms", "errors"]
+    table = [[r.get(k, "") for k in keys] for r in result["rows"] if "clients" in r]
+    print(tabulate(table, headers=keys, floatfmt=".2f"))
+    offline = [r for r in result["rows"] if "clients" not in r]
+    print(tabulate(offline, headers="keys", floatfmt=".2f"))
+    print(tabulate(result["goals"], headers="keys"))
+    os.makedirs(args.output, exist_ok=True)
+    path = args.json or os.path.join(args.output, "serving.json")
+    write_json(path, result)
+    print(f"\nwrote {path}")
+    return result
 
 
 def _deploy_only(args, cfg, ours, d2) -> Dict:

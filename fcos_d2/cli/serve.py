@@ -116,9 +116,12 @@ def run(args: argparse.Namespace) -> int:
     if args.ray_address:
         ray.init(address=args.ray_address, runtime_env=env, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+        # a local Ray of this command only; on loopback when the service is
+        local = {"_node_ip_address": "127.0.0.1"} if args.host in ("127.0.0.1", "localhost") else {}
+        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, **local)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        # one HTTP proxy, on the node of this command's Ray head: the address users call
+        serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
         serve.run(build_app(source, settings), name="fcos_d2", route_prefix="/")
         for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
             signal.signal(sig, lambda *_: stop.set())

@@ -146,8 +146,12 @@ def _model_deployment(source: ModelSource, settings: ServeSettings):
                 raise Loading(self.status())
             import ray
 
+            import torch
+
+            threads = self.pool.submit(torch.get_num_threads).result()
             return {
                 **self.model.info,
+                "threads": threads,
                 "max_batch_size": self.batch_size,
                 "replica": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id(),

@@ -68,7 +68,7 @@ def _write_dataset(root):
 
 
 class Server:
-    def __init__(self, root, *extra):
+    def __init__(self, root, *extra, env=None):
         spec, self.images = _write_dataset(str(root))
         cfg = tiny_cfg()
         cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 128
@@ -82,7 +82,7 @@ class Server:
             f.write(self.cfg.dump())
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": REPO, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**os.environ, "PYTHONPATH": REPO, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.log = open(os.path.join(str(root), "serve.log"), "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fcos_d2", "serve", "--config-file", self.config_file,
@@ -283,3 +283,34 @@ def test_sigterm_stops_the_service_cleanly(server):
     assert server.stop() == 0
     with pytest.raises(OSError):
         request(server.url + "/v1/health", timeout=5)
+
+
+def _ray(*args, cwd, env):
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    return subprocess.run([ray, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def test_two_ray_nodes_serve_replicas_from_both(tmp_path):
+    """``ray start --head`` and ``ray start --address`` on this machine (one CPU each, on
+    loopback), then ``fcos-d2 serve --ray-address ... --replicas 2``: one replica per node."""
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env["PYTHONPATH"] = REPO
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    head = _ray("start", "--head", "--port", str(port), "--include-dashboard", "false", *common,
+                cwd=tmp_path, env=env)  # fmt: skip
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:
+        worker = _ray("start", "--address", f"127.0.0.1:{port}", *common, cwd=tmp_path, env=env)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        address = f"127.0.0.1:{port}"
+        server = Server(tmp_path, "--ray-address", address, "--replicas", "2", env=env)
+        try:
+            nodes = {request(server.url + "/v1/model")[1]["node"] for _ in range(30)}
+            assert len(nodes) == 2
+            assert _detect(server, server.images[0])[0] == 200
+        finally:
+            assert server.stop() == 0
+    finally:
+        _ray("stop", "--force", cwd=tmp_path, env=env)
