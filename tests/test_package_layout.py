@@ -127,8 +127,10 @@ def test_import_fcos_d2_registers_models_only():
         "assert 'build_fcos_resnet_fpn_backbone' in BACKBONE_REGISTRY\n"
         "assert 'build_fcos_timm_fpn_backbone' in BACKBONE_REGISTRY\n"
         "assert 'timm' not in sys.modules, 'imported timm (the optional extra)'\n"
+        "assert 'ray' not in sys.modules and 'fastapi' not in sys.modules, 'the serve extra'\n"
         "heavy = [m for m in sys.modules if m.startswith(('fcos_d2.engine', 'fcos_d2.benchmark',"
-        " 'fcos_d2.export', 'fcos_d2.predictor', 'fcos_d2.demo', 'fcos_d2.analyze'))]\n"
+        " 'fcos_d2.export', 'fcos_d2.predictor', 'fcos_d2.demo', 'fcos_d2.analyze',"
+        " 'fcos_d2.serve', 'fcos_d2.slicing'))]\n"
         "assert not heavy, heavy\n"
         "assert fcos_d2.Predictor.__module__ == 'fcos_d2.predictor'\n"
     )

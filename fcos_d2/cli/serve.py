@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 
+from ..config import inference_settings
 from .common import CommandError, add_config_arguments, add_overrides, load_command_config
 
 HELP = "serve a trained or exported model over HTTP (Ray Serve, batching, replicas)"
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="join a running Ray cluster (ray start --head); default: a local Ray in this command",
     )
     parser.add_argument(
+        "--cpus-per-replica",
+        type=int,
+        metavar="N",
+        help="CPUs each replica reserves in Ray and torch threads it runs (default: this "
+        "machine's CPUs / --replicas; with --ray-address, 1)",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=int,
         default=None,
@@ -65,44 +73,49 @@ def _source(args: argparse.Namespace):
             raise CommandError("--exported takes no --weights, --device or overrides")
         if not os.path.isfile(os.path.join(args.exported, "export.json")):
             raise CommandError(f"--exported {args.exported!r}: no export.json (fcos-d2 export)")
-        return ModelSource(exported=os.path.abspath(args.exported))
-    load_command_config(args)  # every mistake as one line here, not inside a replica
+        return ModelSource(exported=os.path.abspath(args.exported)), "cpu"
+    # every mistake as one line here, not inside a replica
+    device = inference_settings(load_command_config(args)).device
     from .common import resolve_config_file
 
     weights = args.weights
     if weights and "://" not in weights:
         weights = os.path.abspath(weights)
-    return ModelSource(
+    source = ModelSource(
         config_file=os.path.abspath(resolve_config_file(args.config_file)),
         opts=tuple(args.opts or ()),
         weights=weights or "",
         device=args.device or "",
     )
+    return source, device
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, device: str):
     from ..serve.app import ServeSettings
     from ..serve.images import MAX_PIXELS
 
-    for name in ("replicas", "max_batch_size", "port"):
+    for name in ("replicas", "max_batch_size", "port", "cpus_per_replica"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CommandError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     if args.batch_wait_ms < 0:
         raise CommandError(f"--batch-wait-ms {args.batch_wait_ms}: must be >= 0")
-    cpus = max(1, (os.cpu_count() or 1) // args.replicas)
+    cpus = args.cpus_per_replica
+    if cpus is None:
+        cpus = 1 if args.ray_address else max(1, (os.cpu_count() or 1) // args.replicas)
     return ServeSettings(
         replicas=args.replicas,
         max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
         max_pixels=args.max_pixels or MAX_PIXELS,
-        cpus_per_replica=float(cpus) if not args.ray_address else 1.0,
+        cpus_per_replica=float(cpus),
+        gpus_per_replica=1.0 if device.startswith("cuda") else 0.0,  # one GPU each
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    source = _source(args)
-    settings = _settings(args)
+    source, device = _source(args)
+    settings = _settings(args, device)
     try:
         import ray
         from ray import serve

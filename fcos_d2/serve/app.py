@@ -1,7 +1,7 @@
 """
-The HTTP service on Ray Serve: one deployment (``num_replicas`` copies of the model, anywhere on
-the Ray cluster), a FastAPI app for the routes, and Ray Serve's dynamic batching of concurrent
-requests. Needs ``pip install 'fcos_d2[serve]'``.
+The HTTP service on Ray Serve: an HTTP deployment (a FastAPI app for the routes) in front of a
+model deployment (``replicas`` copies of the model, anywhere on the Ray cluster) that batches
+concurrent requests with Ray Serve's dynamic batching. Needs ``pip install 'fcos_d2[serve]'``.
 
 Routes: ``GET /v1/health``, ``GET /v1/model``, ``POST /v1/detect`` (see docs/serving.md).
 """
@@ -32,8 +32,8 @@ class ServeSettings(NamedTuple):
     How the service runs: ``replicas`` model copies; batches of up to ``max_batch_size``
     concurrent requests (None: chosen by measuring on the replica's device, see
     :meth:`ServedModel.best_batch_size`) gathered for up to ``batch_wait_ms``; images of more
-    than ``max_pixels`` refused; ``threads`` torch threads per replica (0: the CPUs Ray gives
-    it).
+    than ``max_pixels`` refused; each replica reserves ``cpus_per_replica`` CPUs and
+    ``gpus_per_replica`` GPUs of Ray and runs ``threads`` torch threads (0: its CPUs).
     """
 
     replicas: int = 1
@@ -42,6 +42,7 @@ class ServeSettings(NamedTuple):
     max_pixels: int = MAX_PIXELS
     threads: int = 0
     cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
 
 
 def _error(status: int, message: str):
@@ -98,7 +99,10 @@ def _model_deployment(source: ModelSource, settings: ServeSettings):
     @serve.deployment(
         name="fcos_d2_model",
         num_replicas=settings.replicas,
-        ray_actor_options={"num_cpus": settings.cpus_per_replica},
+        ray_actor_options={
+            "num_cpus": settings.cpus_per_replica,
+            "num_gpus": settings.gpus_per_replica,
+        },
         max_ongoing_requests=256,
         health_check_period_s=2,
         health_check_timeout_s=30,
