@@ -132,12 +132,14 @@ def run(args: argparse.Namespace) -> int:
         # a local Ray of this command only; on loopback when the service is
         local = {"_node_ip_address": "127.0.0.1"} if args.host in ("127.0.0.1", "localhost") else {}
         ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, **local)
+    # after ray.init, which sets its own; a stop asked for while the service starts is
+    # carried out once it has started
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         # one HTTP proxy, on the node of this command's Ray head: the address users call
         serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
         serve.run(build_app(source, settings), name="fcos_d2", route_prefix="/")
-        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
-            signal.signal(sig, lambda *_: stop.set())
         print(
             f"fcos-d2 serve: listening on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True
         )
