@@ -186,6 +186,7 @@ def _serving(args) -> Dict:
 
     result = {"machine": machine_info(args.device), **run_serving(args)}
     keys = ["model", "mode", "batch", "clients", "throughput", "p50_ms", "p99_ms", "errors"]
+    keys += ["service_cpu_ms", "client_cpu_ms"]
     table = [[r.get(k, "") for k in keys] for r in result["rows"] if "clients" in r]
     print(tabulate(table, headers=keys, floatfmt=".2f"))
     offline = [r for r in result["rows"] if "clients" not in r]

@@ -31,12 +31,41 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _cpu_seconds(pid: Optional[int]) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and all its descendants (the
+    service: the command, its Ray and Ray's workers); 0 without ``pid``."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
 def load(
-    host: str, port: int, bodies: Sequence[bytes], clients: int, requests: int, seconds: float
+    host: str,
+    port: int,
+    bodies: Sequence[bytes],
+    clients: int,
+    requests: int,
+    seconds: float,
+    server_pid: Optional[int] = None,
 ) -> Dict[str, float]:
     """``clients`` threads, each with a kept-alive connection, POST ``bodies`` in turn to
     /v1/detect until ``requests`` answers in all or ``seconds`` have passed; throughput
-    (answers per second), p50 and p99 latency (ms), and the count of non-200 answers."""
+    (answers per second), p50 and p99 latency (ms), the count of non-200 answers, and the CPU
+    time per answer of the load generator and of the service (process ``server_pid`` and its
+    descendants), in ms: where the machine's time went."""
     latencies: List[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -63,19 +92,26 @@ def load(
                 errors[0] += res.status != 200
         conn.close()
 
-    begin = time.perf_counter()
+    begin, client_cpu, service_cpu = (
+        time.perf_counter(),
+        time.process_time(),
+        _cpu_seconds(server_pid),
+    )
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - begin
+    count = max(1, len(latencies))
     return {
         "requests": len(latencies),
         "errors": errors[0],
         "throughput": len(latencies) / wall if wall else 0.0,
         "p50_ms": 1000 * _percentile(latencies, 0.5) if latencies else float("nan"),
         "p99_ms": 1000 * _percentile(latencies, 0.99) if latencies else float("nan"),
+        "client_cpu_ms": 1000 * (time.process_time() - client_cpu) / count,
+        "service_cpu_ms": 1000 * (_cpu_seconds(server_pid) - service_cpu) / count,
     }
 
 
@@ -93,11 +129,15 @@ def offline_figures(
     predictor = Predictor(load_config(config_file, list(opts)))
     predictor(images[0])  # warm-up
     single = []
+    cpu = time.process_time()
     for k in range(max(5, len(images))):
         start = time.perf_counter()
         predictor(images[k % len(images)])
         single.append(time.perf_counter() - start)
-    out = {"single_p50_ms": 1000 * statistics.median(single)}
+    out = {
+        "single_p50_ms": 1000 * statistics.median(single),
+        "single_cpu_ms": 1000 * (time.process_time() - cpu) / len(single),
+    }
     for b in batch_sizes:
         batch = [images[0]] * b  # one size: one forward pass
         best = float("inf")
@@ -178,7 +218,7 @@ def serving_rows(
                 batch = json.loads(r.read())["max_batch_size"]
             load("127.0.0.1", port, bodies, 2, 4, seconds)  # warm-up
             for clients in CLIENTS:
-                figures = load("127.0.0.1", port, bodies, clients, requests, seconds)
+                figures = load("127.0.0.1", port, bodies, clients, requests, seconds, proc.pid)
                 row = {"model": name, "mode": f"serve {label}", "batch": batch,
                        "clients": clients, **figures}  # fmt: skip
                 if progress:
@@ -243,7 +283,8 @@ def run_serving(args) -> Dict:
         print(
             f"[benchmark] {row['model']} {row['mode']} (batch {row['batch']}), "
             f"{row['clients']} clients: {row['throughput']:.2f} images/s, "
-            f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms",
+            f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms; CPU per request: "
+            f"service {row['service_cpu_ms']:.0f} ms, load generator {row['client_cpu_ms']:.0f} ms",
             file=sys.stderr,
             flush=True,
         )
