@@ -83,13 +83,21 @@ def load(
             body = bodies[k % len(bodies)]
             k += 1
             start = time.perf_counter()
-            conn.request("POST", "/v1/detect", body, {"Content-Type": "application/octet-stream"})
-            res = conn.getresponse()
-            res.read()
+            try:
+                conn.request(
+                    "POST", "/v1/detect", body, {"Content-Type": "application/octet-stream"}
+                )
+                res = conn.getresponse()
+                res.read()
+                failed = res.status != 200
+            except OSError:  # a reset or a timeout: an error, and a new connection
+                failed = True
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=max(60.0, seconds))
             took = time.perf_counter() - start
             with lock:
                 latencies.append(took)
-                errors[0] += res.status != 200
+                errors[0] += failed
         conn.close()
 
     begin, client_cpu, service_cpu = (

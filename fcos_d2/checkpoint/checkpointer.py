@@ -150,8 +150,8 @@ class FCOSCheckpointer(DetectionCheckpointer):
             if key in model_state and tuple(value.shape) != tuple(model_state[key].shape):
                 theirs[key] = checkpoint["model"].pop(key).shape[0]
         incompatible = super()._load_model(checkpoint)
-        fresh = [k for k in incompatible.missing_keys if k.endswith(_CLASS_LOGITS)]
-        if fresh:
+        fresh = [k for k in incompatible.missing_keys if k in theirs]
+        if fresh:  # only the logits of another class count (not a checkpoint without any)
             for key in fresh:
                 incompatible.missing_keys.remove(key)
             _log_reinitialised(fresh, model_state, sorted(set(theirs.values())))

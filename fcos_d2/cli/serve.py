@@ -7,7 +7,13 @@ import signal
 import threading
 
 from ..config import inference_settings
-from .common import CommandError, add_config_arguments, add_overrides, load_command_config
+from .common import (
+    CommandError,
+    add_config_arguments,
+    add_overrides,
+    first_line,
+    load_command_config,
+)
 
 HELP = "serve a trained or exported model over HTTP (Ray Serve, batching, replicas)"
 EXAMPLES = [
@@ -81,11 +87,13 @@ def _source(args: argparse.Namespace):
     weights = args.weights
     if weights and "://" not in weights:
         weights = os.path.abspath(weights)
+    # Ray shows a replica the GPU it reserved for it as cuda:0 (CUDA_VISIBLE_DEVICES)
+    replica_device = "cuda" if device.startswith("cuda") else (args.device or "")
     source = ModelSource(
         config_file=os.path.abspath(resolve_config_file(args.config_file)),
         opts=tuple(args.opts or ()),
         weights=weights or "",
-        device=args.device or "",
+        device=replica_device,
     )
     return source, device
 
@@ -98,6 +106,8 @@ def _settings(args: argparse.Namespace, device: str):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CommandError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise CommandError(f"--max-pixels {args.max_pixels}: must be at least 1")
     if args.batch_wait_ms < 0:
         raise CommandError(f"--batch-wait-ms {args.batch_wait_ms}: must be >= 0")
     cpus = args.cpus_per_replica
@@ -123,29 +133,42 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("serving needs Ray Serve: pip install 'fcos_d2[serve]'") from None
     from ..serve.app import build_app
 
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}}
-    if args.ray_address:
-        ray.init(address=args.ray_address, runtime_env=env, log_to_driver=False)
-    else:
-        # a local Ray of this command only; on loopback when the service is
-        local = {"_node_ip_address": "127.0.0.1"} if args.host in ("127.0.0.1", "localhost") else {}
-        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, **local)
-    # after ray.init, which sets its own; a stop asked for while the service starts is
-    # carried out once it has started
+    try:
+        if args.ray_address:
+            ray.init(address=args.ray_address, runtime_env=env, log_to_driver=False)
+        else:
+            # a local Ray of this command only; on loopback when the service is
+            loopback = args.host in ("127.0.0.1", "localhost")
+            local = {"_node_ip_address": "127.0.0.1"} if loopback else {}
+            ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, **local)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"--ray-address {args.ray_address}" if args.ray_address else "a local Ray"
+        raise CommandError(f"cannot start Ray ({where}): {first_line(e)}") from None
+
+    def on_signal(*_):
+        stop.set()
+        if not started.is_set():  # still starting (e.g. waiting for resources): give up now
+            raise KeyboardInterrupt
+
+    # after ray.init, which sets its own
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         # one HTTP proxy, on the node of this command's Ray head: the address users call
         serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="HeadOnly")
         serve.run(build_app(source, settings), name="fcos_d2", route_prefix="/")
+        started.set()
         print(
             f"fcos-d2 serve: listening on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True
         )
         while not stop.wait(0.5):
             pass
         print("fcos-d2 serve: stopping", flush=True)
+    except KeyboardInterrupt:
+        print("fcos-d2 serve: stopped while starting", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -26,6 +26,8 @@ def write_mosaics(
 ) -> str:
     """Write ``output/split/*.png`` and ``output/split.json`` (one mosaic per ``grid``^2 records,
     in order); return the dataset spec ``coco:...``."""
+    if grid < 1 or size < grid:
+        raise ValueError(f"mosaic of {size} px in a {grid} x {grid} grid: need 1 <= grid <= size")
     cell = size // grid
     too_big = [r["file_name"] for r in records if r["height"] > cell or r["width"] > cell]
     if too_big:

@@ -231,9 +231,18 @@ def build_app(source: ModelSource, settings: ServeSettings):
             length = request.headers.get("content-length")
             if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
                 return _error(413, f"body of {length} bytes: more than {MAX_BODY_BYTES}")
+            chunks, size = [], 0
+            async for chunk in request.stream():  # counted: a chunked body has no length
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return _error(413, f"body of more than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
             try:
                 threshold = _threshold(score_threshold)
-                image = decode_image(await request.body(), settings.max_pixels)
+                loop = asyncio.get_running_loop()  # decoding off the event loop
+                image = await loop.run_in_executor(
+                    None, decode_image, b"".join(chunks), settings.max_pixels
+                )
             except BadImage as e:
                 return _error(400, str(e))
             try:

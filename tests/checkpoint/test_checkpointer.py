@@ -218,3 +218,14 @@ def test_retinanet_checkpoint_is_not_called_an_fcos_checkpoint(tmp_path, caplog)
             load_for_inference(build_model(tiny_cfg(3)), path)
     assert "RetinaNet" in caplog.text
     assert "FCOS checkpoint;" not in caplog.text  # not "a d2 FCOS checkpoint; converting ..."
+
+
+def test_a_checkpoint_without_class_logits_is_not_called_fine_tuning(tmp_path, caplog):
+    source = _state(3)
+    partial = {k: v for k, v in source.items() if not k.startswith("head.")}  # e.g. a backbone
+    path = str(tmp_path / "backbone.pth")
+    torch.save({"model": partial}, path)
+    with caplog.at_level(logging.INFO):
+        FCOSCheckpointer(build_model(tiny_cfg(3))).load(path)
+    assert "re-initialised" not in caplog.text
+    assert "head.cls_logits.{bias, weight}" in caplog.text  # detectron2 names what is missing

@@ -165,7 +165,7 @@ def test_a_loader_that_cannot_resume_exactly_is_named_once(
     assert re.search(r"fcos_d2.engine.trainer WARNING: The training data loader", log)
 
 
-def test_repeat_factor_sampling_resumes_exactly_without_a_warning(
+def test_repeat_factor_sampling_is_checkpointed_as_the_resumable_stream_without_a_warning(
     tmp_path, fresh_fcos_logger, tiny_logging_dataset
 ):
     out = str(tmp_path / "out")

@@ -259,10 +259,7 @@ def test_a_killed_replica_is_restarted_and_no_request_hangs(server):
 
     def send(_):
         start = time.monotonic()
-        try:
-            status, parsed, _ = request(server.url + "/v1/detect", body, timeout=90)
-        except OSError as e:  # the connection itself failed: still an answer in time
-            status, parsed = 599, {"error": str(e)}
+        status, parsed, _ = request(server.url + "/v1/detect", body, timeout=90)
         return status, parsed, time.monotonic() - start
 
     with ThreadPoolExecutor(4) as pool:
@@ -270,7 +267,6 @@ def test_a_killed_replica_is_restarted_and_no_request_hangs(server):
         time.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
         results = [f.result(timeout=120) for f in futures]
-    print("statuses", sorted(r[0] for r in results), [r[1] for r in results if r[0] != 200][:3])
     for status, parsed, seconds in results:
         assert seconds < 90
         assert status == 200 or (status >= 500 and parsed and "error" in parsed), (status, parsed)

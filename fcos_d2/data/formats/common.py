@@ -54,6 +54,8 @@ def image_size(path: str) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees:
+                width, height = height, width  # detectron2's read_image applies it
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path!r} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:

@@ -105,6 +105,11 @@ def _coco_categories(json_file: str) -> List[Dict[str, Any]]:
             raise ValueError(f"COCO annotation file {json_file!r} is not COCO JSON: {e}") from None
         if not categories:
             raise ValueError(f"COCO annotation file {json_file!r} has no 'categories'")
+        bad = [c for c in categories if not isinstance(c, dict) or "id" not in c or "name" not in c]
+        if bad:
+            raise ValueError(
+                f"COCO annotation file {json_file!r}: category {bad[0]!r} lacks id/name"
+            )
         _coco_cache[json_file] = (mtime, sorted(categories, key=lambda c: c["id"]))
     return _coco_cache[json_file][1]
 
@@ -116,8 +121,16 @@ def _load_coco(json_file: str, image_root: str) -> List[Dict[str, Any]]:
         raise FileNotFoundError(f"image folder {image_root!r} of {json_file!r} does not exist")
     ids = {c["id"]: i for i, c in enumerate(_coco_categories(json_file))}
     records = load_coco_json(json_file, image_root)  # no dataset name: the file's category ids
+    if not records:
+        raise ValueError(f"COCO annotation file {json_file!r} has no images")
     for record in records:
         for ann in record.get("annotations", ()):
+            if ann["category_id"] not in ids:
+                raise ValueError(
+                    f"COCO annotation file {json_file!r}: an annotation of image "
+                    f"{record.get('image_id')!r} has category_id {ann['category_id']}, which "
+                    "'categories' does not list"
+                )
             ann["category_id"] = ids[ann["category_id"]]
     return records
 
@@ -161,7 +174,9 @@ def register_dataset_spec(name: str, classes: Optional[Sequence[str]] = None) ->
     index = None if tuple(own) == classes else [classes.index(c) for c in own]
     DatasetCatalog.register(name, lambda: _remapped(spec, name, index))
     metadata: Dict[str, Any] = {"thing_classes": list(classes), "evaluator_type": "coco"}
-    if spec.kind == "coco":  # evaluation against the file itself, with its category ids
+    if spec.kind == "coco" and set(own) == set(classes):
+        # evaluation against the file itself, with its category ids (they map onto every
+        # class: detectron2's evaluator needs that); a file lacking classes is converted instead
         categories = _coco_categories(spec.path)
         metadata.update(
             json_file=spec.path,

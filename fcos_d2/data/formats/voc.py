@@ -76,7 +76,7 @@ def _label_file(root: str) -> str:
 def voc_classes(root: str) -> List[str]:
     """The class names of the VOC folder ``root`` (see the module's docstring)."""
     if os.path.isfile(_label_file(root)):
-        with open(_label_file(root)) as f:
+        with open(_label_file(root), encoding="utf-8-sig") as f:
             names = [line.strip() for line in f if line.strip()]
         if len(set(names)) != len(names):
             raise ValueError(f"{_label_file(root)} names a class twice")
@@ -103,7 +103,7 @@ def _split_ids(root: str, split: str) -> List[str]:
             for p in glob.glob(os.path.join(root, "ImageSets", "Main", "*.txt"))
         )
         raise FileNotFoundError(f"VOC split file {path!r} does not exist (splits: {have})")
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         return [line.split()[0] for line in f if line.strip()]
 
 
@@ -177,4 +177,6 @@ def load_voc(root: str, split: str, dataset_name: str) -> List[Dict[str, Any]]:
         # integer image ids: COCO evaluation (faster-coco-eval's) takes no others
         records.append(box_record(images[image_id], number, height, width, boxes))
     bad.report()
+    if not records:
+        raise ValueError(f"VOC split {split!r} of {root!r} has no images")
     return records

@@ -96,7 +96,7 @@ def _split_images(data_yaml: str, split: str) -> List[str]:
             found = glob.glob(os.path.join(path, "**", "*"), recursive=True)
             images += sorted(p for p in found if p.lower().endswith(IMAGE_SUFFIXES))
         else:  # a list of image files, relative to the list's folder
-            with open(path) as f:
+            with open(path, encoding="utf-8-sig") as f:
                 lines = [line.strip() for line in f if line.strip()]
             base = os.path.dirname(path)
             images += [line if os.path.isabs(line) else os.path.join(base, line) for line in lines]
@@ -145,7 +145,7 @@ def load_yolo(data_yaml: str, split: str, dataset_name: str) -> List[Dict[str, A
         boxes: List[Tuple[Sequence[float], int, int]] = []
         labels = label_file(image)
         if os.path.isfile(labels):
-            with open(labels) as f:
+            with open(labels, encoding="utf-8-sig") as f:
                 for number, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -157,4 +157,6 @@ def load_yolo(data_yaml: str, split: str, dataset_name: str) -> List[Dict[str, A
                     boxes.append(((x0 * width, y0 * height, x1 * width, y1 * height), category, 0))
         records.append(box_record(image, image_id, height, width, boxes))
     bad.report()
+    if not records:
+        raise ValueError(f"YOLO data file {data_yaml!r}: split {split!r} has no images")
     return records
