@@ -90,7 +90,12 @@ class Server:
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(root),
         )  # fmt: skip
         self.root = root
-        self.wait_healthy(STARTUP_S)
+        try:
+            self.wait_healthy(STARTUP_S)
+        except BaseException:
+            self.proc.kill()  # never left running after a failed start
+            self.proc.wait(30)
+            raise
 
     def output(self) -> str:
         self.log.flush()
@@ -309,4 +314,27 @@ def test_two_ray_nodes_serve_replicas_from_both(tmp_path):
         finally:
             assert server.stop() == 0
     finally:
-        _ray("stop", "--force", cwd=tmp_path, env=env)
+        _stop_cluster(port)
+
+
+def _stop_cluster(port: int) -> None:
+    """Kill this test's Ray processes only (``ray stop`` would end every Ray of the machine):
+    those whose arguments name its GCS port, with their children."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if any(a.endswith((f":{port}", f"={port}")) for a in args):
+            mine.append(proc)
+    for proc in list(mine):
+        try:
+            mine += proc.children(recursive=True)
+        except psutil.Error:
+            pass
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(mine, timeout=30)
