@@ -143,7 +143,13 @@ def run(args: argparse.Namespace) -> int:
             # a local Ray of this command only; on loopback when the service is
             loopback = args.host in ("127.0.0.1", "localhost")
             local = {"_node_ip_address": "127.0.0.1"} if loopback else {}
-            ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False, **local)
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                runtime_env=env,
+                log_to_driver=False,
+                **local,
+            )
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"--ray-address {args.ray_address}" if args.ray_address else "a local Ray"
         raise CommandError(f"cannot start Ray ({where}): {first_line(e)}") from None
