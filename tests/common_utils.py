@@ -34,6 +34,7 @@ __all__ = [
     "tiny_batch",
     "randomize_head",
     "CrashAfter",
+    "png_header",
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,3 +275,18 @@ class CrashAfter(HookBase):
     def after_step(self):
         if self.trainer.iter == self.at:
             raise KeyboardInterrupt
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file of only its IHDR and IEND chunks, claiming ``width`` x ``height`` pixels (no
+    pixel data): what a decoder sees of a huge image before allocating it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")

@@ -1,14 +1,12 @@
 """Request bodies to images: every format OpenCV reads gives cv2.imread's pixels; empty,
 non-image, truncated and oversized bodies are one-line errors, the size read from the header."""
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
 
 from fcos_d2.serve import BadImage, decode_image
+from tests.common_utils import png_header
 
 
 def _image():
@@ -42,21 +40,11 @@ def test_empty_and_non_image_bodies_are_named():
         decode_image(b"GIF? no, just text")
 
 
-def _png_header(width, height):
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def test_a_header_claiming_a_huge_image_is_refused_before_decoding():
     # 60000 x 60000 x 3 bytes would be 10.8 GB; the body is 57 bytes
     with pytest.raises(BadImage, match="limit"):
-        decode_image(_png_header(60000, 60000))
+        decode_image(png_header(60000, 60000))
     with pytest.raises(BadImage, match="7000 x 7000 pixels: more than the limit of 40000000"):
-        decode_image(_png_header(7000, 7000))
+        decode_image(png_header(7000, 7000))
     with pytest.raises(BadImage, match="more than the limit of 100"):
         decode_image(cv2.imencode(".png", _image())[1].tobytes(), max_pixels=100)

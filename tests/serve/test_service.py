@@ -22,7 +22,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from tests.common_utils import REPO, randomize_head, tiny_cfg, with_saved_weights
+from tests.common_utils import REPO, png_header, randomize_head, tiny_cfg, with_saved_weights
 
 pytestmark = pytest.mark.slow
 
@@ -175,26 +175,13 @@ def test_detections_equal_the_predictors(server):
     ]
 
 
-def _png_header(width, height):
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def test_bad_requests_are_4xx_with_a_one_line_error_and_disturb_nothing(server):
     png = open(server.images[0], "rb").read()
     cases = [
         ("POST", "/v1/detect", b"", 400),
         ("POST", "/v1/detect", b"not an image at all", 400),
         ("POST", "/v1/detect", png[: len(png) // 2], 400),
-        ("POST", "/v1/detect", _png_header(60000, 60000), 400),
+        ("POST", "/v1/detect", png_header(60000, 60000), 400),
         ("POST", "/v1/detect?score_threshold=abc", png, 400),
         ("POST", "/v1/detect?score_threshold=1.5", png, 400),
         ("GET", "/v1/detect", None, 405),
