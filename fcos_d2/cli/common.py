@@ -32,6 +32,7 @@ __all__ = [
     "add_config_arguments",
     "check_datasets",
     "add_slice_arguments",
+    "check_model_source",
     "sliced",
     "first_line",
     "add_overrides",
@@ -237,3 +238,13 @@ def sliced(predictor, args: argparse.Namespace):
         return SlicedPredictor(predictor, SliceSettings(*args.slice, overlap=args.overlap))
     except ValueError as e:
         raise CommandError(f"--slice/--overlap: {e}") from None
+
+
+def check_model_source(args: argparse.Namespace) -> None:
+    """A one-line error unless exactly one of ``--config-file`` and ``--exported`` is given,
+    and an exported model without ``--weights``, ``--device`` or overrides (the export holds
+    them)."""
+    if bool(args.config_file) == bool(args.exported):
+        raise CommandError("give --config-file (with --weights) or --exported DIR")
+    if args.exported and (args.weights or args.device or args.opts):
+        raise CommandError("--exported takes no --weights, --device or overrides")

@@ -13,6 +13,7 @@ from .common import (
     add_output_argument,
     add_overrides,
     add_slice_arguments,
+    check_model_source,
     load_command_config,
     sliced,
 )
@@ -105,13 +106,10 @@ def set_up(args: argparse.Namespace):
     """The predictor and the metadata (class names, dataset ids) to draw and write with."""
     from detectron2.data.catalog import Metadata
 
-    if bool(args.config_file) == bool(args.exported):
-        raise CommandError("give --config-file (with --weights) or --exported DIR")
+    check_model_source(args)
     if args.exported:
         from ..demo import exported_predictor
 
-        if args.weights or args.device or args.opts:
-            raise CommandError("--exported takes no --weights, --device or overrides")
         predictor, names = exported_predictor(
             args.exported, args.class_thresholds, args.score_threshold
         )

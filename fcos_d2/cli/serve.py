@@ -11,6 +11,7 @@ from .common import (
     CommandError,
     add_config_arguments,
     add_overrides,
+    check_model_source,
     first_line,
     load_command_config,
 )
@@ -72,11 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _source(args: argparse.Namespace):
     from ..serve.model import ModelSource
 
-    if bool(args.config_file) == bool(args.exported):
-        raise CommandError("give --config-file (with --weights) or --exported DIR")
+    check_model_source(args)
     if args.exported:
-        if args.weights or args.device or args.opts:
-            raise CommandError("--exported takes no --weights, --device or overrides")
         if not os.path.isfile(os.path.join(args.exported, "export.json")):
             raise CommandError(f"--exported {args.exported!r}: no export.json (fcos-d2 export)")
         return ModelSource(exported=os.path.abspath(args.exported)), "cpu"

@@ -56,6 +56,9 @@ def test_top_level_help_lists_every_command(capsys):
         (["train", "--config-file", DEMO, "SOLVER.MAX_ITER", "1", "--resume"], "--resume"),
         (["evaluate", "--exported", "out", "--dataset", "no_such_set"], "no_such_set"),
         (["evaluate", "--weights", "w.pth"], "--config-file"),
+        (["serve", "--port", "8123"], "--exported DIR"),
+        (["serve", "--exported", "out", "--weights", "w.pth"], "--weights"),
+        (["serve", "--config-file", DEMO, "--replicas", "0"], "--replicas 0"),
         (
             [
                 "predict",
