@@ -361,3 +361,18 @@ def test_exif_rotation_swaps_the_size_as_detectron2_reads_the_image(tmp_path):
     from detectron2.data.detection_utils import read_image
 
     assert image_size(path) == read_image(path).shape[:2] == (40, 30)
+
+
+def test_class_names_are_read_once_until_their_files_change(tmp_path, monkeypatch):
+    import fcos_d2.data.formats.spec as spec_module
+
+    root = _voc(str(tmp_path), labels=["dog", "cat"])
+    calls = []
+    real = spec_module.voc_classes
+    monkeypatch.setattr(spec_module, "voc_classes", lambda r: calls.append(r) or real(r))
+    spec = DatasetSpec.parse(f"voc:{root}:train")
+    assert spec.classes() == spec.classes() == ["dog", "cat"] and len(calls) == 1
+    labels = os.path.join(root, "labels.txt")
+    _write(labels, "cat\ndog\n")
+    os.utime(labels, (1, 1))  # another modification time, whatever the clock's resolution
+    assert spec.classes() == ["cat", "dog"] and len(calls) == 2

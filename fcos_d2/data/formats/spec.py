@@ -14,7 +14,7 @@ whatever each format's own order; a class the training data lacks is a one-line 
 import json
 import logging
 import os
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -54,11 +54,14 @@ class DatasetSpec(NamedTuple):
         return cls(kind, path, part)
 
     def classes(self) -> List[str]:
-        """Class names in the data's own order (COCO: by category id)."""
+        """Class names in the data's own order (COCO: by category id); read once per process
+        while the files they come from are unchanged (a run asks at each step that registers
+        its datasets, and a VOC folder's are every annotation file's)."""
         if self.kind == "voc":
-            return voc_classes(self.path)
+            stamps = (os.path.join(self.path, "labels.txt"), os.path.join(self.path, "Annotations"))
+            return list(_cached(("voc", self.path), stamps, lambda: voc_classes(self.path)))
         if self.kind == "yolo":
-            return yolo_classes(self.path)
+            return list(_cached(("yolo", self.path), (self.path,), lambda: yolo_classes(self.path)))
         return [c["name"] for c in _coco_categories(self.path)]
 
     def check(self) -> None:
@@ -89,29 +92,37 @@ def is_dataset_spec(name: str) -> bool:
     return True
 
 
-# JSON file -> (modification time, categories sorted by id)
-_coco_cache: Dict[str, Tuple[float, List[Dict[str, Any]]]] = {}
+# (kind, path) -> (modification times of the files it was read from, value)
+_cache: Dict[Tuple[str, str], Tuple[Tuple[float, ...], Any]] = {}
+
+
+def _cached(key: Tuple[str, str], stamps: Sequence[str], compute: Callable[[], Any]) -> Any:
+    """``compute()``, again only when a file of ``stamps`` changed (or appeared or went)."""
+    times = tuple(os.path.getmtime(p) if os.path.exists(p) else -1.0 for p in stamps)
+    if key not in _cache or _cache[key][0] != times:
+        _cache[key] = (times, compute())
+    return _cache[key][1]
 
 
 def _coco_categories(json_file: str) -> List[Dict[str, Any]]:
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"COCO annotation file {json_file!r} does not exist")
-    mtime = os.path.getmtime(json_file)
-    if json_file not in _coco_cache or _coco_cache[json_file][0] != mtime:
-        try:
-            with open(json_file) as f:
-                categories = json.load(f).get("categories")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise ValueError(f"COCO annotation file {json_file!r} is not COCO JSON: {e}") from None
-        if not categories:
-            raise ValueError(f"COCO annotation file {json_file!r} has no 'categories'")
-        bad = [c for c in categories if not isinstance(c, dict) or "id" not in c or "name" not in c]
-        if bad:
-            raise ValueError(
-                f"COCO annotation file {json_file!r}: category {bad[0]!r} lacks id/name"
-            )
-        _coco_cache[json_file] = (mtime, sorted(categories, key=lambda c: c["id"]))
-    return _coco_cache[json_file][1]
+    return _cached(("coco", json_file), (json_file,), lambda: _read_categories(json_file))
+
+
+def _read_categories(json_file: str) -> List[Dict[str, Any]]:
+    """The categories of a COCO file, sorted by id; a one-line error for a bad file."""
+    try:
+        with open(json_file) as f:
+            categories = json.load(f).get("categories")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"COCO annotation file {json_file!r} is not COCO JSON: {e}") from None
+    if not categories:
+        raise ValueError(f"COCO annotation file {json_file!r} has no 'categories'")
+    bad = [c for c in categories if not isinstance(c, dict) or "id" not in c or "name" not in c]
+    if bad:
+        raise ValueError(f"COCO annotation file {json_file!r}: category {bad[0]!r} lacks id/name")
+    return sorted(categories, key=lambda c: c["id"])
 
 
 def _load_coco(json_file: str, image_root: str) -> List[Dict[str, Any]]:
