@@ -259,13 +259,11 @@ def build_app(source: ModelSource, settings: ServeSettings):
 
 
 def _unavailable(error: BaseException) -> bool:
+    """Whether the model deployment could not answer (a dead replica, a model still loading),
+    a 503; Ray's error of a replica's exception is an instance of that exception's class."""
     from ray.exceptions import RayActorError
 
-    return (
-        isinstance(error, (RayActorError, Loading))
-        or "Loading" in type(error).__name__
-        or ("Loading" in str(error))
-    )
+    return isinstance(error, (RayActorError, Loading))
 
 
 def _reason(error: BaseException) -> str:
@@ -274,10 +272,10 @@ def _reason(error: BaseException) -> str:
 
     if isinstance(error, RayActorError):
         return "the model replica stopped during the request; retry"
+    cause = getattr(error, "cause", None) or error  # a replica's exception, unwrapped
+    text = str(cause).splitlines()[0] if str(cause) else ""
+    if isinstance(error, Loading):
+        return f"the model is {text}" if text == "loading" else text
     if isinstance(error, RayTaskError):
-        cause = error.cause if getattr(error, "cause", None) is not None else error
-        if isinstance(cause, Loading) or "Loading" in type(cause).__name__:
-            return f"the model is {cause}" if str(cause) == "loading" else str(cause)
-        return f"detection failed: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
-    text = str(error).splitlines()[0] if str(error) else ""
+        return f"detection failed: {type(cause).__name__}: {text}"
     return f"{type(error).__name__}: {text}"
