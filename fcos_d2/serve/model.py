@@ -6,7 +6,7 @@ HTTP answer of each.
 
 import logging
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 from detectron2.structures import Instances
