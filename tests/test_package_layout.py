@@ -104,7 +104,8 @@ def test_the_algorithm_modules_hold_no_graph_or_device_branch():
     # Traced, scripted, GPU and CPU forms of an operation are chosen inside fcos_d2.layers.
     for name in ("targets", "losses", "postprocess", "core"):
         source = open(os.path.join(PACKAGE, "modeling", name + ".py")).read()
-        for marker in ("is_tracing", "is_scripting", "device.type", ".is_cuda", ".is_cpu"):
+        markers = ("is_tracing", "is_scripting", "is_exporting", "exporting()", "device.type")
+        for marker in markers + (".is_cuda", ".is_cpu"):
             assert marker not in source, f"modeling/{name}.py branches on {marker}"
 
 

@@ -34,9 +34,9 @@ class DeployFCOS(nn.Module):
       detectron2's ``detector_postprocess`` does); scores: float32 (D,); classes: int64 (D,);
       D <= ``TEST.DETECTIONS_PER_IMAGE``, by decreasing score.
 
-    It runs the model's own ``forward`` (normalisation, padding to the backbone's size
-    divisibility, backbone, head, decoding, thresholds, per-level top-k, class-wise NMS, top-N,
-    clipping): eager results and graph results come from the same code.
+    It runs the model's own :meth:`FCOS.image_detections` (normalisation, padding to the
+    backbone's size divisibility, backbone, head, decoding, thresholds, per-level top-k,
+    class-wise NMS, top-N, clipping): eager results and graph results come from the same code.
     """
 
     def __init__(self, model: nn.Module):
@@ -47,8 +47,7 @@ class DeployFCOS(nn.Module):
         self.train(False)  # exporters restore this mode afterwards, on the wrapped model too
 
     def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        instances = self.model([{"image": image}])[0]["instances"]
-        return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+        return self.model.image_detections(image)
 
 
 def graph_problems(

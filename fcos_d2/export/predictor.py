@@ -1,7 +1,7 @@
 """
 ``ExportedPredictor``: detectron2's ``DefaultPredictor`` calling convention over a directory
-written by ``python -m fcos_d2.export`` (ONNX in ONNX Runtime, TorchScript, or an OpenVINO IR in
-OpenVINO in its precision).
+written by ``fcos-d2 export`` (ONNX in ONNX Runtime, an AOTInductor package, an OpenVINO IR in
+OpenVINO in its precision, or TorchScript).
 """
 
 import os
@@ -48,6 +48,31 @@ def _torchscript_runner(path: str, num_threads: Optional[int]) -> Callable[[np.n
     return run
 
 
+def _aoti_runner(
+    path: str, num_threads: Optional[int], vector_isa: Optional[str]
+) -> Callable[[np.ndarray], Outputs]:
+    import torchvision  # noqa: F401  (registers torchvision::nms, which the package calls)
+    from torch._inductor import aoti_load_package
+
+    from .writers import cpu_vector_isa
+
+    here = cpu_vector_isa()
+    if vector_isa and vector_isa != here:  # its C++ would stop on an illegal instruction
+        raise RuntimeError(
+            f"{path} was compiled for {vector_isa} and this CPU runs {here}: export it again on "
+            "this machine (or use --format onnx, which runs anywhere)"
+        )
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    package = aoti_load_package(path)
+
+    def run(image: np.ndarray) -> Outputs:
+        with torch.no_grad():
+            return tuple(t.numpy() for t in package(torch.from_numpy(image)))
+
+    return run
+
+
 class ExportedPredictor:
     """
     ``predictor(image)`` -> ``{"instances": Instances}`` like ``DefaultPredictor``: ``image`` is a
@@ -83,6 +108,8 @@ class ExportedPredictor:
             from .openvino import openvino_runner
 
             self._run = openvino_runner(path, self.info["openvino_precision"], num_threads)
+        elif fmt == "aoti":
+            self._run = _aoti_runner(path, num_threads, self.info.get("vector_isa"))
         else:
             make_runner = _onnx_runner if fmt == "onnx" else _torchscript_runner
             self._run = make_runner(path, num_threads)

@@ -1,14 +1,22 @@
 """
-Writing an exported directory: ``model.onnx`` (ONNX, opset 17) or ``model.ts`` (TorchScript),
-plus ``export.json`` with what a runtime needs to feed the graph and read its outputs.
+Writing an exported directory: ``model.onnx`` (ONNX, opset 18), ``model.pt2`` (an AOTInductor
+package), ``model.xml`` (OpenVINO) or ``model.ts`` (TorchScript), plus ``export.json`` with what a
+runtime needs to feed the graph and read its outputs. ONNX, AOTInductor and OpenVINO come from
+one ``torch.export`` program; TorchScript from ``torch.jit.trace``, deprecated by torch and kept
+while torch ships it.
 """
 
+import ast
+import contextlib
 import json
+import logging
+import operator
 import os
 import warnings
 from typing import Any, Dict, Optional, Union
 
 import torch
+import torch._dynamo
 from detectron2.config import CfgNode
 from omegaconf import DictConfig
 from torch import nn
@@ -17,23 +25,40 @@ from ..data import dataset_metadata
 from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, sample_image
 from .settings import ExportSettings, build_export_model, export_settings
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "FORMATS",
     "MODEL_FILES",
     "RUNTIMES",
     "build_deploy_model",
+    "export_program",
     "trace",
+    "write_aoti",
     "write_onnx",
     "export_model",
     "read_export_json",
 ]
 
-FORMATS = ("onnx", "torchscript", "openvino")
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts", "openvino": "model.xml"}
+FORMATS = ("onnx", "aoti", "openvino", "torchscript")
+MODEL_FILES = {
+    "onnx": "model.onnx",
+    "aoti": "model.pt2",
+    "openvino": "model.xml",
+    "torchscript": "model.ts",
+}
 # runtime of each format, and the precision names export.json records
-RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript", "openvino": "openvino"}
+RUNTIMES = {
+    "onnx": "onnxruntime",
+    "aoti": "aotinductor",
+    "openvino": "openvino",
+    "torchscript": "torchscript",
+}
 PRECISION_NAMES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
-ONNX_OPSET = 17
+ONNX_OPSET = 18  # the torch.export-based exporter's lowest
+# The image sides an exported program takes (H and W of its input); below 64 a 128-stride level
+# would be one location wide, a size torch.export specialises on.
+SIDE_RANGE = (64, 8192)
 EXPORT_JSON = "export.json"
 
 
@@ -51,11 +76,69 @@ def trace(module: nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
         return torch.jit.trace(module, (image,), check_trace=False)
 
 
-def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> None:
-    """ONNX export with dynamic H, W and detection count (TorchScript-based exporter: the graph's
-    data-dependent sizes (nonzero, top-k, NMS) export as ONNX ops)."""
+class NotDynamicError(ValueError):
+    """torch.export could not make a graph that serves every image size of ``SIDE_RANGE``."""
+
+
+def export_program(module: nn.Module, image: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` of a :class:`DeployFCOS` with dynamic H and W (each in ``SIDE_RANGE``)
+    and a data-dependent detection count; :class:`NotDynamicError` where the network's code
+    narrows the sizes (some timm backbones: a program for H <= 128 < W only, e.g.)."""
+    side = {"min": SIDE_RANGE[0], "max": SIDE_RANGE[1]}
+    dims = {1: torch.export.Dim("height", **side), 2: torch.export.Dim("width", **side)}
+    with torch.no_grad(), warnings.catch_warnings():
+        # torchvision's shape rule for nms uses a deprecated torch call
+        warnings.filterwarnings("ignore", "`create_unbacked_symint` is deprecated")
+        try:
+            return torch.export.export(
+                module, (image,), dynamic_shapes={INPUT_NAME: dims}, strict=False
+            )
+        except torch._dynamo.exc.UserError as e:  # ConstraintViolationError is one
+            first = str(e).strip().splitlines()
+            raise NotDynamicError(
+                "torch.export cannot make one graph for every image size of this model: "
+                + (first[0] if first else type(e).__name__)
+            ) from e
+
+
+def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> str:
+    """
+    ONNX (opset 18) with dynamic H, W and detection count, NMS as ONNX's NonMaxSuppression, by
+    the ``torch.export``-based exporter, its nodes named by module path
+    (``/model/head/cls_logits/...``, as quantization's node rules expect). A model torch.export
+    cannot make size-generic (see :func:`export_program`) goes through the TorchScript-based
+    exporter instead, with a warning. Returns the exporter used: "torch.export" or "torchscript".
+    """
     import onnx
 
+    try:
+        program = _without_shape_checks(export_program(module, image))
+    except NotDynamicError as e:
+        logger.warning(f"{e}; writing ONNX with the TorchScript-based exporter instead")
+        _write_onnx_from_trace(module, image, path)
+        onnx.checker.check_model(path)
+        return "torchscript"
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(
+            program,
+            (image,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=ONNX_OPSET,
+            verbose=False,
+        )
+    proto = onnx_program.model_proto
+    name_nodes_by_module(proto)
+    onnx.save(proto, path)
+    onnx.checker.check_model(path)
+    return "torch.export"
+
+
+def _write_onnx_from_trace(module: nn.Module, image: torch.Tensor, path: str) -> None:
+    """The TorchScript-based exporter (deprecated by torch): a trace, whose data-dependent sizes
+    (nonzero, top-k, NMS) export as ONNX ops."""
     dynamic = {INPUT_NAME: {1: "height", 2: "width"}}
     dynamic.update({name: {0: "detections"} for name in OUTPUT_NAMES})
     with torch.no_grad(), warnings.catch_warnings():
@@ -70,7 +153,62 @@ def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> None:
             dynamic_axes=dynamic,
             opset_version=ONNX_OPSET,
         )
-    onnx.checker.check_model(path)
+
+
+_COMPARISONS = (operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne)
+
+
+def _without_shape_checks(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` without its run-time checks of symbolic sizes (unused comparisons and their
+    asserts), which ONNX cannot express: a bound of a size computed from several others can
+    exceed int64 (seen with timm backbones), which the ONNX exporter fails on."""
+    graph = program.graph_module.graph
+    for node in reversed(list(graph.nodes)):
+        if node.op != "call_function" or node.users:
+            continue
+        if node.target is torch.ops.aten._assert_scalar.default or node.target in _COMPARISONS:
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
+def name_nodes_by_module(proto: Any) -> None:
+    """Rename the nodes of an ONNX ``ModelProto`` written by the ``torch.export``-based exporter
+    to ``/module/path/node``, the module that made each (from the exporter's name scopes)."""
+    for node in proto.graph.node:
+        scopes = next(
+            (p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None
+        )
+        if not scopes:
+            continue
+        names = [n for n in ast.literal_eval(scopes)[:-1] if n]
+        prefix = "/" + names[-1].replace(".", "/") + "/" if names else "/"
+        node.name = prefix + node.name
+
+
+def write_aoti(module: nn.Module, image: torch.Tensor, path: str) -> None:
+    """An AOTInductor package of the ``torch.export`` program (C++ compiled for this CPU's vector
+    ISA, see :func:`cpu_vector_isa`)."""
+    from torch._inductor import aoti_compile_and_package
+
+    program = export_program(module, image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        aoti_compile_and_package(program, package_path=path)
+
+
+def cpu_vector_isa() -> str:
+    """The vector ISA Inductor compiles for on this CPU ("avx512", "avx2", ...)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return str(pick_vec_isa()) or "none"
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """The ONNX exporter prints its steps on stdout."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def _class_names(settings: ExportSettings) -> Optional[list]:
@@ -124,6 +262,9 @@ def _export_json(
     }
     if fmt == "onnx":
         info["opset"] = ONNX_OPSET
+    if fmt == "aoti":  # the package checks its input's sides against this range
+        info["input"]["side_range"] = list(SIDE_RANGE)
+        info["vector_isa"] = cpu_vector_isa()
     info.update(extra)
     return info
 
@@ -144,7 +285,7 @@ def export_model(
     content is returned.
 
     Args:
-        fmt: "onnx", "torchscript" or "openvino".
+        fmt: "onnx", "aoti", "openvino" or "torchscript".
         quantize: None, or "int8" (ONNX only): static post-training quantization calibrated on
             ``calibration_images`` images of the registered dataset ``calibration_dataset``
             (default: the first of ``DATASETS.TRAIN``).
@@ -175,6 +316,8 @@ def export_model(
     path = os.path.join(output_dir, MODEL_FILES[fmt])
     if fmt == "torchscript":
         trace(deploy, sample).save(path)
+    elif fmt == "aoti":
+        write_aoti(deploy, sample, path)
     elif fmt == "openvino":
         extra = _write_openvino(
             settings, deploy, sample, output_dir, precision, calibration_dataset, calibration_images
@@ -183,11 +326,12 @@ def export_model(
         from .quantize import quantize_int8
 
         float_path = os.path.join(output_dir, "model_float32.onnx")
-        write_onnx(deploy, sample, float_path)
+        exporter = write_onnx(deploy, sample, float_path)
         extra = quantize_int8(settings, float_path, path, calibration_dataset, calibration_images)
+        extra["onnx_exporter"] = exporter
         os.remove(float_path)
     else:
-        write_onnx(deploy, sample, path)
+        extra = {"onnx_exporter": write_onnx(deploy, sample, path)}
     info = _export_json(settings, fmt, sample, extra)
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
@@ -200,7 +344,7 @@ def _write_openvino(settings, deploy, sample, output_dir, precision, dataset, co
 
     onnx_path = os.path.join(output_dir, "model_float32.onnx")
     xml_path = os.path.join(output_dir, MODEL_FILES["openvino"])
-    write_onnx(deploy, sample, onnx_path)
+    exporter = write_onnx(deploy, sample, onnx_path)
     try:
         if precision == "int8":
             extra = quantize_openvino_int8(settings, onnx_path, xml_path, dataset, count)
@@ -214,6 +358,7 @@ def _write_openvino(settings, deploy, sample, output_dir, precision, dataset, co
     return {
         **extra,
         "precision": PRECISION_NAMES[precision],
+        "onnx_exporter": exporter,
         "openvino_precision": precision,
         "openvino_version": openvino.__version__,
     }

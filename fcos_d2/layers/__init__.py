@@ -5,12 +5,13 @@ Layers and operations below the model code: each has one implementation per plac
 """
 
 from .frozen_bn import FrozenBNConv2d, fold_frozen_batchnorm, set_frozen_batchnorm_eps
-from .graph import topk_at_most
+from .graph import exporting, topk_at_most
 from .nms import classwise_nms
 
 __all__ = [
     "FrozenBNConv2d",
     "classwise_nms",
+    "exporting",
     "fold_frozen_batchnorm",
     "set_frozen_batchnorm_eps",
     "topk_at_most",

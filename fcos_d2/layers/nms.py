@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, nms
 
+from .graph import exporting
+
 __all__ = ["classwise_nms"]
 
 
@@ -36,6 +38,8 @@ def classwise_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold:
     """
     if torch.jit.is_scripting() or torch.jit.is_tracing():  # a graph for any input
         return _batched_nms_in_graph(boxes, scores, classes, iou_threshold)
+    if exporting():  # torch.export: the box count is a symbol
+        return _batched_nms_exported(boxes, scores, classes, iou_threshold)
     if boxes.device.type == "cpu":
         return _cpu_classwise_nms(boxes, scores, classes, iou_threshold)
     return batched_nms(boxes, scores, classes, iou_threshold)
@@ -74,6 +78,25 @@ def _batched_nms_in_graph(
     largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
     shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
     return nms(shifted, scores, iou_threshold)
+
+
+def _batched_nms_exported(
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float
+) -> Tensor:
+    """
+    :func:`_batched_nms_in_graph` for ``torch.export``, where torchvision's shape rule for
+    ``nms`` says that at least 2 boxes survive (and the exported graph asserts it, failing on
+    images with 0 or 1 detection): two sentinel boxes that always survive (below every shifted
+    box, apart, of the lowest score, so last) are added, then dropped from the result.
+    """
+    count = boxes.shape[0]
+    largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
+    shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
+    corners = torch.tensor([[3.0, 3, 2, 2], [5, 5, 4, 4]], dtype=boxes.dtype, device=boxes.device)
+    sentinels = -(largest + corners)  # x0 = y0 = -(largest + 3), x1 = y1 = -(largest + 2), ...
+    low = scores.new_full((2,), -1.0)  # scores are >= 0
+    kept = nms(torch.cat([shifted, sentinels]), torch.cat([scores, low]), iou_threshold)
+    return kept[kept < count]
 
 
 def _classwise_nms_grouped(

@@ -9,23 +9,24 @@ import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config, check_values, read_class_thresholds
-from ..layers import fold_frozen_batchnorm, set_frozen_batchnorm_eps
+from ..layers import exporting, fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .core import FCOSCore, Predictions, build_fcos_core
 from .head import FCOSHead
 from .losses import positive_count
 from .postprocess import (
     FCOSPostprocess,
     apply_class_thresholds,
-    fcos_inference_single_image,
+    fcos_detections,
     legacy_rescale,
 )
 from .targets import compute_locations
@@ -210,6 +211,40 @@ class FCOS(DenseDetector):
             for r, x, hw in zip(results, batched_inputs, images.image_sizes)
         ]
 
+    def image_detections(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        Detections of one (C, H, W) image as tensors: boxes (D, 4) XYXY in the image's pixels,
+        clipped to it, empty ones dropped; scores (D,), by decreasing score; classes (D,):
+        what ``forward`` returns for an input without "height"/"width", without ``Instances``
+        (whose length checks ``torch.export`` cannot follow when D is a symbol).
+        """
+        if exporting():
+            images = self._padded_for_export(image)
+        else:
+            images = self.preprocess_image([{"image": image}])
+        features, predictions = self._network(images.tensor)
+        boxes, scores, classes = self._detections(images, features, predictions)[0]
+        if self._use_class_thresholds:
+            keep = scores >= self.class_thresholds[classes]
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        height, width = image.shape[-2], image.shape[-1]
+        x0, y0, x1, y1 = boxes.unbind(1)  # Boxes.clip, then Boxes.nonempty
+        boxes = torch.stack(
+            [x0.clamp(0, width), y0.clamp(0, height), x1.clamp(0, width), y1.clamp(0, height)],
+            dim=1,
+        )
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return boxes[keep], scores[keep], classes[keep]
+
+    def _padded_for_export(self, image: Tensor) -> ImageList:
+        """``preprocess_image`` of one image under ``torch.export``: detectron2's padding computes
+        the padded size with tensors, data-dependent there; the same size in (symbolic) ints."""
+        image = (self._move_to_current_device(image) - self.pixel_mean) / self.pixel_std
+        d = max(self.backbone.size_divisibility, 1)
+        height, width = image.shape[-2], image.shape[-1]
+        pad = [0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height]
+        return ImageList(F.pad(image, pad).unsqueeze(0), [(height, width)])
+
     def _network(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
         """
         Backbone and head on normalised (N, 3, H, W) images: the features of ``head_in_features``
@@ -274,6 +309,17 @@ class FCOS(DenseDetector):
     def forward_inference(
         self, images: ImageList, features: List[Tensor], predictions: Predictions
     ) -> List[Instances]:
+        return [
+            Instances(size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
+            for (boxes, scores, classes), size in zip(
+                self._detections(images, features, predictions), images.image_sizes
+            )
+        ]
+
+    def _detections(
+        self, images: ImageList, features: List[Tensor], predictions: Predictions
+    ) -> List[Tuple[Tensor, Tensor, Tensor]]:
+        """(boxes, scores, classes) of each image, in its resized image's pixels, unclipped."""
         # Channel-first views (N, C, Hi * Wi): post-processing needs no transposed copies.
         logits = [p.flatten(2) for p in predictions[0]]
         box_reg = [p.flatten(2) for p in predictions[1]]
@@ -281,7 +327,7 @@ class FCOS(DenseDetector):
         sizes = [(f.shape[-2], f.shape[-1]) for f in features]
         locations = compute_locations(sizes, self.strides, features[0].device)
         return [
-            fcos_inference_single_image(
+            fcos_detections(
                 locations,
                 self.strides,
                 [x[i] for x in logits],

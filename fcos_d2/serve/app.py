@@ -149,7 +149,6 @@ def _model_deployment(source: ModelSource, settings: ServeSettings):
             if self.model is None:
                 raise Loading(self.status())
             import ray
-
             import torch
 
             threads = self.pool.submit(torch.get_num_threads).result()

@@ -71,16 +71,16 @@ class ServedModel:
 
     def _init_exported(self, directory: str) -> None:
         from ..export.predictor import ExportedPredictor
+        from ..export.writers import RUNTIMES
 
         self.predictor = ExportedPredictor(directory)
         info = self.predictor.info
         self.classes = list(self.predictor.class_names or [])
         self.category_ids: Dict[int, int] = {}
         self.device = "cpu"
-        runtime = {"onnx": "onnxruntime", "torchscript": "torchscript", "openvino": "openvino"}
         self.info = {
             "classes": self.classes,
-            "runtime": runtime.get(info["format"], info["format"]),
+            "runtime": RUNTIMES.get(info["format"], info["format"]),
             "precision": info.get("precision", "float32"),
             "config": info.get("config", ""),
         }

@@ -1,6 +1,6 @@
 """
-Whole-detector export (ONNX in ONNX Runtime, TorchScript) against the eager model, on image
-sizes other than the one traced, including an image where nothing passes the threshold
+Whole-detector export (ONNX from torch.export in ONNX Runtime, an AOTInductor package,
+TorchScript) against the eager model, on image sizes other than the one exported, including an image where nothing passes the threshold
 (see export_helpers for how random weights get detections, and D = 0).
 """
 
@@ -87,7 +87,8 @@ def demo_export(tmp_path_factory):
         weights = str(out / "weights.pth")
         torch.save({"model": model.state_dict()}, weights)
         cfg.MODEL.WEIGHTS = weights
-        infos = {fmt: export_model(cfg, fmt, str(out / fmt)) for fmt in ("onnx", "torchscript")}
+        formats = ("onnx", "aoti", "torchscript")
+        infos = {fmt: export_model(cfg, fmt, str(out / fmt)) for fmt in formats}
         yield cfg, model, out, infos
 
 
@@ -113,6 +114,52 @@ def test_demo_torchscript_matches_eager(demo_export):
             return module(image)
 
     check_parity(model, cfg, run, DEMO_SIZES, "torchscript")
+
+
+def test_demo_aoti_package_matches_eager(demo_export):
+    from torch._inductor import aoti_load_package
+
+    cfg, model, out, infos = demo_export
+    package = aoti_load_package(str(out / "aoti" / "model.pt2"))
+
+    def run(image):
+        with torch.no_grad():
+            return package(image)
+
+    counts = check_parity(model, cfg, run, DEMO_SIZES, "aoti")
+    assert max(counts) >= 10
+    assert infos["aoti"]["file"] == "model.pt2" and infos["aoti"]["runtime"] == "aotinductor"
+
+
+def test_onnx_comes_from_torch_export_with_module_named_nodes(demo_export):
+    import onnx
+
+    cfg, _, out, infos = demo_export
+    proto = onnx.load(str(out / "onnx" / "model.onnx"))
+    assert infos["onnx"]["opset"] == 18 and infos["onnx"]["onnx_exporter"] == "torch.export"
+    assert proto.opset_import[0].version == 18
+    names = [n.name for n in proto.graph.node]
+    # the exporter's scope metadata (torch.export-based exporter) turned into module paths
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    levels = len(cfg.MODEL.FCOS.IN_FEATURES)  # the head's class conv runs once per level
+    assert sum(c.startswith("/model/head/cls_logits/") for c in convs) == levels == 3
+    assert any(n.startswith("/model/backbone/bottom_up/stem/") for n in names)
+    assert any(n.op_type == "NonMaxSuppression" for n in proto.graph.node)
+
+
+def test_aoti_package_of_another_cpu_is_refused_in_one_line(demo_export, tmp_path):
+    import shutil
+
+    from fcos_d2.export.predictor import ExportedPredictor
+
+    copy = tmp_path / "aoti"
+    shutil.copytree(demo_export[2] / "aoti", copy)
+    info = json.loads((copy / "export.json").read_text())
+    info["vector_isa"] = "neon"  # an ISA no x86 CPU runs
+    (copy / "export.json").write_text(json.dumps(info))
+    with pytest.raises(RuntimeError, match="compiled for neon and this CPU runs") as e:
+        ExportedPredictor(str(copy))
+    assert len(str(e.value).splitlines()) == 1
 
 
 def test_export_json_records_what_a_runtime_needs(demo_export):
@@ -152,7 +199,7 @@ def test_r50_fpn_random_weights_export_matches_eager(tmp_path, fmt):
     assert max(counts) >= 10
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "aoti", "torchscript"])
 def test_exported_predictor_gives_default_predictor_detections(demo_export, fmt):
     """BGR (H, W, 3) image of an odd size in, detections in its coordinates out, as detectron2's
     DefaultPredictor with the same weights gives them (resizing done by both)."""
@@ -184,7 +231,9 @@ def test_unknown_format_lists_the_choices(capsys):
 
     with pytest.raises(SystemExit):
         parse_args(["--config-file", DEMO, "--format", "tflite", "--output", "x"])
-    assert "choose from onnx, torchscript" in capsys.readouterr().err.replace("'", "")
+    assert "choose from onnx, aoti, openvino, torchscript" in capsys.readouterr().err.replace(
+        "'", ""
+    )
 
 
 def test_config_the_graph_cannot_express_names_the_key(tmp_path):
