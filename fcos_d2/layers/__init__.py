@@ -6,13 +6,16 @@ Layers and operations below the model code: each has one implementation per plac
 
 from .frozen_bn import FrozenBNConv2d, fold_frozen_batchnorm, set_frozen_batchnorm_eps
 from .graph import exporting, topk_at_most
+from .layout import channels_last_helps, one_image_at_a_time
 from .nms import classwise_nms
 
 __all__ = [
     "FrozenBNConv2d",
+    "channels_last_helps",
     "classwise_nms",
     "exporting",
     "fold_frozen_batchnorm",
+    "one_image_at_a_time",
     "set_frozen_batchnorm_eps",
     "topk_at_most",
 ]

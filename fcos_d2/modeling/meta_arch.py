@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from ..checkpoint.model_hook import install_foreign_checkpoint_hook
 from ..config import check_fcos_config, check_values, read_class_thresholds
-from ..layers import exporting, fold_frozen_batchnorm, set_frozen_batchnorm_eps
+from ..layers import (
+    channels_last_helps,
+    exporting,
+    fold_frozen_batchnorm,
+    one_image_at_a_time,
+    set_frozen_batchnorm_eps,
+)
 from .core import FCOSCore, Predictions, build_fcos_core
 from .head import FCOSHead
 from .losses import positive_count
@@ -77,8 +83,9 @@ class FCOS(DenseDetector):
                 level, shaped (N, K, Hi, Wi), (N, 4, Hi, Wi) in strides, (N, 1, Hi, Wi).
             core: matching, losses and decoding (with a ``postprocess``), for the strides of
                 ``head_in_features`` (a core made without strides gets those).
-            channels_last: give the network its input in channels_last memory format (use it
-                with a backbone and head converted to that format, as ``from_config`` does).
+            channels_last: run backbone and head in channels_last memory format where that was
+                measured faster (see ``fcos_d2.layers.layout``: GPUs, CPU inference, CPU training
+                with AVX-512), by giving them their input in it; the weights keep their layout.
             loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
             class_thresholds: (K,) minimum score of each class's detections (after the NMS), or
                 None (``MODEL.FCOS.CLASS_THRESHOLDS_FILE``'s values).
@@ -151,9 +158,6 @@ class FCOS(DenseDetector):
         # Speed settings, applied to the modules built here (never to modules passed in).
         if fcos.FOLD_FROZEN_BN:
             fold_frozen_batchnorm(backbone)
-        if fcos.CHANNELS_LAST:
-            backbone.to(memory_format=torch.channels_last)
-            head.to(memory_format=torch.channels_last)
         strides = [shapes[f].stride for f in fcos.IN_FEATURES]
         return {
             "backbone": backbone,
@@ -248,9 +252,18 @@ class FCOS(DenseDetector):
     def _network(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
         """
         Backbone and head on normalised (N, 3, H, W) images: the features of ``head_in_features``
-        and the head's predictions, all in float32.
+        and the head's predictions, all in float32. On a CPU in inference, one image at a time
+        (measured faster; every layer is per image there, so the results are the same).
         """
-        if self.channels_last:
+        if (
+            not torch.jit.is_scripting()
+            and images.shape[0] > 1
+            and one_image_at_a_time(images.device.type, self.training)
+        ):
+            return _concatenated([self._network(image) for image in images.split(1)])
+        if self.channels_last and (
+            torch.jit.is_scripting() or channels_last_helps(images.device.type, self.training)
+        ):
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = self.train_dtype if self.training else self.inference_dtype
         if dtype == torch.float32 or torch.jit.is_scripting():
@@ -423,3 +436,14 @@ def _class_thresholds(cfg: CfgNode) -> Optional[List[float]]:
         return read_class_thresholds(path, cfg.MODEL.FCOS.NUM_CLASSES)
     except ValueError as e:
         raise ValueError(f"MODEL.FCOS.CLASS_THRESHOLDS_FILE: {e}") from None
+
+
+def _concatenated(
+    parts: List[Tuple[List[Tensor], Predictions]],
+) -> Tuple[List[Tensor], Predictions]:
+    """The network's outputs of single images as those of their batch."""
+    features = [torch.cat(level) for level in zip(*[p[0] for p in parts])]
+    predictions = tuple(
+        [torch.cat(level) for level in zip(*[p[1][i] for p in parts])] for i in range(3)
+    )
+    return features, predictions  # type: ignore[return-value]

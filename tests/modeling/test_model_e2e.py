@@ -1,5 +1,7 @@
 """End-to-end CPU checks on tiny random inputs of odd sizes (seeded)."""
 
+import os
+
 import pytest
 import torch
 from detectron2.engine import SimpleTrainer
@@ -141,6 +143,23 @@ def test_nan_loss_stops_training_with_floating_point_error():
         trainer.train(0, 1)
 
 
+def _input_layouts(model, batch):
+    """Whether the backbone got its input channels_last, in eval and in training mode."""
+    seen = []
+    hook = model.backbone.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        with torch.no_grad():
+            model.eval()(batch)
+        with EventStorage():
+            model.train()(batch)
+    finally:
+        hook.remove()
+        model.eval()
+    return seen
+
+
 def test_channels_last_gives_the_same_detections():
     model = _model()
     randomize_head(model, cls_bias=0.0)
@@ -148,10 +167,13 @@ def test_channels_last_gives_the_same_detections():
     plain = _same_weights(model, CHANNELS_LAST=False)
     fast = _same_weights(model, CHANNELS_LAST=True)
     for m, channels_last in ((plain, False), (fast, True)):
-        weight = m.head.cls_logits.weight  # (K, C, 3, 3) with C > 1: the two layouts differ
         assert m.channels_last == channels_last
-        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
-        assert weight.is_contiguous() != channels_last
+        # the weights keep their layout; the input's decides how convs run
+        assert m.head.cls_logits.weight.is_contiguous()
+    train_batch = [_image(64, 96, [[10, 10, 40, 50]], [1])]
+    assert _input_layouts(plain, train_batch) == [False, False]
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert _input_layouts(fast, train_batch) == [True, avx512]
     batch = [_image(97, 131)]
     with torch.no_grad():
         a, b = plain(batch)[0]["instances"], fast(batch)[0]["instances"]
@@ -246,7 +268,6 @@ def test_construction_leaves_the_given_modules_unchanged():
     # from_config applies the speed settings to the modules it builds itself ...
     built = args["backbone"]
     assert any(type(m) is FrozenBNConv2d for m in built.modules())
-    assert built.bottom_up.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     # ... while the constructor uses a backbone passed in as it is.
     backbone = build_backbone(cfg)
     types = [type(m) for m in backbone.modules()]
@@ -255,3 +276,46 @@ def test_construction_leaves_the_given_modules_unchanged():
     assert model.backbone is backbone
     assert [type(m) for m in backbone.modules()] == types
     assert backbone.bottom_up.stem.conv1.weight.is_contiguous()
+
+
+def test_cpu_training_runs_nchw_on_an_avx2_only_cpu():
+    """Measured: oneDNN's AVX2 backward convolutions are slower channels_last, its AVX-512 ones
+    faster; inference is faster channels_last on both (fcos_d2.layers.layout)."""
+    import subprocess
+    import sys
+
+    from tests.common_utils import REPO
+
+    code = (
+        "import torch; from fcos_d2.layers import channels_last_helps as h; "
+        "print(torch.backends.cpu.get_cpu_capability(), h('cpu', True), h('cpu', False), "
+        "h('cuda', True))"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.split() == ["AVX2", "False", "True", "True"], out.stderr[-1000:]
+
+
+def test_cpu_inference_of_a_batch_runs_image_by_image_with_the_batchs_detections(monkeypatch):
+    import fcos_d2.modeling.meta_arch as meta_arch
+
+    model = _model()
+    randomize_head(model, cls_bias=0.0)
+    model.eval()
+    batch = [_image(97, 131), _image(64, 150), _image(80, 80)]
+    calls = []
+    hook = model.backbone.register_forward_pre_hook(lambda _, args: calls.append(len(args[0])))
+    with torch.no_grad():
+        split = model(batch)
+        monkeypatch.setattr(meta_arch, "one_image_at_a_time", lambda *_: False)
+        whole = model(batch)
+    hook.remove()
+    assert calls == [1, 1, 1, 3]
+    for a, b in zip(split, whole):
+        a, b = a["instances"], b["instances"]
+        assert len(a) == len(b) > 0
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        assert torch.allclose(a.scores, b.scores, atol=1e-5)
+        assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3)
