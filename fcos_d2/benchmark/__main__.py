@@ -24,6 +24,7 @@ from ..model_zoo import get_config_file
 from ..utils.jsonio import write_json
 from .deploy import bench_deploy, bench_deploy_ap
 from .evaluation import bench_coco_eval
+from .floors import BF16_LEFT_OUT, native_bfloat16
 from .harness import DEFAULT_CONFIG, build_models, in_fresh_process
 from .inference import bench_end_to_end, bench_postprocess
 from .matching import bench_matching
@@ -150,12 +151,14 @@ def run(args: argparse.Namespace) -> Dict:
         "size": args.size,
         "rows": rows,
         "goals": summarize(rows),
+        "left_out": [] if native_bfloat16() or args.device != "cpu" else [BF16_LEFT_OUT],
+        "seconds": time.perf_counter() - progress.start,
     }
     os.makedirs(args.output, exist_ok=True)
     write_json(args.json or os.path.join(args.output, "benchmark.json"), result)
     write_chart(rows, os.path.join(args.output, "benchmark.png"))
     print_report(result)
-    print(f"\nwrote {args.output}/benchmark.json and benchmark.png")
+    print(f"\nwrote {args.output}/benchmark.json and benchmark.png ({result['seconds']:.0f} s)")
     return result
 
 

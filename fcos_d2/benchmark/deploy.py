@@ -16,7 +16,7 @@ import torch
 
 from ..data import register_shapes
 from ..utils import cpu_info
-from .floors import conv_rates, floor_seconds
+from .floors import conv_rates, floor_seconds, native_bfloat16
 from .harness import timeit_interleaved
 
 __all__ = ["DEPLOY_MODES", "DEPLOY_TARGETS", "bench_deploy", "bench_deploy_ap", "pick_fastest"]
@@ -26,16 +26,14 @@ DEPLOY_TARGETS = {"float32": 0.70, "int8": 0.30}
 
 # mode -> (precision, how to get it); "eager" modes are the PyTorch model itself.
 DEPLOY_MODES = {
-    "eager float32": ("float32", "fcos_d2.Predictor / train_net.py --eval-only (the default)"),
+    "eager float32": ("float32", "fcos_d2.Predictor / fcos-d2 predict (the default)"),
     "eager bfloat16": ("bfloat16", "MODEL.FCOS.INFERENCE_DTYPE bfloat16"),
-    "onnxruntime float32": ("float32", "python -m fcos_d2.export --format onnx"),
-    "onnxruntime int8": ("int8", "python -m fcos_d2.export --format onnx --quantize int8"),
-    "openvino float32": ("float32", "python -m fcos_d2.export --format openvino --precision fp32"),
-    "openvino bfloat16": (
-        "bfloat16",
-        "python -m fcos_d2.export --format openvino --precision bf16",
-    ),
-    "openvino int8": ("int8", "python -m fcos_d2.export --format openvino --precision int8"),
+    "onnxruntime float32": ("float32", "fcos-d2 export --format onnx"),
+    "onnxruntime int8": ("int8", "fcos-d2 export --format onnx --quantize int8"),
+    "aoti float32": ("float32", "fcos-d2 export --format aoti"),
+    "openvino float32": ("float32", "fcos-d2 export --format openvino --precision fp32"),
+    "openvino bfloat16": ("bfloat16", "fcos-d2 export --format openvino --precision bf16"),
+    "openvino int8": ("int8", "fcos-d2 export --format openvino --precision int8"),
 }
 _OPENVINO_PRECISION = {
     "openvino float32": "fp32",
@@ -63,17 +61,22 @@ def _openvino_bf16() -> bool:
     return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def _bf16_available() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def _compiler_available() -> bool:
+    """AOTInductor compiles C++ with the system's compiler."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 
 
 def available_modes() -> List[str]:
-    """The modes this machine and install can run."""
-    bf16, ov = _bf16_available(), _openvino_available()
+    """The modes this machine and install can run natively (bfloat16 only on a CPU with
+    bfloat16 units: elsewhere it is emulated, many times slower than float32)."""
+    bf16, ov = native_bfloat16(), _openvino_available()
     wanted = {
         "eager bfloat16": bf16,
+        "aoti float32": _compiler_available(),
         "openvino float32": ov,
-        "openvino bfloat16": ov and _openvino_bf16(),
+        "openvino bfloat16": ov and bf16 and _openvino_bf16(),
         "openvino int8": ov,
     }
     return [m for m in DEPLOY_MODES if wanted.get(m, True)]
@@ -90,7 +93,7 @@ def _exported_runners(
     from ..export.graph import DeployFCOS, sample_image
     from ..export.quantize import quantize_int8
     from ..export.settings import export_settings
-    from ..export.writers import write_onnx
+    from ..export.writers import write_aoti, write_onnx
 
     fp32, int8 = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
     write_onnx(DeployFCOS(ours), sample_image(*size), fp32)
@@ -105,6 +108,18 @@ def _exported_runners(
         "onnxruntime float32": (session(fp32), f"ONNX Runtime {ort.__version__}"),
         "onnxruntime int8": (session(int8), f"ONNX Runtime {ort.__version__}"),
     }
+    if "aoti float32" in modes:
+        from torch._inductor import aoti_load_package
+
+        path = os.path.join(folder, "model.pt2")
+        write_aoti(DeployFCOS(ours), sample_image(*size), path)
+        package = aoti_load_package(path)
+
+        def run_package(a):
+            with torch.no_grad():
+                return package(torch.from_numpy(a))
+
+        runners["aoti float32"] = (run_package, f"AOTInductor (torch {torch.__version__})")
     ov_modes = [m for m in modes if m.startswith("openvino")]
     if ov_modes:
         import openvino
@@ -258,7 +273,8 @@ def _ap_row(
             kwargs["quantize"] = "int8"
         if mode.startswith("openvino"):
             kwargs["precision"] = _OPENVINO_PRECISION[mode]
-        export_model(cfg, "openvino" if mode.startswith("openvino") else "onnx", out, **kwargs)
+        fmt = mode.split()[0].replace("onnxruntime", "onnx")
+        export_model(cfg, fmt, out, **kwargs)
         result = evaluate_exported(out, dataset)["bbox"]
     what = f"bbox AP on {dataset}"
     return {"what": what, "mode": _AP_NAMES.get(mode, mode), "deploy_mode": mode, **result}

@@ -11,7 +11,28 @@ import torch
 
 from .harness import timeit
 
-__all__ = ["conv_rates", "float_conv_rate", "floor_seconds", "model_gmacs"]
+__all__ = [
+    "BF16_LEFT_OUT",
+    "conv_rates",
+    "float_conv_rate",
+    "floor_seconds",
+    "model_gmacs",
+    "native_bfloat16",
+]
+
+BF16_LEFT_OUT = (
+    "bfloat16 rows left out: this CPU (under its ISA cap) has no bfloat16 units, so PyTorch and "
+    "oneDNN would emulate it in float32 arithmetic, 7-15x slower than float32 (not a mode to "
+    "deploy or train with here)"
+)
+
+
+def native_bfloat16() -> bool:
+    """Whether bfloat16 math runs on bfloat16 units here (AVX512_BF16 or AMX, under
+    ``ONEDNN_MAX_CPU_ISA``); elsewhere it is emulated."""
+    from ..utils import cpu_info
+
+    return bool(cpu_info()["native_bfloat16"])
 
 
 def _conv_input(channels: int, size: Tuple[int, int], device: str = "cpu") -> torch.Tensor:
@@ -58,7 +79,7 @@ def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str
     """
     GFLOP/s (2 x multiply-adds / s) of a ``channels`` -> ``channels`` 3x3 conv on a
     (size / 8)-sized map, per precision, with what ran it: float32 and bfloat16 in PyTorch
-    (oneDNN, channels_last; bfloat16 only where oneDNN has bfloat16 kernels for this CPU), int8
+    (oneDNN, channels_last; bfloat16 only where the CPU has bfloat16 units), int8
     in PyTorch's x86 quantized conv (uint8 activations, int8 weights; VNNI where the CPU has it).
     """
     rates = {
@@ -67,7 +88,7 @@ def conv_rates(channels: int, size: Tuple[int, int], iters: int = 5) -> Dict[str
             "by": "PyTorch (oneDNN)",
         },
     }
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if native_bfloat16():
         rates["bfloat16"] = {
             "gflops_per_s": float_conv_rate(channels, size, torch.bfloat16, iters=iters),
             "by": "PyTorch (oneDNN)",

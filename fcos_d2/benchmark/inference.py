@@ -6,7 +6,7 @@ from typing import Dict, List
 import torch
 from detectron2.structures import Instances
 
-from .floors import float_conv_rate, model_gmacs
+from .floors import float_conv_rate, model_gmacs, native_bfloat16
 from .harness import timeit, timeit_interleaved, variant
 
 __all__ = ["bench_end_to_end", "conv_ceiling", "bench_postprocess"]
@@ -21,22 +21,25 @@ def _same_detections(a: Instances, b: Instances) -> bool:
     )
 
 
-def _inference_modes(cfg, ours, d2) -> Dict[str, torch.nn.Module]:
-    """The compared models: each fcos_d2 speed setting on top of the previous one."""
-    return {
+def _inference_modes(cfg, ours, d2, device) -> Dict[str, torch.nn.Module]:
+    """The compared models: each fcos_d2 speed setting on top of the previous one (bfloat16 on
+    GPUs and on CPUs with bfloat16 units only)."""
+    modes = {
         "d2 built-in (float32)": d2,
         "fcos_d2 float32 NCHW": variant(cfg, ours, CHANNELS_LAST=False, FOLD_FROZEN_BN=False),
         "fcos_d2 float32 channels_last": variant(cfg, ours, FOLD_FROZEN_BN=False),
         "fcos_d2 float32 channels_last + folded BN (default)": ours,
-        "fcos_d2 bfloat16 (default + INFERENCE_DTYPE)": variant(
-            cfg, ours, INFERENCE_DTYPE="bfloat16"
-        ),
     }
+    if native_bfloat16() or device != "cpu":
+        modes["fcos_d2 bfloat16 (default + INFERENCE_DTYPE)"] = variant(
+            cfg, ours, INFERENCE_DTYPE="bfloat16"
+        )
+    return modes
 
 
 def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
     """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
-    modes = _inference_modes(cfg, ours, d2)
+    modes = _inference_modes(cfg, ours, d2, device)
     ceiling = conv_ceiling(ours, size, device)
     gmacs_per_image = model_gmacs(ours, size, device)
     rows = []

@@ -8,6 +8,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from .floors import native_bfloat16
 from .harness import timeit_interleaved, variant
 
 __all__ = ["training_batch", "bench_train", "profile_default"]
@@ -28,13 +29,12 @@ def training_batch() -> List[Dict]:
 
 
 def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
-    """One iteration (forward, backward, SGD step), batch 2, short side 512."""
+    """One iteration (forward, backward, SGD step), batch 2, short side 512 (bfloat16 on GPUs
+    and on CPUs with bfloat16 units only)."""
     batch = training_batch()
-    models = {
-        "d2 built-in": d2,
-        "fcos_d2 float32 (default)": ours,
-        "fcos_d2 bfloat16 (TRAIN_DTYPE)": variant(cfg, ours, TRAIN_DTYPE="bfloat16"),
-    }
+    models = {"d2 built-in": d2, "fcos_d2 float32 (default)": ours}
+    if native_bfloat16() or device != "cpu":
+        models["fcos_d2 bfloat16 (TRAIN_DTYPE)"] = variant(cfg, ours, TRAIN_DTYPE="bfloat16")
     steps = {name: _train_step(model, batch) for name, model in models.items()}
     with EventStorage():
         times = timeit_interleaved(steps, iters, device)

@@ -50,4 +50,8 @@ def test_deploy_rows_match_eager_and_leave_no_exported_files(tmp_path):
     assert by_mode["onnxruntime float32"]["detections"] > 0
     assert by_mode["onnxruntime float32"]["matched_to_eager"] == 1.0  # float32 graph = eager
     assert by_mode["onnxruntime int8"]["detections"] > 0
-    assert left == []  # the exported files went with their folder
+    if "aoti float32" in modes:  # a C++ compiler is there
+        assert by_mode["aoti float32"]["matched_to_eager"] == 1.0
+    # the exported files went with their folder; Inductor's compile cache (torchinductor_USER
+    # under the temporary folder) is meant to outlive a run
+    assert [name for name in left if not name.startswith("torchinductor_")] == []
