@@ -1,5 +1,5 @@
-"""``fcos-d2 export``: the whole model (post-processing included) as ONNX, TorchScript or
-OpenVINO, with its settings in ``export.json``."""
+"""``fcos-d2 export``: the whole model (post-processing included) as ONNX, an AOTInductor
+package, OpenVINO or TorchScript, with its settings in ``export.json``."""
 
 import argparse
 import json
@@ -13,13 +13,15 @@ from .common import (
     load_command_config,
 )
 
-HELP = "export a model (NMS included) to ONNX, TorchScript or OpenVINO, float32 or int8"
+HELP = "export a model (NMS included) to ONNX, AOTInductor, OpenVINO or TorchScript"
 EXAMPLES = [
     "fcos-d2 export --config-file demo/FCOS_R18_shapes_demo.yaml "
     "--weights output/demo/model_final.pth --format onnx --output out/onnx",
     "fcos-d2 export --config-file demo/FCOS_R18_shapes_demo.yaml "
     "--weights output/demo/model_final.pth --format onnx --quantize int8 --output out/int8 "
     "--eval shapes_val",
+    "fcos-d2 export --config-file configs/FCOS_R_50_FPN_1x.yaml --weights model.pth "
+    "--format aoti --output out/aoti",
     "fcos-d2 export --config-file configs/FCOS_R_50_FPN_1x.yaml --weights model.pth "
     "--format openvino --precision bf16 --output out/ov",
 ]

@@ -1,9 +1,10 @@
 """
 Deployment: the whole FCOS detector (normalisation, padding, backbone, head, decoding,
-thresholds, top-k, class-wise NMS, clipping) as one ONNX or TorchScript graph, an int8 ONNX mode,
-and a predictor and COCO evaluation over an exported directory.
+thresholds, top-k, class-wise NMS, clipping) as one graph (ONNX, an AOTInductor package, an
+OpenVINO IR or TorchScript), int8 modes, and a predictor and COCO evaluation over an exported
+directory.
 
-    python -m fcos_d2.export --config-file CFG --format {onnx,torchscript} --output DIR [KEY VALUE ...]
+    fcos-d2 export --config-file CFG --format {onnx,aoti,openvino,torchscript} --output DIR
 
 Nothing here is imported by ``import fcos_d2``; the ONNX parts need ``pip install fcos_d2[export]``.
 """

@@ -1,12 +1,15 @@
 """
-Export an FCOS model, whole (post-processing included), to ONNX, TorchScript or OpenVINO.
+Export an FCOS model, whole (post-processing included), to ONNX, AOTInductor, OpenVINO or
+TorchScript.
 
-    python -m fcos_d2.export --config-file CFG --format {onnx,torchscript,openvino} --output DIR \
+    python -m fcos_d2.export --config-file CFG --format {onnx,aoti,openvino,torchscript} \
+        --output DIR \
         [--quantize int8 (ONNX) | --precision {fp32,bf16,int8} (OpenVINO)] \
         [--calibration-dataset NAME] [--calibration-images 64] \
         [--eval DATASET] [--class-thresholds FILE] [KEY VALUE ...]
 
-Writes DIR/model.onnx, DIR/model.ts or DIR/model.xml (+ model.bin) and DIR/export.json;
+Writes DIR/model.onnx, DIR/model.pt2, DIR/model.xml (+ model.bin) or DIR/model.ts, and
+DIR/export.json;
 ``--eval`` then prints the exported model's COCO bbox AP on a registered dataset.
 """
 
