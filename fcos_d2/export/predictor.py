@@ -49,7 +49,10 @@ def _torchscript_runner(path: str, num_threads: Optional[int]) -> Callable[[np.n
 
 
 def _aoti_runner(
-    path: str, num_threads: Optional[int], vector_isa: Optional[str]
+    path: str,
+    num_threads: Optional[int],
+    vector_isa: Optional[str],
+    sides: Optional[Tuple[int, int]] = None,
 ) -> Callable[[np.ndarray], Outputs]:
     import torchvision  # noqa: F401  (registers torchvision::nms, which the package calls)
     from torch._inductor import aoti_load_package
@@ -67,6 +70,11 @@ def _aoti_runner(
     package = aoti_load_package(path)
 
     def run(image: np.ndarray) -> Outputs:
+        if sides and not all(sides[0] <= s <= sides[1] for s in image.shape[1:]):
+            raise ValueError(
+                f"{path} takes image sides from {sides[0]} to {sides[1]} pixels (after "
+                f"resizing); this image is {image.shape[1]} x {image.shape[2]}"
+            )
         with torch.no_grad():
             return tuple(t.numpy() for t in package(torch.from_numpy(image)))
 
@@ -109,7 +117,8 @@ class ExportedPredictor:
 
             self._run = openvino_runner(path, self.info["openvino_precision"], num_threads)
         elif fmt == "aoti":
-            self._run = _aoti_runner(path, num_threads, self.info.get("vector_isa"))
+            sides = self.info["input"].get("side_range")
+            self._run = _aoti_runner(path, num_threads, self.info.get("vector_isa"), sides)
         else:
             make_runner = _onnx_runner if fmt == "onnx" else _torchscript_runner
             self._run = make_runner(path, num_threads)

@@ -13,7 +13,7 @@ import logging
 import operator
 import os
 import warnings
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch._dynamo
@@ -33,6 +33,7 @@ __all__ = [
     "RUNTIMES",
     "build_deploy_model",
     "export_program",
+    "side_range",
     "trace",
     "write_aoti",
     "write_onnx",
@@ -56,8 +57,9 @@ RUNTIMES = {
 }
 PRECISION_NAMES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 ONNX_OPSET = 18  # the torch.export-based exporter's lowest
-# The image sides an exported program takes (H and W of its input); below 64 a 128-stride level
-# would be one location wide, a size torch.export specialises on.
+# The image sides an exported program takes (H and W of its input): from 64, and more than
+# the largest stride (where the coarsest level would be one location wide, a size torch.export
+# specialises on: 129 for P3-P7), to 8192.
 SIDE_RANGE = (64, 8192)
 EXPORT_JSON = "export.json"
 
@@ -80,18 +82,33 @@ class NotDynamicError(ValueError):
     """torch.export could not make a graph that serves every image size of ``SIDE_RANGE``."""
 
 
+def side_range(module: nn.Module) -> Tuple[int, int]:
+    """The image sides (min, max) an exported program of the :class:`DeployFCOS` ``module``
+    takes (see ``SIDE_RANGE``)."""
+    return max(SIDE_RANGE[0], max(module.model.strides) + 1), SIDE_RANGE[1]
+
+
 def export_program(module: nn.Module, image: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export`` of a :class:`DeployFCOS` with dynamic H and W (each in ``SIDE_RANGE``)
-    and a data-dependent detection count; :class:`NotDynamicError` where the network's code
-    narrows the sizes (some timm backbones: a program for H <= 128 < W only, e.g.)."""
-    side = {"min": SIDE_RANGE[0], "max": SIDE_RANGE[1]}
+    """``torch.export`` of a :class:`DeployFCOS` with dynamic H and W (each in
+    :func:`side_range`) and a data-dependent detection count; :class:`NotDynamicError` where
+    the network's code narrows the sizes (some timm backbones: a program for H <= 128 < W
+    only, e.g.)."""
+    low, high = side_range(module)
+    side = {"min": low, "max": high}
     dims = {1: torch.export.Dim("height", **side), 2: torch.export.Dim("width", **side)}
     with torch.no_grad(), warnings.catch_warnings():
         # torchvision's shape rule for nms uses a deprecated torch call
         warnings.filterwarnings("ignore", "`create_unbacked_symint` is deprecated")
         try:
             return torch.export.export(
-                module, (image,), dynamic_shapes={INPUT_NAME: dims}, strict=False
+                module,
+                (image,),
+                dynamic_shapes={INPUT_NAME: dims},
+                strict=False,
+                # guards true on the whole range that the solver cannot prove (divisibility
+                # of padded sizes in channels_last strides) become runtime checks instead of
+                # failing the export; a range the code narrows still fails it
+                prefer_deferred_runtime_asserts_over_guards=True,
             )
         except torch._dynamo.exc.UserError as e:  # ConstraintViolationError is one
             first = str(e).strip().splitlines()
@@ -222,7 +239,11 @@ def _class_names(settings: ExportSettings) -> Optional[list]:
 
 
 def _export_json(
-    settings: ExportSettings, fmt: str, sample: torch.Tensor, extra: Dict[str, Any]
+    settings: ExportSettings,
+    fmt: str,
+    sample: torch.Tensor,
+    sides: Tuple[int, int],
+    extra: Dict[str, Any],
 ) -> Dict:
     import fcos_d2
 
@@ -262,8 +283,8 @@ def _export_json(
     }
     if fmt == "onnx":
         info["opset"] = ONNX_OPSET
-    if fmt == "aoti":  # the package checks its input's sides against this range
-        info["input"]["side_range"] = list(SIDE_RANGE)
+    if fmt == "aoti":  # the predictor checks its input's sides against this range
+        info["input"]["side_range"] = list(sides)
         info["vector_isa"] = cpu_vector_isa()
     info.update(extra)
     return info
@@ -310,8 +331,8 @@ def export_model(
 
         calibration_dataset = check_calibration_dataset(settings, calibration_dataset)
     deploy = build_deploy_model(cfg)
-    min_size = settings.min_size_test
-    sample = sample_image(min_size, min_size * 4 // 3 + 3)  # an odd width, like real images
+    side = max(settings.min_size_test, side_range(deploy)[0])  # a size the program takes
+    sample = sample_image(side, side * 4 // 3 + 3)  # an odd width, like real images
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_FILES[fmt])
     if fmt == "torchscript":
@@ -332,7 +353,7 @@ def export_model(
         os.remove(float_path)
     else:
         extra = {"onnx_exporter": write_onnx(deploy, sample, path)}
-    info = _export_json(settings, fmt, sample, extra)
+    info = _export_json(settings, fmt, sample, side_range(deploy), extra)
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
     return info

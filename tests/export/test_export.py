@@ -162,6 +162,19 @@ def test_aoti_package_of_another_cpu_is_refused_in_one_line(demo_export, tmp_pat
     assert len(str(e.value).splitlines()) == 1
 
 
+def test_aoti_predictor_names_an_image_side_outside_the_exported_range(demo_export):
+    from fcos_d2.export.predictor import ExportedPredictor
+
+    info = demo_export[3]["aoti"]
+    # the demo's levels go to stride 32: from the 64 floor up
+    assert info["input"]["side_range"] == [64, 8192]
+    predictor = ExportedPredictor(str(demo_export[2] / "aoti"))
+    with pytest.raises(ValueError, match="sides from 64 to 8192 .* is 63 x 100") as e:
+        predictor.run_resized(np.zeros((3, 63, 100), np.uint8))
+    assert len(str(e.value).splitlines()) == 1
+    assert predictor.run_resized(np.zeros((3, 64, 100), np.uint8)).image_size == (64, 100)
+
+
 def test_export_json_records_what_a_runtime_needs(demo_export):
     cfg, _, out, _ = demo_export
     with open(out / "onnx" / "export.json") as f:
@@ -179,14 +192,16 @@ def test_export_json_records_what_a_runtime_needs(demo_export):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_r50_fpn_random_weights_export_matches_eager(tmp_path, fmt):
     """The default R-50-FPN (five levels, GN head, folded FrozenBN, channels_last) at small
-    image sizes."""
+    image sizes, down to a side of 128 whose P7 is one location (below the range torch.export's
+    program was made for: the ONNX graph, without its shape checks, holds there too)."""
     cfg = load_test_config(R50, "MODEL.WEIGHTS", "")
     model = random_model(cfg, cls_std=0.02)
     deploy = DeployFCOS(model)
     sample = shapes_image(150, 211, seed=7)
     if fmt == "onnx":
         path = str(tmp_path / "model.onnx")
-        write_onnx(deploy, sample, path)
+        # one program for every size from 129 (the P7 level two locations high or wide) up
+        assert write_onnx(deploy, sample, path) == "torch.export"
         run = onnx_runner(path)
     else:
         module = trace(deploy, sample)
@@ -197,6 +212,38 @@ def test_r50_fpn_random_weights_export_matches_eager(tmp_path, fmt):
 
     counts = check_parity(model, cfg, run, [(128, 193), (161, 129), (200, 136)], f"R-50 {fmt}")
     assert max(counts) >= 10
+
+
+class _WidthBranch(torch.nn.Module):
+    """A graph whose code takes another branch for wide images: no one torch.export program
+    serves every size."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.strides = [8, 16, 32]
+
+    def forward(self, image):
+        x = image.float()
+        if x.shape[2] > 300:
+            x = x * 2
+        boxes = x.mean(0).reshape(-1, 4)[:3]
+        return boxes, boxes[:, 0], boxes[:, 1].long()
+
+
+def test_graph_torch_export_cannot_make_size_generic_goes_through_the_traced_exporter(
+    tmp_path, caplog
+):
+    path = str(tmp_path / "model.onnx")
+    assert write_onnx(_WidthBranch(), torch.ones(3, 64, 100, dtype=torch.uint8), path) == (
+        "torchscript"
+    )
+    assert "torch.export cannot make one graph for every image size" in caplog.text
+    # the trace serves other sizes (with the branch of the traced one)
+    boxes, scores, classes = ort.InferenceSession(path).run(
+        None, {"image": np.full((3, 70, 90), 3, np.uint8)}
+    )
+    assert boxes.shape == (3, 4) and (boxes == 3).all() and classes.dtype == np.int64
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "aoti", "torchscript"])
