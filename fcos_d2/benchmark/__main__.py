@@ -38,13 +38,41 @@ DEMO_CONFIG = get_config_file("demo/FCOS_R18_shapes_demo.yaml")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (``fcos-d2 benchmark``)."""
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=int, nargs=2, default=[800, 1216], metavar=("H", "W"))
-    parser.add_argument("--iters", type=int, default=3)
     parser.add_argument(
-        "--config-file", "--config", dest="config", metavar="FILE", default=DEFAULT_CONFIG
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda where there is one)",
     )
-    parser.add_argument("--output", metavar="DIR", default="output/benchmark")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[800, 1216],
+        metavar=("H", "W"),
+        help="image size of the timed rows (default 800 1216)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        metavar="N",
+        help="batch sizes of the end-to-end rows (default 1 4)",
+    )
+    parser.add_argument(
+        "--iters", type=int, default=3, help="timed repeats per row; the minimum is reported"
+    )
+    parser.add_argument(
+        "--config-file",
+        "--config",
+        dest="config",
+        metavar="FILE",
+        default=DEFAULT_CONFIG,
+        help="model of the timed rows (default: R-50-FPN)",
+    )
+    parser.add_argument(
+        "--output", metavar="DIR", default="output/benchmark", help="folder of the results"
+    )
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
     parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
     parser.add_argument(
@@ -131,7 +159,15 @@ def run(args: argparse.Namespace) -> Dict:
         return {"machine": machine_info(args.device), "profile": rows}
     progress = Progress()
     rows = progress(
-        "end-to-end latency", bench_end_to_end, cfg, ours, d2, args.device, args.size, args.iters
+        "end-to-end latency",
+        bench_end_to_end,
+        cfg,
+        ours,
+        d2,
+        args.device,
+        args.size,
+        args.iters,
+        args.batches,
     )
     rows += progress(
         "post-processing", bench_postprocess, ours, d2, args.size, args.device, args.iters

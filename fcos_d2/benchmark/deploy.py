@@ -137,8 +137,29 @@ def _exported_runners(
     return runners
 
 
+CALIBRATION_DATASET = "fcos_d2_benchmark_calibration"
+
+
+def _calibration_dataset(folder: str, images: int) -> str:
+    """``images`` synthetic shapes images written under ``folder`` and registered as
+    ``CALIBRATION_DATASET``: int8 speed does not depend on what calibrates it, and the
+    benchmark then needs no dataset on disk."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    from ..data.shapes import generate_split
+
+    root = os.path.join(folder, "calibration")
+    json_file = generate_split(root, "train", images, seed=0)
+    if CALIBRATION_DATASET in DatasetCatalog.list():
+        DatasetCatalog.remove(CALIBRATION_DATASET)
+        MetadataCatalog.remove(CALIBRATION_DATASET)
+    register_coco_instances(CALIBRATION_DATASET, {}, json_file, os.path.join(root, "train"))
+    return CALIBRATION_DATASET
+
+
 def bench_deploy(
-    cfg, ours, d2, size, iters, calibration_dataset: str = "shapes_train", calibration_images=4
+    cfg, ours, d2, size, iters, calibration_dataset: Optional[str] = None, calibration_images=4
 ) -> List[Dict]:
     """
     Rows "deploy batch 1": the built-in (float32 eager) and every available mode on one uint8
@@ -146,13 +167,17 @@ def bench_deploy(
     ``floor_s`` (the network's multiply-adds at this CPU's rate for one 256 -> 256 3x3 conv of
     that precision), ``floor_ratio`` (min_s / floor_s) and ``vs_builtin`` (min_s / the
     built-in's). int8 graphs are calibrated on ``calibration_images`` images of
-    ``calibration_dataset`` (the count does not change their speed). ``matched_to_eager``: the
+    ``calibration_dataset`` (by default synthetic shapes images written for it; neither
+    changes their speed). ``matched_to_eager``: the
     share of fcos_d2's eager detections an exported graph gives (one-to-one, same class,
     IoU >= 0.999, |d score| <= 1e-4).
     """
     modes = available_modes()
     # the exported files (hundreds of MB) go when the rows are made, also on an error
     with tempfile.TemporaryDirectory(prefix="fcos_d2_bench_") as folder:
+        calibration_dataset = calibration_dataset or _calibration_dataset(
+            folder, calibration_images
+        )
         runners = _exported_runners(
             cfg, ours, size, modes, calibration_dataset, calibration_images, folder
         )

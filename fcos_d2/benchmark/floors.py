@@ -18,6 +18,7 @@ __all__ = [
     "floor_seconds",
     "model_gmacs",
     "native_bfloat16",
+    "step_gflop",
 ]
 
 BF16_LEFT_OUT = (
@@ -129,3 +130,17 @@ def model_gmacs(model: torch.nn.Module, size: Tuple[int, int], device: str) -> f
     counter = FlopCountAnalysis(_Network(model), (torch.zeros(1, 3, *shape, device=device),))
     counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return counter.total() / 1e9
+
+
+def step_gflop(step: Callable[[], object]) -> float:
+    """
+    G floating-point operations (2 per multiply-add) of the matrix products and convolutions
+    that one call of ``step`` runs, backward included (only the gradients it computes: none for
+    frozen weights), counted by ``torch.utils.flop_counter``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops() / 1e9

@@ -37,14 +37,14 @@ def _inference_modes(cfg, ours, d2, device) -> Dict[str, torch.nn.Module]:
     return modes
 
 
-def bench_end_to_end(cfg, ours, d2, device, size, iters) -> List[Dict]:
+def bench_end_to_end(cfg, ours, d2, device, size, iters, batches=(1, 4)) -> List[Dict]:
     """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
     modes = _inference_modes(cfg, ours, d2, device)
     ceiling = conv_ceiling(ours, size, device)
     gmacs_per_image = model_gmacs(ours, size, device)
     rows = []
     gen = torch.Generator().manual_seed(0)
-    for batch in (1, 4):
+    for batch in batches:
         images = [
             {"image": (torch.rand(3, *size, generator=gen) * 255).to(device)} for _ in range(batch)
         ]

@@ -4,6 +4,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
+import warnings
 from typing import Dict, List
 
 import torch
@@ -33,7 +34,9 @@ def _match_once(config: str, which: str, m: int, size, device) -> Dict:
         sizes = [tuple(f.shape[-2:]) for f in features]
         fn = lambda: ours.label_locations(sizes, [inst])  # noqa: E731
     else:
-        anchors = d2.anchor_generator(features)
+        with warnings.catch_warnings():  # detectron2's own torch.meshgrid call, not ours
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            anchors = d2.anchor_generator(features)
         fn = lambda: d2.label_anchors(anchors, [inst])  # noqa: E731
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

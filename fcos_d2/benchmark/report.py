@@ -115,7 +115,8 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
 
 def summarize(rows: List[Dict]) -> List[Dict]:
     """The goals of the performance issue, as measured ratios (fcos_d2 / built-in)."""
-    goals = _end_to_end_goals(rows, 1) + _end_to_end_goals(rows, 4)
+    batches = sorted({int(r["what"].split()[-1]) for r in rows if r["what"].startswith("end-to")})
+    goals = [g for b in batches for g in _end_to_end_goals(rows, b)]
     goals.append(
         {
             "goal": "post-processing",

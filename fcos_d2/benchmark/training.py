@@ -8,7 +8,8 @@ import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from .floors import native_bfloat16
+from ..layers import channels_last_helps
+from .floors import float_conv_rate, native_bfloat16, step_gflop
 from .harness import timeit_interleaved, variant
 
 __all__ = ["training_batch", "bench_train", "profile_default"]
@@ -38,7 +39,36 @@ def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
     steps = {name: _train_step(model, batch) for name, model in models.items()}
     with EventStorage():
         times = timeit_interleaved(steps, iters, device)
-    return [{"what": "training iteration", "mode": name, **t} for name, t in times.items()]
+        floor = _training_floor(ours, batch, device)
+    rows = [{"what": "training iteration", "mode": name, **t} for name, t in times.items()]
+    for row in rows:
+        row["floor_ratio"] = row["min_s"] / floor["min_s"]
+    return rows + [floor]
+
+
+def _training_floor(ours, batch, device) -> Dict:
+    """
+    The float32 conv-bound floor of one training iteration: its convolution and matrix-product
+    FLOPs (forward and the gradients it computes) at the rate of one 256 -> 256 3x3 forward conv
+    in the layout fcos_d2 trains in here. Both models run the same arithmetic, so a time over
+    this floor is what either spends beyond it.
+    """
+    gflop = step_gflop(_train_step(ours, batch))
+    layout = (
+        torch.channels_last
+        if ours.channels_last and channels_last_helps(torch.device(device).type, training=True)
+        else torch.contiguous_format
+    )
+    channels = ours.head.cls_logits.in_channels
+    rate = float_conv_rate(channels, (512, 683), memory_format=layout, device=device)
+    seconds = gflop / rate
+    return {
+        "what": "training iteration",
+        "mode": "conv-bound floor (float32)",
+        "min_s": seconds,
+        "median_s": seconds,
+        "gflops_per_s": rate,
+    }
 
 
 def _train_step(model: torch.nn.Module, batch) -> Callable[[], None]:

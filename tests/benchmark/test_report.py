@@ -200,3 +200,15 @@ def test_runtime_goals_use_the_cpus_column(amx, int8_target):
     assert math.isclose(exported["ratio"], 1.2 / 1.5) and exported["met"] is True
     drop = goals["demo bbox AP drop eager float32 -> openvino int8 (AP points)"]
     assert math.isclose(drop["ratio"], 1.5) and drop["met"] is False
+
+
+def test_goals_follow_the_batch_sizes_measured():
+    """--batches 1 8 (a GPU run): the per-image goal is batch 8's, and no batch 4 goal."""
+    rows = [
+        {**r, "what": "end-to-end batch 8"} if r["what"] == "end-to-end batch 4" else r
+        for r in _rows()
+    ]
+    goals = {g["goal"]: g for g in summarize(rows)}
+    per_image = goals["end-to-end batch 8, float32 default, time per image / batch 1's"]
+    assert math.isclose(per_image["ratio"], 1.4 * 3.8 / 8 / 1.4) and per_image["met"] is True
+    assert not [k for k in goals if "batch 4" in k]
