@@ -19,10 +19,7 @@ from ..utils import cpu_info
 from .floors import conv_rates, floor_seconds, native_bfloat16
 from .harness import timeit_interleaved
 
-__all__ = ["DEPLOY_MODES", "DEPLOY_TARGETS", "bench_deploy", "bench_deploy_ap", "pick_fastest"]
-
-# The ONNX Runtime goals of the previous deploy issue (ratios to the built-in).
-DEPLOY_TARGETS = {"float32": 0.70, "int8": 0.30}
+__all__ = ["DEPLOY_MODES", "bench_deploy", "bench_deploy_ap", "pick_fastest"]
 
 # mode -> (precision, how to get it); "eager" modes are the PyTorch model itself.
 DEPLOY_MODES = {

@@ -56,7 +56,8 @@ def test_goal_ratios_and_verdicts():
     goals = {g["goal"]: g for g in summarize(_rows())}
     default = "fcos_d2 float32 channels_last + folded BN (default)"
     fp32 = goals[f"end-to-end batch 1, float32, identical ({default})"]
-    assert math.isclose(fp32["ratio"], 0.7) and fp32["met"] is True  # 1.4 / 2.0
+    # a ratio to the built-in, reported without a verdict (the floor ratio is the goal)
+    assert math.isclose(fp32["ratio"], 0.7) and fp32["met"] is None  # 1.4 / 2.0
     assert math.isclose(goals["end-to-end batch 4, bfloat16 mode"]["ratio"], 0.4)
     floor = goals["end-to-end batch 1, float32 default / the float32 conv-bound floor"]
     assert math.isclose(floor["ratio"], 1.4 / 1.2) and floor["met"] is False  # target 1.15
@@ -96,9 +97,9 @@ def test_deploy_goals_are_ratios_to_the_builtin_and_ap_differences(tmp_path):
     rows = _rows() + _deploy_rows()
     goals = {g["goal"]: g for g in summarize(rows)}
     fp32 = goals["deploy batch 1, exported float32 in ONNX Runtime"]
-    assert math.isclose(fp32["ratio"], 0.5) and fp32["met"] is True  # 2.0 / 4.0 <= 0.70
+    assert math.isclose(fp32["ratio"], 0.5) and fp32["met"] is None  # 2.0 / 4.0, no verdict
     int8 = goals["deploy batch 1, exported int8 in ONNX Runtime"]
-    assert math.isclose(int8["ratio"], 0.35) and int8["met"] is False  # 1.4 / 4.0 > 0.30
+    assert math.isclose(int8["ratio"], 0.35) and int8["met"] is None  # 1.4 / 4.0
     same = goals["demo bbox AP |exported float32 - eager| (AP points, not a ratio)"]
     assert math.isclose(same["ratio"], 0.05, abs_tol=1e-9) and same["met"] is True
     drop = goals["demo bbox AP drop eager float32 -> int8 (AP points, not a ratio)"]
