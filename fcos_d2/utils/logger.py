@@ -8,6 +8,7 @@ or fail with "I/O operation on closed file" once that stream is closed.
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator, Optional
 
@@ -54,9 +55,10 @@ class _DropToolNoise(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_quantization_tools() -> Iterator[None]:
-    """Inside the block: NNCF logs warnings only, ONNX Runtime's pre-processing advice is
-    dropped, and a root handler that a tool's ``logging.warning`` call installs is removed
-    after it (it would print every library's records afterwards)."""
+    """Inside the block: NNCF logs warnings only and draws no progress bars (on stdout),
+    ONNX Runtime's pre-processing advice is dropped, and a root handler that a tool's
+    ``logging.warning`` call installs is removed after it (it would print every library's
+    records afterwards)."""
     root = logging.getLogger()
     handlers = list(root.handlers)
     nncf = logging.getLogger("nncf")
@@ -65,7 +67,8 @@ def quiet_quantization_tools() -> Iterator[None]:
     nncf.setLevel(logging.WARNING)
     root.addFilter(noise)
     try:
-        yield
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            yield
     finally:
         root.removeFilter(noise)
         nncf.setLevel(level)

@@ -25,3 +25,17 @@ def test_command_logger_keeps_detectron2s_log_file(tmp_path):
     for h in logger.handlers:
         h.flush()
     assert "to the file" in (tmp_path / "log.txt").read_text()
+
+
+def test_quantization_tools_draw_no_progress_bars_inside_the_quiet_block(capsys):
+    """NNCF draws its calibration progress with rich on stdout; the benchmark and the export
+    command run it inside quiet_quantization_tools."""
+    from nncf.common.logging.track_progress import track
+
+    from fcos_d2.utils.logger import quiet_quantization_tools
+
+    list(track(range(3), description="Statistics collection"))
+    assert "Statistics collection" in capsys.readouterr().out  # drawn outside the block
+    with quiet_quantization_tools():
+        list(track(range(3), description="Statistics collection"))
+    assert capsys.readouterr().out == ""
