@@ -88,6 +88,7 @@ def _exported_runners(
     import onnxruntime as ort
 
     from ..export.graph import DeployFCOS, sample_image
+    from ..export.predictor import aoti_runner, onnx_runner
     from ..export.quantize import quantize_int8
     from ..export.settings import export_settings
     from ..export.writers import write_aoti, write_onnx
@@ -97,26 +98,17 @@ def _exported_runners(
     settings = export_settings(cfg)
     quantize_int8(settings, fp32, int8, calibration_dataset, calibration_images)
 
-    def session(path):
-        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return lambda a: s.run(None, {"image": a})
-
     runners = {
-        "onnxruntime float32": (session(fp32), f"ONNX Runtime {ort.__version__}"),
-        "onnxruntime int8": (session(int8), f"ONNX Runtime {ort.__version__}"),
+        "onnxruntime float32": (onnx_runner(fp32, None), f"ONNX Runtime {ort.__version__}"),
+        "onnxruntime int8": (onnx_runner(int8, None), f"ONNX Runtime {ort.__version__}"),
     }
     if "aoti float32" in modes:
-        from torch._inductor import aoti_load_package
-
         path = os.path.join(folder, "model.pt2")
         write_aoti(DeployFCOS(ours), sample_image(*size), path)
-        package = aoti_load_package(path)
-
-        def run_package(a):
-            with torch.no_grad():
-                return package(torch.from_numpy(a))
-
-        runners["aoti float32"] = (run_package, f"AOTInductor (torch {torch.__version__})")
+        runners["aoti float32"] = (
+            aoti_runner(path, None, None),  # compiled here: for this CPU
+            f"AOTInductor (torch {torch.__version__})",
+        )
     ov_modes = [m for m in modes if m.startswith("openvino")]
     if ov_modes:
         import openvino

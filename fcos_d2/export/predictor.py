@@ -19,12 +19,12 @@ from ..modeling.postprocess import apply_class_thresholds
 from ..predictor import check_image
 from .writers import read_export_json
 
-__all__ = ["ExportedPredictor"]
+__all__ = ["ExportedPredictor", "aoti_runner", "onnx_runner"]
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _onnx_runner(path: str, num_threads: Optional[int]) -> Callable[[np.ndarray], Outputs]:
+def onnx_runner(path: str, num_threads: Optional[int]) -> Callable[[np.ndarray], Outputs]:
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -48,7 +48,7 @@ def _torchscript_runner(path: str, num_threads: Optional[int]) -> Callable[[np.n
     return run
 
 
-def _aoti_runner(
+def aoti_runner(
     path: str,
     num_threads: Optional[int],
     vector_isa: Optional[str],
@@ -118,9 +118,9 @@ class ExportedPredictor:
             self._run = openvino_runner(path, self.info["openvino_precision"], num_threads)
         elif fmt == "aoti":
             sides = self.info["input"].get("side_range")
-            self._run = _aoti_runner(path, num_threads, self.info.get("vector_isa"), sides)
+            self._run = aoti_runner(path, num_threads, self.info.get("vector_isa"), sides)
         else:
-            make_runner = _onnx_runner if fmt == "onnx" else _torchscript_runner
+            make_runner = onnx_runner if fmt == "onnx" else _torchscript_runner
             self._run = make_runner(path, num_threads)
         resize = self.info["resize"]
         min_size = resize["min_size_test"]

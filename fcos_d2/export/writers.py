@@ -7,7 +7,6 @@ while torch ships it.
 """
 
 import ast
-import contextlib
 import json
 import logging
 import operator
@@ -22,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..data import dataset_metadata
+from ..utils.logger import quiet_stdout
 from .graph import INPUT_NAME, OUTPUT_NAMES, DeployFCOS, sample_image
 from .settings import ExportSettings, build_export_model, export_settings
 
@@ -135,7 +135,7 @@ def write_onnx(module: nn.Module, image: torch.Tensor, path: str) -> str:
         _write_onnx_from_trace(module, image, path)
         onnx.checker.check_model(path)
         return "torchscript"
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+    with torch.no_grad(), warnings.catch_warnings(), quiet_stdout():  # it prints its steps
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(
             program,
@@ -228,13 +228,6 @@ def cpu_vector_isa() -> str:
     from torch._inductor.cpu_vec_isa import pick_vec_isa
 
     return str(pick_vec_isa()) or "none"
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """The ONNX exporter prints its steps on stdout."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        yield
 
 
 def _class_names(settings: ExportSettings) -> Optional[list]:
@@ -340,7 +333,8 @@ def export_model(
 
         calibration_dataset = check_calibration_dataset(settings, calibration_dataset)
     deploy = build_deploy_model(cfg)
-    side = max(settings.min_size_test, side_range(deploy)[0])  # a size the program takes
+    sides = side_range(deploy)
+    side = max(settings.min_size_test, sides[0])  # a size the program takes
     sample = sample_image(side, side * 4 // 3 + 3)  # an odd width, like real images
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_FILES[fmt])
@@ -362,7 +356,7 @@ def export_model(
         os.remove(float_path)
     else:
         extra = {"onnx_exporter": write_onnx(deploy, sample, path)}
-    info = _export_json(settings, fmt, sample, side_range(deploy), extra)
+    info = _export_json(settings, fmt, sample, sides, extra)
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:
         json.dump(info, f, indent=2)
     return info

@@ -4,6 +4,8 @@ Class-wise NMS, one function with the implementation that suits where it runs.
 Shape shorthand: N boxes, G classes present, n the largest class's box count.
 """
 
+from typing import Tuple
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, nms
@@ -75,9 +77,14 @@ def _batched_nms_in_graph(
     without a branch on the count: the shift comes from max(|coordinate|, 0) so that an empty
     input also works. ``nms`` exports to ONNX's NonMaxSuppression.
     """
+    return nms(_shifted_by_class(boxes, classes)[0], scores, iou_threshold)
+
+
+def _shifted_by_class(boxes: Tensor, classes: Tensor) -> Tuple[Tensor, Tensor]:
+    """(N, 4) boxes moved so that boxes of different classes never overlap, and the largest
+    |coordinate| (0 when N = 0) the shift was made from."""
     largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
-    shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return boxes + (classes.to(boxes) * (2 * largest + 1))[:, None], largest
 
 
 def _batched_nms_exported(
@@ -90,8 +97,7 @@ def _batched_nms_exported(
     box, apart, of the lowest score, so last) are added, then dropped from the result.
     """
     count = boxes.shape[0]
-    largest = torch.cat([boxes.reshape(-1).abs(), boxes.new_zeros(1)]).max()
-    shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]
+    shifted, largest = _shifted_by_class(boxes, classes)
     corners = torch.tensor([[3.0, 3, 2, 2], [5, 5, 4, 4]], dtype=boxes.dtype, device=boxes.device)
     sentinels = -(largest + corners)  # x0 = y0 = -(largest + 3), x1 = y1 = -(largest + 2), ...
     low = scores.new_full((2,), -1.0)  # scores are >= 0

@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["quiet_quantization_tools", "setup_command_logger"]
+__all__ = ["quiet_quantization_tools", "quiet_stdout", "setup_command_logger"]
 
 
 class _CurrentStdout:
@@ -54,6 +54,14 @@ class _DropToolNoise(logging.Filter):
 
 
 @contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Inside the block, what is written to ``sys.stdout`` goes nowhere (tools that print
+    their steps or draw progress bars there)."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+@contextlib.contextmanager
 def quiet_quantization_tools() -> Iterator[None]:
     """Inside the block: NNCF logs warnings only and draws no progress bars (on stdout),
     ONNX Runtime's pre-processing advice is dropped, and a root handler that a tool's
@@ -67,7 +75,7 @@ def quiet_quantization_tools() -> Iterator[None]:
     nncf.setLevel(logging.WARNING)
     root.addFilter(noise)
     try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        with quiet_stdout():
             yield
     finally:
         root.removeFilter(noise)
