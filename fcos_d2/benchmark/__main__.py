@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", metavar="DIR", default="output/benchmark", help="folder of the results"
     )
     parser.add_argument("--json", default=None, help="JSON path (default OUTPUT/benchmark.json)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the default model under torch.compile (Inductor) in the end-to-end rows "
+        "(compiled once per batch size first: about a minute each on a CPU)",
+    )
     parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
     parser.add_argument(
         "--deploy-only", action="store_true", help="only the exported-model rows and their goals"
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> Dict:
         args.size,
         args.iters,
         args.batches,
+        args.compile,
     )
     rows += progress(
         "post-processing", bench_postprocess, ours, d2, args.size, args.device, args.iters

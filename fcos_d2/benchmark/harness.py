@@ -18,6 +18,7 @@ __all__ = [
     "timeit",
     "timeit_interleaved",
     "build_models",
+    "load_into_builtin",
     "variant",
     "in_fresh_process",
 ]
@@ -91,9 +92,14 @@ def build_models(config: str, device: str, opts=()):
         test_score_thresh=0.2,
         test_nms_thresh=f.NMS_THRESH_TEST,
     )
+    load_into_builtin(d2, ours)
+    return cfg, ours, d2.to(device).eval()
+
+
+def load_into_builtin(d2: D2FCOS, ours: torch.nn.Module) -> None:
+    """``ours``'s current weights into detectron2's model (its head has no per-level scales)."""
     state = {k: v for k, v in from_native(ours.state_dict(), "d2").items() if "scales" not in k}
     d2.load_state_dict(state, strict=True)
-    return cfg, ours, d2.to(device).eval()
 
 
 def variant(cfg, ours, **fcos_keys):

@@ -9,7 +9,9 @@ from detectron2.structures import Instances
 from .floors import float_conv_rate, model_gmacs, native_bfloat16
 from .harness import timeit, timeit_interleaved, variant
 
-__all__ = ["bench_end_to_end", "conv_ceiling", "bench_postprocess"]
+__all__ = ["COMPILED", "bench_end_to_end", "compiled", "conv_ceiling", "bench_postprocess"]
+
+COMPILED = "fcos_d2 torch.compile (default + Inductor)"
 
 
 def _same_detections(a: Instances, b: Instances) -> bool:
@@ -21,9 +23,24 @@ def _same_detections(a: Instances, b: Instances) -> bool:
     )
 
 
-def _inference_modes(cfg, ours, d2, device) -> Dict[str, torch.nn.Module]:
+def compiled(cfg, ours, backend: str = "inductor") -> torch.nn.Module:
+    """
+    A copy of ``ours`` whose backbone and head run as one ``torch.compile`` graph (``fullgraph``:
+    a graph break is an error, not a silent split), compiled once per input shape on first use
+    (static shapes: the benchmark's few batch sizes each get their own kernels).
+    """
+    model = variant(cfg, ours)
+    model._backbone_and_head = torch.compile(
+        model._backbone_and_head, backend=backend, fullgraph=True, dynamic=False
+    )
+    return model
+
+
+def _inference_modes(
+    cfg, ours, d2, device, with_compile: bool = False
+) -> Dict[str, torch.nn.Module]:
     """The compared models: each fcos_d2 speed setting on top of the previous one (bfloat16 on
-    GPUs and on CPUs with bfloat16 units only)."""
+    GPUs and on CPUs with bfloat16 units only), and with ``with_compile`` the default compiled."""
     modes = {
         "d2 built-in (float32)": d2,
         "fcos_d2 float32 NCHW": variant(cfg, ours, CHANNELS_LAST=False, FOLD_FROZEN_BN=False),
@@ -34,12 +51,18 @@ def _inference_modes(cfg, ours, d2, device) -> Dict[str, torch.nn.Module]:
         modes["fcos_d2 bfloat16 (default + INFERENCE_DTYPE)"] = variant(
             cfg, ours, INFERENCE_DTYPE="bfloat16"
         )
+    if with_compile:
+        modes[COMPILED] = compiled(cfg, ours)
     return modes
 
 
-def bench_end_to_end(cfg, ours, d2, device, size, iters, batches=(1, 4)) -> List[Dict]:
-    """Latency per batch size and mode, with achieved GFLOP/s and a detections check."""
-    modes = _inference_modes(cfg, ours, d2, device)
+def bench_end_to_end(
+    cfg, ours, d2, device, size, iters, batches=(1, 4), with_compile: bool = False
+) -> List[Dict]:
+    """Latency per batch size and mode, with achieved GFLOP/s and a detections check; with
+    ``with_compile`` also the default model under ``torch.compile`` (its compilation happens in the
+    checks and warm-up before timing)."""
+    modes = _inference_modes(cfg, ours, d2, device, with_compile)
     ceiling = conv_ceiling(ours, size, device)
     gmacs_per_image = model_gmacs(ours, size, device)
     rows = []

@@ -103,6 +103,15 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
                 "ratio": default[0]["min_s"] / floor[0]["min_s"],
             }
         )
+    compiled = _rows(rows, what, "fcos_d2 torch.compile")
+    if compiled and default:
+        goals.append(
+            {
+                "goal": f"{what}, torch.compile / eager default",
+                "target": REFERENCE,
+                "ratio": compiled[0]["min_s"] / default[0]["min_s"],
+            }
+        )
     one = _rows(rows, "end-to-end batch 1", "fcos_d2 float32 channels_last + folded BN (default)")
     if batch > 1 and default and one:
         goals.append(

@@ -213,3 +213,22 @@ def test_goals_follow_the_batch_sizes_measured():
     per_image = goals["end-to-end batch 8, float32 default, time per image / batch 1's"]
     assert math.isclose(per_image["ratio"], 1.4 * 3.8 / 8 / 1.4) and per_image["met"] is True
     assert not [k for k in goals if "batch 4" in k]
+
+
+def test_compiled_row_is_a_ratio_to_the_eager_default_without_a_verdict():
+    """--compile: the compiled default against the eager default of the same batch, and it does
+    not take part in the "identical float32" pick (a compiled graph's last bits may differ)."""
+    rows = _rows() + [
+        {
+            "what": "end-to-end batch 1",
+            "mode": "fcos_d2 torch.compile (default + Inductor)",
+            "min_s": 0.7,
+            "same_detections_as_d2": True,
+        }
+    ]
+    goals = {g["goal"]: g for g in summarize(rows)}
+    compiled = goals["end-to-end batch 1, torch.compile / eager default"]
+    assert math.isclose(compiled["ratio"], 0.5) and compiled["met"] is None  # 0.7 / 1.4
+    assert "end-to-end batch 4, torch.compile / eager default" not in goals
+    default = "fcos_d2 float32 channels_last + folded BN (default)"
+    assert f"end-to-end batch 1, float32, identical ({default})" in goals

@@ -1,0 +1,26 @@
+"""The end-to-end rows' compiled mode on a tiny model: detectron2's detections, every batch."""
+
+import pytest
+import torch
+
+from fcos_d2.benchmark.harness import build_models, load_into_builtin
+from fcos_d2.benchmark.inference import COMPILED, bench_end_to_end
+from fcos_d2.model_zoo import get_config_file
+from tests.common_utils import randomize_head
+
+
+@pytest.mark.slow
+def test_compiled_default_gives_the_builtin_detections_at_each_batch_size():
+    cfg, ours, d2 = build_models(get_config_file("demo/FCOS_R18_shapes_demo.yaml"), "cpu")
+    load_into_builtin(d2, randomize_head(ours, cls_bias=0.0, cls_std=0.05, box_bias=2.0))
+    size = (97, 131)  # odd: the padding to the backbone's divisibility is part of the graph
+    gen = torch.Generator().manual_seed(0)
+    image = {"image": torch.rand(3, *size, generator=gen) * 255}
+    with torch.no_grad():
+        assert len(d2([image])[0]["instances"]) > 0  # the check below compares detections
+    rows = bench_end_to_end(cfg, ours, d2, "cpu", size, iters=1, batches=(1, 2), with_compile=True)
+    compiled = {r["what"]: r for r in rows if r["mode"] == COMPILED}
+    assert set(compiled) == {"end-to-end batch 1", "end-to-end batch 2"}
+    for row in compiled.values():
+        assert row["same_detections_as_d2"] is True
+        assert row["min_s"] > 0
