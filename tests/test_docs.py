@@ -70,6 +70,8 @@ def test_every_documented_command_parses(where, command):
     elif words[0] == "make":
         targets = re.findall(r"^([\w-]+):", _text(os.path.join(REPO, "Makefile")), flags=re.M)
         assert set(words[1:]) <= set(targets), f"{where}: {command}"
+    elif words[0].startswith("scripts/"):
+        assert os.access(os.path.join(REPO, words[0]), os.X_OK), f"{where}: {command}"
     else:
         assert words[0] in ("pip", "git", "cd", "export", "python"), f"{where}: {command}"
 

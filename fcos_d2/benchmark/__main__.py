@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> Dict:
     if args.deploy_only or args.pick:
         return _deploy_only(args, cfg, ours, d2)
     if args.profile:
-        rows = profile_default(ours, args.size, args.device, training_batch())
+        rows = profile_default(ours, args.size, args.device, training_batch(ours.num_classes))
         print_profile(rows)
         return {"machine": machine_info(args.device), "profile": rows}
     progress = Progress()

@@ -15,15 +15,16 @@ from .harness import timeit_interleaved, variant
 __all__ = ["training_batch", "bench_train", "profile_default"]
 
 
-def training_batch() -> List[Dict]:
-    """Two images with short side 512 and two boxes each (the training benchmark's batch)."""
+def training_batch(num_classes: int = 80) -> List[Dict]:
+    """Two images with short side 512 and two boxes each (the training benchmark's batch), of
+    classes that exist in a model of ``num_classes``."""
     gen = torch.Generator().manual_seed(2)
     batch = []
     for h, w in ((512, 683), (512, 768)):
         inst = Instances(
             (h, w),
             gt_boxes=Boxes(torch.tensor([[30.0, 40, 300, 400], [200, 100, 260, 180]])),
-            gt_classes=torch.tensor([1, 7]),
+            gt_classes=torch.tensor([1, 7]) % num_classes,
         )
         batch.append({"image": torch.rand(3, h, w, generator=gen) * 255, "instances": inst})
     return batch
@@ -32,7 +33,7 @@ def training_batch() -> List[Dict]:
 def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
     """One iteration (forward, backward, SGD step), batch 2, short side 512 (bfloat16 on GPUs
     and on CPUs with bfloat16 units only)."""
-    batch = training_batch()
+    batch = training_batch(ours.num_classes)
     models = {"d2 built-in": d2, "fcos_d2 float32 (default)": ours}
     if native_bfloat16() or device != "cpu":
         models["fcos_d2 bfloat16 (TRAIN_DTYPE)"] = variant(cfg, ours, TRAIN_DTYPE="bfloat16")
