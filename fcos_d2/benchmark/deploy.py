@@ -9,6 +9,7 @@ whose AP is within 1 point of float32 (``--pick``).
 import math
 import os
 import tempfile
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -19,7 +20,13 @@ from ..utils import cpu_info
 from .floors import conv_rates, floor_seconds, native_bfloat16
 from .harness import timeit_interleaved
 
-__all__ = ["DEPLOY_MODES", "bench_deploy", "bench_deploy_ap", "pick_fastest"]
+__all__ = [
+    "DEPLOY_MODES",
+    "bench_deploy",
+    "bench_deploy_ap",
+    "pick_fastest",
+    "profile_openvino_int8",
+]
 
 # mode -> (precision, how to get it); "eager" modes are the PyTorch model itself.
 DEPLOY_MODES = {
@@ -237,6 +244,55 @@ def _deploy_rows(cfg, ours, d2, size, iters, modes, runners) -> List[Dict]:
             }
         )
     return rows
+
+
+def profile_openvino_int8(
+    cfg, ours, size, calibration_dataset: Optional[str] = None, calibration_images: int = 4
+) -> Optional[Dict]:
+    """
+    Where the time of the OpenVINO int8 graph of ``ours`` goes on one image of ``size``: the CPU
+    plugin's own per-node times summed by node type and kernel (the kernel's name carries the
+    precision it ran in, e.g. ``brgconv_avx512_I8``), as a row of ``profile_default``'s form,
+    with the int8 conv-bound floor of that image (``floor_s``). None where OpenVINO cannot run.
+    """
+    if "openvino int8" not in available_modes():
+        return None
+    from ..export.graph import DeployFCOS, sample_image
+    from ..export.openvino import compile_openvino, quantize_openvino_int8
+    from ..export.settings import export_settings
+    from ..export.writers import write_onnx
+    from .floors import model_gmacs
+
+    image = (torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    with tempfile.TemporaryDirectory(prefix="fcos_d2_profile_") as folder:
+        onnx, xml = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.xml")
+        write_onnx(DeployFCOS(ours), sample_image(*size), onnx)
+        dataset = calibration_dataset or _calibration_dataset(folder, calibration_images)
+        quantize_openvino_int8(export_settings(cfg), onnx, xml, dataset, calibration_images)
+        request = compile_openvino(xml, "int8", profile=True).create_infer_request()
+        request.infer([image.numpy()])  # warm-up
+        start = time.perf_counter()
+        request.infer([image.numpy()])
+        total = time.perf_counter() - start
+        nodes = [
+            (f"{p.node_type} {p.exec_type}", p.real_time.total_seconds())
+            for p in request.profiling_info
+        ]
+    by_kind: Dict[str, List] = {}
+    for kind, seconds in nodes:
+        entry = by_kind.setdefault(kind, [kind, 0, 0.0])
+        entry[1] += 1
+        entry[2] += seconds
+    top = sorted(by_kind.values(), key=lambda e: -e[2])
+    rate = conv_rates(ours.head.cls_logits.in_channels, size)["int8"]["gflops_per_s"]
+    return {
+        "what": "OpenVINO int8 graph, batch 1",
+        "total_s": total,
+        "convolution_s": sum(e[2] for e in top if e[0].startswith("Convolution")),
+        "top_ops": top[:8],
+        "by_kind": top,
+        "floor_s": floor_seconds(model_gmacs(ours, size, "cpu"), rate),
+    }
 
 
 def bench_deploy_ap(

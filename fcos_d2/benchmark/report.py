@@ -374,4 +374,6 @@ def print_profile(rows: List[Dict]) -> None:
             f"\n{r['what']}: {r['total_s']:.3f} s under the profiler, convolutions "
             f"{r['convolution_s']:.3f} s ({share:.0%}); operators by own time:"
         )
+        if "floor_s" in r:
+            print(f"(its conv-bound floor: {r['floor_s']:.3f} s)")
         print(tabulate(r["top_ops"], headers=["operator", "calls", "s"], floatfmt=".4f"))

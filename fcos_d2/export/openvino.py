@@ -17,6 +17,7 @@ from ..utils.logger import quiet_quantization_tools
 
 __all__ = [
     "OPENVINO_PRECISIONS",
+    "compile_openvino",
     "convert_onnx",
     "quantize_openvino_int8",
     "openvino_runner",
@@ -110,12 +111,13 @@ def quantize_openvino_int8(
     }
 
 
-def openvino_runner(
-    path: str, precision: str, num_threads: Optional[int] = None
-) -> Callable[[np.ndarray], Outputs]:
-    """``image -> (boxes, scores, classes)`` of the IR at ``path`` on OpenVINO's CPU plugin, in
-    the inference precision of ``precision`` ("fp32", "bf16", "int8"): float32 is asked for
-    explicitly, since the plugin defaults to bfloat16 on CPUs with AMX."""
+def compile_openvino(
+    path: str, precision: str, num_threads: Optional[int] = None, profile: bool = False
+):
+    """The IR at ``path`` compiled for OpenVINO's CPU plugin in the inference precision of
+    ``precision`` ("fp32", "bf16", "int8"): float32 is asked for explicitly, since the plugin
+    defaults to bfloat16 on CPUs with AMX. ``profile``: its requests keep per-node times
+    (``profiling_info``)."""
     ov = _openvino()
     _check_cpu()
     if precision not in OPENVINO_PRECISIONS:
@@ -130,7 +132,17 @@ def openvino_runner(
     config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
     if num_threads:
         config["INFERENCE_NUM_THREADS"] = int(num_threads)
-    compiled = core.compile_model(path, "CPU", config)
+    if profile:
+        config["PERF_COUNT"] = True
+    return core.compile_model(path, "CPU", config)
+
+
+def openvino_runner(
+    path: str, precision: str, num_threads: Optional[int] = None
+) -> Callable[[np.ndarray], Outputs]:
+    """``image -> (boxes, scores, classes)`` of the IR at ``path`` on OpenVINO's CPU plugin (see
+    :func:`compile_openvino`)."""
+    compiled = compile_openvino(path, precision, num_threads)
     outputs = compiled.outputs
     request = compiled.create_infer_request()
 

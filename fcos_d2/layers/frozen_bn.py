@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import Tensor, nn
 
-from .graph import exporting
+from .graph import compiling
 
 __all__ = ["FrozenBNConv2d", "fold_frozen_batchnorm", "set_frozen_batchnorm_eps"]
 
@@ -58,7 +58,7 @@ class FrozenBNConv2d(Conv2d):
         return self._fold_cache
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing() or exporting():  # any input
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or compiling():  # any input
             # A graph folds from the parameters it holds (exporters constant-fold it once); a
             # cached copy would be frozen into it as constants that no later weights reach.
             weight, bias = self.folded_weight_and_bias()

@@ -11,13 +11,20 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["exporting", "topk_at_most"]
+__all__ = ["compiling", "exporting", "topk_at_most"]
 
 
 @torch.jit.unused  # scripted code asks torch.jit.is_scripting() first and never calls this
 def exporting() -> bool:
     """Whether ``torch.export`` is tracing this call (sizes are symbols there)."""
     return torch.compiler.is_exporting()
+
+
+@torch.jit.unused
+def compiling() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` traces this call (Dynamo: Python-side state
+    such as caches keyed on tensor versions cannot be read there)."""
+    return torch.compiler.is_compiling()
 
 
 def topk_at_most(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
 """bench_deploy: every mode timed, exported ones compared with eager, their files removed after."""
 
+import math
 import os
 
 import pytest
@@ -55,3 +56,36 @@ def test_deploy_rows_match_eager_and_leave_no_exported_files(tmp_path):
     # the exported files went with their folder; Inductor's compile cache (torchinductor_USER
     # under the temporary folder) is meant to outlive a run
     assert [name for name in left if not name.startswith("torchinductor_")] == []
+
+
+def _profile_in(folder: str):
+    """profile_openvino_int8 of a tiny model, in a fresh process (as _bench_in)."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from fcos_d2.benchmark import deploy
+    from tests.common_utils import randomize_head, tiny_cfg, tiny_dataset
+
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = randomize_head(build_model(cfg).eval(), cls_bias=0.0, box_bias=2.0)
+    with tiny_dataset(folder, "profile_calibration"):
+        return deploy.available_modes(), deploy.profile_openvino_int8(
+            cfg, model, (67, 93), "profile_calibration", calibration_images=2
+        )
+
+
+def test_openvino_int8_profile_shows_int8_backbone_convs_and_float32_predictors(tmp_path):
+    modes, row = in_fresh_process(_profile_in, str(tmp_path))
+    if "openvino int8" not in modes:
+        assert row is None
+        pytest.skip("OpenVINO int8 does not run here (not installed, or refused under an ISA cap)")
+    kinds = {kind: seconds for kind, _, seconds in row["by_kind"]}
+    convs = [k for k in kinds if k.startswith("Convolution")]
+    # the quantized graph's convolutions run int8 kernels, the head's three predictors stay
+    # float32 (kept out of quantization): both kinds of kernel appear, by name
+    assert any(k.lower().endswith("_i8") for k in convs), convs
+    assert any(k.lower().endswith("_f32") for k in convs), convs
+    assert math.isclose(row["convolution_s"], sum(kinds[k] for k in convs))
+    assert 0 < row["convolution_s"] <= sum(kinds.values())
+    assert row["total_s"] > 0 and row["floor_s"] > 0

@@ -5,13 +5,17 @@ import torch
 
 from fcos_d2.benchmark.harness import build_models, load_into_builtin
 from fcos_d2.benchmark.inference import COMPILED, bench_end_to_end
+from fcos_d2.layers import FrozenBNConv2d
 from fcos_d2.model_zoo import get_config_file
 from tests.common_utils import randomize_head
 
 
 @pytest.mark.slow
 def test_compiled_default_gives_the_builtin_detections_at_each_batch_size():
-    cfg, ours, d2 = build_models(get_config_file("demo/FCOS_R18_shapes_demo.yaml"), "cpu")
+    # frozen BN, as the R-50 presets: its folded convs must trace as one graph too
+    config = get_config_file("demo/FCOS_R18_shapes_demo.yaml")
+    cfg, ours, d2 = build_models(config, "cpu", ["MODEL.RESNETS.NORM", "FrozenBN"])
+    assert any(isinstance(m, FrozenBNConv2d) for m in ours.backbone.modules())
     load_into_builtin(d2, randomize_head(ours, cls_bias=0.0, cls_std=0.05, box_bias=2.0))
     size = (97, 131)  # odd: the padding to the backbone's divisibility is part of the graph
     gen = torch.Generator().manual_seed(0)

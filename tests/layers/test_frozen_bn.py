@@ -140,3 +140,19 @@ def test_a_traced_folded_conv_reads_the_weights_it_holds_not_a_cached_fold():
         conv.norm.weight.mul_(2.0)
         conv.weight.add_(0.5)
         assert torch.allclose(traced(x), _by_hand(conv, x), atol=1e-5)
+
+
+def test_a_compiled_folded_conv_is_one_graph_that_follows_weight_changes():
+    # Dynamo cannot read the eager cache's keys (tensor versions, inference mode): under
+    # torch.compile the conv folds from its parameters, in one graph (fullgraph), and an update
+    # of a weight in place reaches the next call.
+    x = torch.randn(1, 4, 7, 9, generator=torch.Generator().manual_seed(4))
+    conv = _conv_bn(bias=True)
+    fold_frozen_batchnorm(conv)
+    compiled = torch.compile(conv, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        conv(x)  # fills the eager cache
+        assert torch.allclose(compiled(x), _by_hand(conv, x), atol=1e-5)
+        conv.norm.weight.mul_(2.0)
+        conv.weight.add_(0.5)
+        assert torch.allclose(compiled(x), _by_hand(conv, x), atol=1e-5)
