@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="also time the default model under torch.compile (Inductor) in the end-to-end rows "
-        "(compiled once per batch size first: about a minute each on a CPU)",
+        help="also time the default model under torch.compile (Inductor, freezing) in the "
+        "end-to-end rows (compiled first, for each input shape)",
     )
     parser.add_argument("--no-deploy", action="store_true", help="skip the exported-model rows")
     parser.add_argument(

@@ -221,7 +221,7 @@ def test_compiled_row_is_a_ratio_to_the_eager_default_without_a_verdict():
     rows = _rows() + [
         {
             "what": "end-to-end batch 1",
-            "mode": "fcos_d2 torch.compile (default + Inductor)",
+            "mode": "fcos_d2 torch.compile (default + Inductor, freezing)",
             "min_s": 0.7,
             "same_detections_as_d2": True,
         }
