@@ -9,9 +9,20 @@ from detectron2.structures import Instances
 from .floors import float_conv_rate, model_gmacs, native_bfloat16
 from .harness import timeit, timeit_interleaved, variant
 
-__all__ = ["COMPILED", "bench_end_to_end", "compiled", "conv_ceiling", "bench_postprocess"]
+__all__ = [
+    "COMPILED",
+    "ONE_BY_ONE",
+    "bench_end_to_end",
+    "compiled",
+    "conv_ceiling",
+    "bench_postprocess",
+]
 
 COMPILED = "fcos_d2 torch.compile (default + Inductor, freezing)"
+# A batch's images through the default model one call each, timed in the batch's rounds: what
+# batching is compared with (min of a few long calls against min of many short ones would favour
+# the short ones on a machine whose slow spells last seconds).
+ONE_BY_ONE = "fcos_d2 default, the same images one call each"
 
 
 def _same_detections(a: Instances, b: Instances) -> bool:
@@ -30,7 +41,7 @@ def compiled(cfg, ours, backend: str = "inductor") -> torch.nn.Module:
     (static shapes: the benchmark's few batch sizes each get their own kernels). Inductor
     compiles it with ``freezing``, which inference at fixed weights allows: the weights become
     constants of the graph, and what is computed from them alone (the folded frozen-BN weights)
-    is computed once at compile time; without it the R-50 graph ran at eager's speed on a CPU.
+    is computed once at compile time.
     """
     model = variant(cfg, ours)
     options = {"freezing": True} if backend == "inductor" else None
@@ -86,17 +97,15 @@ def bench_end_to_end(
                 for name, model in modes.items()
             }
             runs = {name: functools.partial(model, images) for name, model in modes.items()}
+            if batch > 1:
+                runs[ONE_BY_ONE] = lambda: [ours([image]) for image in images]
             times = timeit_interleaved(runs, iters, device)
         for name, t in times.items():
-            rows.append(
-                {
-                    "what": f"end-to-end batch {batch}",
-                    "mode": name,
-                    **t,
-                    "gflops_per_s": 2 * gmacs / t["min_s"],
-                    "same_detections_as_d2": same[name],
-                }
-            )
+            row = {"what": f"end-to-end batch {batch}", "mode": name, **t}
+            row["gflops_per_s"] = 2 * gmacs / t["min_s"]
+            if name in same:
+                row["same_detections_as_d2"] = same[name]
+            rows.append(row)
         floor = 2 * gmacs / ceiling
         rows.append(
             {

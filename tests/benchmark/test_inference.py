@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fcos_d2.benchmark.harness import build_models, load_into_builtin
-from fcos_d2.benchmark.inference import COMPILED, bench_end_to_end
+from fcos_d2.benchmark.inference import COMPILED, ONE_BY_ONE, bench_end_to_end
 from fcos_d2.layers import FrozenBNConv2d
 from fcos_d2.model_zoo import get_config_file
 from tests.common_utils import randomize_head
@@ -28,3 +28,6 @@ def test_compiled_default_gives_the_builtin_detections_at_each_batch_size():
     for row in compiled.values():
         assert row["same_detections_as_d2"] is True
         assert row["min_s"] > 0
+    # batching is timed against the same images one call each, in the batch's rounds only
+    alone = [r["what"] for r in rows if r["mode"] == ONE_BY_ONE]
+    assert alone == ["end-to-end batch 2"]
