@@ -35,13 +35,9 @@ while read -r spec; do
 done < "$reqs"
 binary --find-links "$dir" -r "$reqs"  # what they need in turn, for that Python
 
-# detectron2: the PyPI wheel scripts/setup.sh installs, tagged cp310 but pure Python apart from
-# an extension fcos_d2 does not load; it asks for numpy<2, which its code does not need
-pip_quiet download --no-deps --only-binary=:all: --python-version 3.10 -d "$dir" \
-    sal-detectron2==0.7.2
-for w in "$dir"/sal_detectron2-*-cp310-none-any.whl; do
-    [ -e "$w" ] && mv "$w" "${w/-cp310-none-any/-py3-none-any}"
-done
+# detectron2: the wheel scripts/setup.sh installs; it asks for numpy<2, which its code does not
+# need, so install.sh installs it without its requirements
+scripts/detectron2_wheel.sh "$dir" 2> >(grep -v '^WARNING' >&2) > /dev/null
 
 installed="$(name_of < "$have" | sort -u)"
 for w in "$dir"/*.whl; do

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 PY="$VENV/bin/python"
 TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
-D2_WHEEL=sal-detectron2==0.7.2
 STAMP="$VENV/.fcos_d2-setup"
-WANT="$(cat requirements.txt setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.txt setup.py scripts/setup.sh scripts/detectron2_wheel.sh \
+    | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
@@ -25,17 +25,10 @@ fi
 
 # Keep a detectron2 that is already there (e.g. the official build from GitHub).
 if ! "$PY" -c "import detectron2" 2>/dev/null; then
-    echo "[setup] installing detectron2 from the PyPI wheel $D2_WHEEL"
+    echo "[setup] installing detectron2 from its PyPI wheel (scripts/detectron2_wheel.sh)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-        --python-version 3.10 -d "$tmp" "$D2_WHEEL"
-    # The wheel is tagged cp310 but its Python code runs on any CPython 3; its _C extension
-    # is only loaded on 3.10 and detectron2 works without it.
-    src="$(ls "$tmp"/sal_detectron2-*.whl)"
-    dst="$tmp/$(basename "$src" | sed 's/-cp310-none-any/-py3-none-any/')"
-    [ "$src" = "$dst" ] || mv "$src" "$dst"
-    pip_install --no-deps "$dst"
+    pip_install --no-deps "$(scripts/detectron2_wheel.sh "$tmp" "$PY")"
 fi
 
 echo "[setup] installing requirements and fcos_d2 (editable)"

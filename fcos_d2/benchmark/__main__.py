@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> Dict:
         if args.device == "cpu":
             from .deploy import profile_openvino_int8
 
-            rows += [r for r in [profile_openvino_int8(cfg, ours, args.size)] if r]
+            int8 = profile_openvino_int8(cfg, ours, args.size)  # None without OpenVINO
+            if int8:
+                rows.append(int8)
         print_profile(rows)
         return {"machine": machine_info(args.device), "profile": rows}
     progress = Progress()

@@ -180,14 +180,18 @@ def bench_deploy(
         return _deploy_rows(cfg, ours, d2, size, iters, modes, runners)
 
 
+def _uint8_image(size) -> torch.Tensor:
+    """The (3, H, W) uint8 image the deploy rows and the int8 profile run (seeded)."""
+    return (torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+
+
 def _deploy_rows(cfg, ours, d2, size, iters, modes, runners) -> List[Dict]:
     """bench_deploy's rows, given the exported modes' runners."""
     from ..export.compare import matched_fractions
     from .floors import model_gmacs
     from .harness import variant
 
-    gen = torch.Generator().manual_seed(0)
-    image = (torch.rand(3, *size, generator=gen) * 255).to(torch.uint8)
+    image = _uint8_image(size)
     array = image.numpy()
     runs = {"d2 built-in (float32, eager)": lambda: d2([{"image": image.float()}])}
     names = {}
@@ -263,7 +267,7 @@ def profile_openvino_int8(
     from ..export.writers import write_onnx
     from .floors import model_gmacs
 
-    image = (torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    image = _uint8_image(size)
     with tempfile.TemporaryDirectory(prefix="fcos_d2_profile_") as folder:
         onnx, xml = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.xml")
         write_onnx(DeployFCOS(ours), sample_image(*size), onnx)

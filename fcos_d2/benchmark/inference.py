@@ -34,7 +34,7 @@ def _same_detections(a: Instances, b: Instances) -> bool:
     )
 
 
-def compiled(cfg, ours, backend: str = "inductor") -> torch.nn.Module:
+def compiled(cfg, ours) -> torch.nn.Module:
     """
     A copy of ``ours`` whose backbone and head run as one ``torch.compile`` graph (``fullgraph``:
     a graph break is an error, not a silent split), compiled once per input shape on first use
@@ -44,9 +44,8 @@ def compiled(cfg, ours, backend: str = "inductor") -> torch.nn.Module:
     is computed once at compile time.
     """
     model = variant(cfg, ours)
-    options = {"freezing": True} if backend == "inductor" else None
     model._backbone_and_head = torch.compile(
-        model._backbone_and_head, backend=backend, options=options, fullgraph=True, dynamic=False
+        model._backbone_and_head, options={"freezing": True}, fullgraph=True, dynamic=False
     )
     return model
 

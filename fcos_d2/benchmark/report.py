@@ -10,6 +10,7 @@ from typing import Dict, List
 import torch
 
 from ..utils import cpu_info
+from .inference import COMPILED, ONE_BY_ONE
 
 __all__ = [
     "machine_info",
@@ -103,7 +104,7 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
                 "ratio": default[0]["min_s"] / floor[0]["min_s"],
             }
         )
-    compiled = _rows(rows, what, "fcos_d2 torch.compile")
+    compiled = _rows(rows, what, COMPILED)
     if compiled and default:
         goals.append(
             {
@@ -113,7 +114,7 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
             }
         )
     one = _rows(rows, "end-to-end batch 1", "fcos_d2 float32 channels_last + folded BN (default)")
-    one_by_one = _rows(rows, what, "fcos_d2 default, the same images one call each")
+    one_by_one = _rows(rows, what, ONE_BY_ONE)
     if batch > 1 and default and (one_by_one or one):
         # against the same images one call each, timed in the same rounds, where measured
         alone = one_by_one[0]["min_s"] / batch if one_by_one else one[0]["min_s"]
