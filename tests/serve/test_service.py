@@ -295,13 +295,29 @@ def test_two_ray_nodes_serve_replicas_from_both(tmp_path):
         address = f"127.0.0.1:{port}"
         server = Server(tmp_path, "--ray-address", address, "--replicas", "2", env=env)
         try:
-            nodes = {request(server.url + "/v1/model")[1]["node"] for _ in range(30)}
+            nodes = _answering_nodes(server.url + "/v1/model", answers=30)
             assert len(nodes) == 2
             assert _detect(server, server.images[0])[0] == 200
         finally:
             assert server.stop() == 0
     finally:
         _stop_cluster(port)
+
+
+def _answering_nodes(url: str, answers: int, seconds: float = STARTUP_S) -> set:
+    """The Ray nodes of ``answers`` 200 answers of ``/v1/model``. The service is healthy once
+    one replica has loaded its model; another may still be loading and answers 503 ("the model
+    is loading") until then: that answer, and no other, is waited out, for ``seconds`` at most."""
+    nodes, deadline = [], time.time() + seconds
+    while len(nodes) < answers:
+        status, body, raw = request(url)
+        if status == 200:
+            nodes.append(body["node"])
+            continue
+        assert status == 503 and b"loading" in raw, (status, raw[:300])
+        assert time.time() < deadline, f"a replica still loading after {seconds} s"
+        time.sleep(0.5)
+    return set(nodes)
 
 
 def _stop_cluster(port: int) -> None:
