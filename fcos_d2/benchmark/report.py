@@ -11,6 +11,7 @@ import torch
 
 from ..utils import cpu_info
 from .inference import COMPILED, ONE_BY_ONE
+from .training import DIRECT
 
 __all__ = [
     "machine_info",
@@ -163,6 +164,16 @@ def summarize(rows: List[Dict]) -> List[Dict]:
                     "ratio": _ratio(rows, "training iteration", f"fcos_d2 {mode}"),
                 }
             )
+    direct = _rows(rows, "training iteration", DIRECT)
+    if direct:
+        goals.append(
+            {
+                "goal": "training iteration, float32 default / direct 3x3 convolutions",
+                "target": REFERENCE,
+                "ratio": _row(rows, "training iteration", "fcos_d2 float32")["min_s"]
+                / direct[0]["min_s"],
+            }
+        )
     goals += deploy_goals(rows)
     return _with_met(goals)
 

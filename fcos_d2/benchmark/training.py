@@ -12,7 +12,10 @@ from ..layers import channels_last_helps
 from .floors import float_conv_rate, native_bfloat16, step_gflop
 from .harness import timeit_interleaved, variant
 
-__all__ = ["training_batch", "bench_train", "profile_default"]
+__all__ = ["DIRECT", "training_batch", "bench_train", "profile_default"]
+
+# the default model without Winograd convolutions (what MODEL.FCOS.WINOGRAD changes on a CPU)
+DIRECT = "fcos_d2 direct 3x3 convolutions, float32 (WINOGRAD False)"
 
 
 def training_batch(num_classes: int = 80) -> List[Dict]:
@@ -32,9 +35,11 @@ def training_batch(num_classes: int = 80) -> List[Dict]:
 
 def bench_train(cfg, ours, d2, device, iters) -> List[Dict]:
     """One iteration (forward, backward, SGD step), batch 2, short side 512 (bfloat16 on GPUs
-    and on CPUs with bfloat16 units only)."""
+    and on CPUs with bfloat16 units only; without Winograd convolutions on CPUs)."""
     batch = training_batch(ours.num_classes)
     models = {"d2 built-in": d2, "fcos_d2 float32 (default)": ours}
+    if device == "cpu" and ours.winograd:
+        models[DIRECT] = variant(cfg, ours, WINOGRAD=False)
     if native_bfloat16() or device != "cpu":
         models["fcos_d2 bfloat16 (TRAIN_DTYPE)"] = variant(cfg, ours, TRAIN_DTYPE="bfloat16")
     steps = {name: _train_step(model, batch) for name, model in models.items()}
@@ -51,8 +56,9 @@ def _training_floor(ours, batch, device) -> Dict:
     """
     The float32 conv-bound floor of one training iteration: its convolution and matrix-product
     FLOPs (forward and the gradients it computes) at the rate of one 256 -> 256 3x3 forward conv
-    in the layout fcos_d2 trains in here. Both models run the same arithmetic, so a time over
-    this floor is what either spends beyond it.
+    in the layout fcos_d2 trains in here. Both models run the same arithmetic with direct
+    convolutions, so a time over this floor is what either spends beyond it; Winograd
+    convolutions (CPU, ``MODEL.FCOS.WINOGRAD``) do fewer multiplications and can go below it.
     """
     gflop = step_gflop(_train_step(ours, batch))
     layout = (

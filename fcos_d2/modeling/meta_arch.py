@@ -25,6 +25,7 @@ from ..layers import (
     fold_frozen_batchnorm,
     one_image_at_a_time,
     set_frozen_batchnorm_eps,
+    winograd_convolutions,
 )
 from .core import FCOSCore, Predictions, build_fcos_core
 from .head import FCOSHead
@@ -71,6 +72,7 @@ class FCOS(DenseDetector):
         pixel_std: Tuple[float, ...],
         input_format: str = "BGR",
         channels_last: bool,
+        winograd: bool = False,
         loss_normalizer_cls: str,
         inference_dtype: str,
         train_dtype: str,
@@ -86,6 +88,9 @@ class FCOS(DenseDetector):
             channels_last: run backbone and head in channels_last memory format where that was
                 measured faster (see ``fcos_d2.layers.layout``: GPUs, CPU inference, CPU training
                 with AVX-512), by giving them their input in it; the weights keep their layout.
+            winograd: in float32 training on a CPU, run the 3 x 3 convolutions that have enough
+                channels and pixels as Winograd F(4x4, 3x3) (``fcos_d2.layers.winograd``:
+                measured faster; results equal up to float rounding).
             loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
             class_thresholds: (K,) minimum score of each class's detections (after the NMS), or
                 None (``MODEL.FCOS.CLASS_THRESHOLDS_FILE``'s values).
@@ -132,6 +137,7 @@ class FCOS(DenseDetector):
         self.strides = list(core.strides)
         self.input_format = input_format
         self.channels_last = channels_last
+        self.winograd = winograd
         self.loss_normalizer_cls = loss_normalizer_cls
         self.inference_dtype = getattr(torch, inference_dtype)
         self.train_dtype = getattr(torch, train_dtype)
@@ -168,6 +174,7 @@ class FCOS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "channels_last": fcos.CHANNELS_LAST,
+            "winograd": fcos.WINOGRAD,
             "loss_normalizer_cls": fcos.LOSS_NORMALIZER_CLS,
             "inference_dtype": fcos.INFERENCE_DTYPE,
             "train_dtype": fcos.TRAIN_DTYPE,
@@ -267,8 +274,15 @@ class FCOS(DenseDetector):
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = self.train_dtype if self.training else self.inference_dtype
         if dtype == torch.float32 or torch.jit.is_scripting():
+            if self.training and self.winograd and images.device.type == "cpu":
+                return self._winograd_backbone_and_head(images)
             return self._backbone_and_head(images)
         with torch.autocast(self.device.type, dtype=dtype):
+            return self._backbone_and_head(images)
+
+    @torch.jit.unused
+    def _winograd_backbone_and_head(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:
+        with winograd_convolutions():  # only CPU float32 convs that gain are changed
             return self._backbone_and_head(images)
 
     def _backbone_and_head(self, images: Tensor) -> Tuple[List[Tensor], Predictions]:

@@ -3,7 +3,7 @@
 import pytest
 
 from fcos_d2.benchmark.harness import build_models
-from fcos_d2.benchmark.training import bench_train, training_batch
+from fcos_d2.benchmark.training import DIRECT, bench_train, training_batch
 from fcos_d2.model_zoo import get_config_file
 
 
@@ -20,5 +20,6 @@ def test_training_rows_of_a_three_class_model():
     cfg, ours, d2 = build_models(get_config_file("demo/FCOS_R18_shapes_demo.yaml"), "cpu")
     assert ours.num_classes == 3
     rows = {r["mode"]: r for r in bench_train(cfg, ours, d2, "cpu", iters=1)}
-    for mode in ("d2 built-in", "fcos_d2 float32 (default)", "conv-bound floor (float32)"):
+    assert ours.winograd  # so the run also times the model without (on a CPU)
+    for mode in ("d2 built-in", "fcos_d2 float32 (default)", DIRECT, "conv-bound floor (float32)"):
         assert rows[mode]["min_s"] > 0

@@ -319,3 +319,36 @@ def test_cpu_inference_of_a_batch_runs_image_by_image_with_the_batchs_detections
         assert torch.equal(a.pred_classes, b.pred_classes)
         assert torch.allclose(a.scores, b.scores, atol=1e-5)
         assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3)
+
+
+def test_winograd_training_gives_the_direct_losses_and_gradients_and_leaves_inference_alone(
+    monkeypatch,
+):
+    import fcos_d2.layers.winograd as winograd
+
+    seen = []
+    original = winograd.winograd_conv2d
+    monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a: seen.append(1) or original(*a))
+    cfg = tiny_cfg()
+    cfg.MODEL.FPN.OUT_CHANNELS = 256
+    cfg.MODEL.FCOS.WINOGRAD = False
+    torch.manual_seed(0)
+    direct = build_model(cfg).train()
+    cfg.MODEL.FCOS.WINOGRAD = True
+    fast = build_model(cfg).train()
+    fast.load_state_dict(direct.state_dict())
+    assert (direct.winograd, fast.winograd) == (False, True)
+    # padded to 160 x 256: P3 is 20 x 32, 2 x 5 x 8 = 80 tiles of 4 x 4 (>= 256 / 4); P4 and
+    # R-18's res4 have 24. The 256-channel 3 x 3 convs on P3: the FPN's output conv and one per
+    # tower.
+    batch = [_image(160, 256, [[10, 12, 90, 100]], [1]), _image(153, 250, [[30, 20, 80, 70]], [2])]
+    losses = [_train_step(m, batch) for m in (direct, fast)]
+    assert len(seen) == 3
+    for name in losses[0]:
+        assert losses[1][name].item() == pytest.approx(losses[0][name].item(), rel=1e-4), name
+    for (name, a), b in zip(direct.named_parameters(), fast.parameters()):
+        if a.grad is not None:
+            assert (a.grad - b.grad).abs().max() <= 1e-4 * a.grad.abs().max() + 1e-7, name
+    with torch.no_grad():
+        fast.eval()([_image(160, 256)])
+    assert len(seen) == 3  # inference runs torch's convolutions
