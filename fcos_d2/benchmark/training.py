@@ -60,7 +60,9 @@ def _training_floor(ours, batch, device) -> Dict:
     convolutions, so a time over this floor is what either spends beyond it; Winograd
     convolutions (CPU, ``MODEL.FCOS.WINOGRAD``) do fewer multiplications and can go below it.
     """
-    gflop = step_gflop(_train_step(ours, batch))
+    direct = copy.deepcopy(ours)
+    direct.winograd = False  # the direct convolutions' arithmetic, which the built-in runs too
+    gflop = step_gflop(_train_step(direct, batch))
     layout = (
         torch.channels_last
         if ours.channels_last and channels_last_helps(torch.device(device).type, training=True)
