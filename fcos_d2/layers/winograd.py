@@ -48,11 +48,14 @@ _G = (
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
 # scripts/winograd_shapes.py (docs/benchmarks.md): forward + backward of the 3 x 3 convs of
-# R-50-FPN's training step, Winograd / direct. Products over enough channels pay for the tile
-# maps' memory passes; the filter's tiles (36 x C x K) must stay small against the input's and
-# output's (36 x tiles x (C + K)): 512 -> 512 channels on 48 tiles took 1.5x the direct time,
-# on 192 tiles 0.64-0.70x; 256 -> 256 on 48 tiles 0.85-0.92x, on 96 tiles 0.70-0.76x.
+# R-50-FPN's training step, Winograd / direct, in repeated runs on one 2-core machine. Products
+# over enough channels pay for the tile maps' memory passes, and the filter's tiles (36 x C x K)
+# must stay small against the input's and output's (36 x tiles x (C + K)): 512 -> 512 channels
+# on 192 tiles took 0.54-0.78x the direct time, on 48 tiles 0.90-1.55x. Some runs add a few ms
+# to every Winograd call (its many operations, each a parallel region): 256 -> 256 on 192 tiles
+# 0.64-0.92x, on 96 tiles 0.71-1.10x, on 48 tiles 0.87-1.52x.
 MIN_CHANNELS = 256
+MIN_TILES = 128
 TILES_PER_CHANNEL = 1 / 4
 
 
@@ -165,9 +168,10 @@ def _eligible(x, weight, stride, padding, dilation, groups) -> bool:
 def winograd_helps(in_channels: int, out_channels: int, tiles: int) -> bool:
     """Whether F(4x4, 3x3) was measured faster than the direct convolution (forward and
     backward, CPU, float32) for this many channels and 4 x 4 output tiles: at least 256
-    channels in and out, and a quarter as many tiles as the larger of the two."""
+    channels in and out, at least 128 tiles and a quarter as many as the larger channel count."""
     channels = (in_channels, out_channels)
-    return min(channels) >= MIN_CHANNELS and tiles >= max(channels) * TILES_PER_CHANNEL
+    enough_tiles = tiles >= max(MIN_TILES, max(channels) * TILES_PER_CHANNEL)
+    return min(channels) >= MIN_CHANNELS and enough_tiles
 
 
 class _WinogradMode(TorchFunctionMode):

@@ -74,8 +74,8 @@ def calls(monkeypatch):
     return seen
 
 
-# 256 channels at 2 x 16 x 36 pixels: 2 x 4 x 9 = 72 tiles of 4 x 4, at least 256 / 4
-ELIGIBLE = (2, 256, 16, 36, 256)
+# 256 channels at 2 x 32 x 36 pixels: 2 x 8 x 9 = 144 tiles of 4 x 4, at least 128 and 256 / 4
+ELIGIBLE = (2, 256, 32, 36, 256)
 
 
 def test_mode_runs_an_eligible_trainable_conv_as_winograd(calls):
@@ -104,8 +104,8 @@ def test_mode_runs_an_eligible_trainable_conv_as_winograd(calls):
         "1x1 kernel",
         "128 channels",
         "80 outputs",
-        "36 tiles",
-        "512 channels on 72 tiles",
+        "72 tiles",
+        "768 channels on 144 tiles",
         "float64",
     ],
 )
@@ -116,10 +116,10 @@ def test_mode_leaves_other_convs_to_torch(calls, case):
         c = 128
     if case == "80 outputs":
         k = 80
-    if case == "36 tiles":
+    if case == "72 tiles":
         n = 1
-    if case == "512 channels on 72 tiles":
-        c = k = 512
+    if case == "768 channels on 144 tiles":  # fewer than 768 / 4
+        c = k = 768
     dtype = torch.float64 if case == "float64" else torch.float32
     x, weight, bias = _inputs(n, c, h, w, k, dtype=dtype)
     kwargs.update(

@@ -338,10 +338,10 @@ def test_winograd_training_gives_the_direct_losses_and_gradients_and_leaves_infe
     fast = build_model(cfg).train()
     fast.load_state_dict(direct.state_dict())
     assert (direct.winograd, fast.winograd) == (False, True)
-    # padded to 160 x 256: P3 is 20 x 32, 2 x 5 x 8 = 80 tiles of 4 x 4 (>= 256 / 4); P4 and
-    # R-18's res4 have 24. The 256-channel 3 x 3 convs on P3: the FPN's output conv and one per
+    # padded to 224 x 320: P3 is 28 x 40, 2 x 7 x 10 = 140 tiles of 4 x 4 (>= 128); P4 and
+    # R-18's res4 have 40. The 256-channel 3 x 3 convs on P3: the FPN's output conv and one per
     # tower.
-    batch = [_image(160, 256, [[10, 12, 90, 100]], [1]), _image(153, 250, [[30, 20, 80, 70]], [2])]
+    batch = [_image(224, 320, [[10, 12, 90, 100]], [1]), _image(217, 313, [[30, 20, 80, 70]], [2])]
     losses = [_train_step(m, batch) for m in (direct, fast)]
     assert len(seen) == 3
     for name in losses[0]:
@@ -350,5 +350,5 @@ def test_winograd_training_gives_the_direct_losses_and_gradients_and_leaves_infe
         if a.grad is not None:
             assert (a.grad - b.grad).abs().max() <= 1e-4 * a.grad.abs().max() + 1e-7, name
     with torch.no_grad():
-        fast.eval()([_image(160, 256)])
+        fast.eval()([_image(224, 320)])
     assert len(seen) == 3  # inference runs torch's convolutions
