@@ -4,7 +4,7 @@ Forward + backward time of the 3 x 3 convolutions of R-50-FPN's training step (t
 batch: 2 images padded to 512 x 768), torch's direct convolution against fcos_d2's Winograd
 F(4x4, 3x3), with the choice MODEL.FCOS.WINOGRAD makes for each (docs/benchmarks.md):
 
-    .venv/bin/python scripts/winograd_shapes.py [--threads 2] [--iters 3]
+    python scripts/winograd_shapes.py [--threads 2] [--iters 3] [--channels-last]
 """
 
 import argparse

@@ -386,8 +386,9 @@ def print_profile(rows: List[Dict]) -> None:
     for r in rows:
         share = r["convolution_s"] / r["total_s"]
         print(
-            f"\n{r['what']}: {r['total_s']:.3f} s under the profiler, convolutions "
-            f"{r['convolution_s']:.3f} s ({share:.0%}); operators by own time:"
+            f"\n{r['what']}: {r['total_s']:.3f} s under the profiler, torch's convolution "
+            f"operators {r['convolution_s']:.3f} s ({share:.0%}; Winograd convolutions are "
+            "matrix products); operators by own time:"
         )
         if "floor_s" in r:
             print(f"(its conv-bound floor: {r['floor_s']:.3f} s)")
