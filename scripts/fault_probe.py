@@ -247,8 +247,8 @@ F = [
     (
         "layers",
         "fcos_d2/layers/nms.py",
-        "shifted = boxes + (classes.to(boxes) * (2 * largest + 1))[:, None]",
-        "shifted = boxes",
+        "return boxes + (classes.to(boxes) * (2 * largest + 1))[:, None], largest",
+        "return boxes, largest",
     ),
     (
         "layers",
@@ -272,8 +272,34 @@ F = [
     (
         "layers",
         "fcos_d2/layers/frozen_bn.py",
-        "        if torch.jit.is_scripting() or torch.jit.is_tracing():",
-        "        if False:",
+        "if torch.jit.is_scripting() or torch.jit.is_tracing() or compiling():",
+        "if False:",
+    ),
+    ("layers", "fcos_d2/layers/winograd.py", "(0, 1, -1, 8, -8, 1)", "(0, 1, -1, 8, -8, 0)"),
+    (
+        "layers",
+        "fcos_d2/layers/winograd.py",
+        "(0, 0, 1, 4 * tw + 1 - w, 1, 4 * th + 1 - h)",
+        "(0, 0, 1, 4 * tw + 1 - w, 0, 4 * th + 2 - h)",
+    ),
+    ("layers", "fcos_d2/layers/winograd.py", "return grad_v, grad_weight", "return grad_v, None"),
+    (
+        "layers",
+        "fcos_d2/layers/winograd.py",
+        "if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):",
+        "if False:",
+    ),
+    (
+        "layers",
+        "fcos_d2/layers/winograd.py",
+        "channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x",
+        "channels_last = False and not x",
+    ),
+    (
+        "layers",
+        "fcos_d2/layers/winograd.py",
+        "max(MIN_TILES, max(channels)",
+        "max(4, max(channels)",
     ),
 ]
 only = sys.argv[1:]
