@@ -292,9 +292,16 @@ F = [
     (
         "layers",
         "fcos_d2/layers/winograd.py",
-        "channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x",
-        "channels_last = False and not x",
+        "channels_last = _channels_last(x) or _channels_last(weight)",
+        "channels_last = _channels_last(x)",
     ),
+    (
+        "layers",
+        "fcos_d2/layers/winograd.py",
+        "with torch.inference_mode(False), torch.no_grad():",
+        "with torch.no_grad():",
+    ),
+    ("layers", "fcos_d2/layers/winograd.py", "    @once_differentiable", ""),
     (
         "layers",
         "fcos_d2/layers/winograd.py",

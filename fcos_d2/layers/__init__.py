@@ -8,7 +8,7 @@ from .frozen_bn import FrozenBNConv2d, fold_frozen_batchnorm, set_frozen_batchno
 from .graph import exporting, topk_at_most
 from .layout import channels_last_helps, one_image_at_a_time
 from .nms import classwise_nms
-from .winograd import winograd_conv2d, winograd_convolutions
+from .winograd import winograd_conv2d, winograd_convolutions, winograd_helps
 
 __all__ = [
     "FrozenBNConv2d",
@@ -21,4 +21,5 @@ __all__ = [
     "topk_at_most",
     "winograd_conv2d",
     "winograd_convolutions",
+    "winograd_helps",
 ]

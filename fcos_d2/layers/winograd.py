@@ -23,7 +23,10 @@ from typing import Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
+
+from .graph import compiling
 
 __all__ = ["winograd_conv2d", "winograd_convolutions", "winograd_helps"]
 
@@ -47,13 +50,14 @@ _G = (
 )
 _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
-# scripts/winograd_shapes.py (docs/benchmarks.md): forward + backward of the 3 x 3 convs of
-# R-50-FPN's training step, Winograd / direct, in repeated runs on one 2-core machine. Products
-# over enough channels pay for the tile maps' memory passes, and the filter's tiles (36 x C x K)
-# must stay small against the input's and output's (36 x tiles x (C + K)): 512 -> 512 channels
-# on 192 tiles took 0.54-0.78x the direct time, on 48 tiles 0.90-1.55x. Some runs add a few ms
-# to every Winograd call (its many operations, each a parallel region): 256 -> 256 on 192 tiles
-# 0.64-0.92x, on 96 tiles 0.71-1.10x, on 48 tiles 0.87-1.52x.
+# scripts/winograd_shapes.py (docs/benchmarks.md, three runs each with AVX2 and AVX-512 kernels
+# on one 2-core machine): forward + backward of the 3 x 3 convs of R-50-FPN's training step,
+# Winograd / direct. Products over enough channels pay for the tile maps' memory passes, and the
+# filter's tiles (36 x C x K) must stay small against the input's and output's (36 x tiles x
+# (C + K)): 512 -> 512 channels on 192 tiles took 0.63-0.76x the direct time, on 48 tiles
+# 1.06-1.63x. Some runs add a few ms to every Winograd call (its many operations, each a
+# parallel region): 256 -> 256 on 192 tiles 0.64-0.80x, on 96 tiles 0.70-1.03x, on 48 tiles
+# 0.84-1.33x.
 MIN_CHANNELS = 256
 MIN_TILES = 128
 TILES_PER_CHANNEL = 1 / 4
@@ -62,8 +66,10 @@ TILES_PER_CHANNEL = 1 / 4
 @functools.lru_cache(maxsize=None)
 def _tile_maps(device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
     """(36, 36) input, (36, 9) filter and (16, 36) output maps."""
-    bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
-    return tuple(torch.kron(m, m).to(device, dtype) for m in (bt, g, at))
+    # normal tensors even when first asked for under inference_mode: they are kept for training
+    with torch.inference_mode(False), torch.no_grad():
+        bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
+        return tuple(torch.kron(m, m).to(device, dtype) for m in (bt, g, at))
 
 
 def _input_tiles(x: Tensor, th: int, tw: int) -> Tensor:
@@ -95,7 +101,8 @@ class _TileProducts(torch.autograd.Function):
         return torch.bmm(v, _filter_tiles(weight))
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    @once_differentiable  # backward uses the filter's tiles as constants
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         v, weight = ctx.saved_tensors
         grad_v = grad_weight = None
         with torch.enable_grad():  # the filter map's backward by autograd
@@ -119,14 +126,14 @@ def winograd_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
         bias: (K,) or None.
 
     Returns:
-        (N, K, H, W), in ``x``'s memory format.
+        (N, K, H, W), channels_last where ``x`` or ``weight`` is (as torch's CPU convolution).
     """
     n, c, h, w = x.shape
     k = weight.shape[0]
     th, tw = -(-h // 4), -(-w // 4)  # 4 x 4 output tiles per column and row
     m = _TileProducts.apply(_input_tiles(x, th, tw), weight)  # (36, tiles, K)
     y = (_tile_maps(x.device, x.dtype)[2] @ m.view(36, -1)).view(4, 4, n, th, tw, k)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = _channels_last(x) or _channels_last(weight)
     if channels_last:
         y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)[:, :h, :w]
         y = y.permute(0, 3, 1, 2)
@@ -139,6 +146,10 @@ def winograd_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
     return y.contiguous(memory_format=fmt)
 
 
+def _channels_last(t: Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def _pair(value) -> Tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -148,14 +159,17 @@ def _conv2d_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1,
     return input, weight, bias, stride, padding, dilation, groups
 
 
-def _eligible(x, weight, stride, padding, dilation, groups) -> bool:
+def _eligible(x, weight, bias, stride, padding, dilation, groups) -> bool:
     """Whether ``torch.conv2d(x, weight, bias, stride, padding, dilation, groups)`` is a
-    trainable float32 CPU 3 x 3 convolution that ``winograd_helps``."""
+    trainable float32 CPU 3 x 3 convolution that ``winograd_helps``, run eagerly."""
+    if torch.jit.is_tracing() or compiling():
+        return False  # a graph records torch's convolution
     if not (isinstance(x, Tensor) and isinstance(weight, Tensor)) or x.dim() != 4:
         return False
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         return False  # a forward alone gains nothing measurable (the tile maps' memory passes)
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return False
     same = padding == "same" or _pair(padding) == (1, 1)
     shape = (groups, _pair(stride), _pair(dilation), tuple(weight.shape[2:]), same)
@@ -178,9 +192,9 @@ class _WinogradMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.conv2d:
-            x, weight, bias, *settings = _conv2d_arguments(*args, **kwargs)
-            if _eligible(x, weight, *settings):
-                return winograd_conv2d(x, weight, bias)
+            arguments = _conv2d_arguments(*args, **kwargs)
+            if _eligible(*arguments):
+                return winograd_conv2d(*arguments[:3])
         return func(*args, **kwargs)
 
 

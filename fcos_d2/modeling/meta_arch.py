@@ -90,7 +90,8 @@ class FCOS(DenseDetector):
                 with AVX-512), by giving them their input in it; the weights keep their layout.
             winograd: in float32 training on a CPU, run the 3 x 3 convolutions that have enough
                 channels and pixels as Winograd F(4x4, 3x3) (``fcos_d2.layers.winograd``:
-                measured faster; results equal up to float rounding).
+                measured faster; results equal up to float rounding). Off unless asked for, as
+                the other speed settings of modules passed in; ``MODEL.FCOS.WINOGRAD`` turns it on.
             loss_normalizer_cls, inference_dtype, train_dtype: the ``MODEL.FCOS`` keys.
             class_thresholds: (K,) minimum score of each class's detections (after the NMS), or
                 None (``MODEL.FCOS.CLASS_THRESHOLDS_FILE``'s values).
@@ -274,7 +275,8 @@ class FCOS(DenseDetector):
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = self.train_dtype if self.training else self.inference_dtype
         if dtype == torch.float32 or torch.jit.is_scripting():
-            if self.training and self.winograd and images.device.type == "cpu":
+            cpu_training = self.training and images.device.type == "cpu"
+            if cpu_training and self.winograd and not torch.jit.is_scripting():
                 return self._winograd_backbone_and_head(images)
             return self._backbone_and_head(images)
         with torch.autocast(self.device.type, dtype=dtype):

@@ -38,6 +38,17 @@ def test_float32_output_and_gradients_match_direct_convolution_in_float64(shape,
         assert error < 2e-5, (name, error.item())
 
 
+@pytest.mark.parametrize("weight_channels_last", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_output_memory_format_is_that_of_torchs_convolution(channels_last, weight_channels_last):
+    x, weight, bias = _inputs(2, 4, 9, 6, 3, channels_last=channels_last)
+    if weight_channels_last:
+        weight = weight.detach().contiguous(memory_format=torch.channels_last)
+    y, ref = winograd_conv2d(x, weight, bias), F.conv2d(x, weight, bias, padding=1)
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        assert y.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_output_keeps_the_input_memory_format(channels_last):
     for size in ((2, 4, 9, 6), (1, 4, 4, 4)):  # partial tiles, and one tile (a view reshape)
@@ -53,6 +64,25 @@ def test_output_keeps_the_input_memory_format(channels_last):
 def test_gradients_pass_gradcheck_in_float64():
     x, weight, bias = _inputs(1, 2, 6, 5, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(winograd_conv2d, (x, weight, bias))
+
+
+def test_second_derivatives_are_refused_rather_than_wrong():
+    x, weight, bias = _inputs(1, 2, 5, 6, 3, dtype=torch.float64)
+    y = winograd_conv2d(x, weight, bias).square().sum()
+    (grad_x,) = torch.autograd.grad(y, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        grad_x.sum().backward()
+
+
+def test_tile_maps_first_made_under_inference_mode_still_serve_training():
+    winograd._tile_maps.cache_clear()
+    x, weight, bias = _inputs(1, 2, 5, 6, 3)
+    with torch.inference_mode():
+        winograd_conv2d(x.detach(), weight.detach(), bias.detach())
+    winograd_conv2d(x, weight, bias).sum().backward()
+    ref_weight = weight.detach().clone().requires_grad_()
+    F.conv2d(x.detach(), ref_weight, bias.detach(), padding=1).sum().backward()
+    torch.testing.assert_close(weight.grad, ref_weight.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_gradient_of_the_weight_alone_when_the_input_needs_none():
@@ -107,9 +137,11 @@ def test_mode_runs_an_eligible_trainable_conv_as_winograd(calls):
         "72 tiles",
         "768 channels on 144 tiles",
         "float64",
+        "float64 bias",
+        "under torch.compile",
     ],
 )
-def test_mode_leaves_other_convs_to_torch(calls, case):
+def test_mode_leaves_other_convs_to_torch(calls, case, monkeypatch):
     n, c, h, w, k = ELIGIBLE
     kwargs = {"padding": 1}
     if case == "128 channels":
@@ -134,10 +166,31 @@ def test_mode_leaves_other_convs_to_torch(calls, case):
         kwargs["groups"] = 2
     if case == "1x1 kernel":
         weight, kwargs["padding"] = weight[:, :, :1, :1], 0
+    if case == "float64 bias":
+        bias = bias.double()
+    if case == "under torch.compile":  # a graph records torch's convolution
+        monkeypatch.setattr(winograd, "compiling", lambda: True)
     with winograd_convolutions(), torch.set_grad_enabled(case != "no gradient"):
-        y = F.conv2d(x, weight, bias, **kwargs)
+        try:
+            y = F.conv2d(x, weight, bias, **kwargs)
+        except RuntimeError:  # torch's own answer to mixed dtypes
+            y = None
     assert not calls
-    assert torch.equal(y, F.conv2d(x, weight, bias, **kwargs))
+    if y is not None:
+        assert torch.equal(y, F.conv2d(x, weight, bias, **kwargs))
+
+
+def test_mode_leaves_empty_batches_and_other_devices_to_torch(calls):
+    n, c, h, w, k = ELIGIBLE
+    for x in (
+        torch.zeros(0, c, h, w, requires_grad=True),
+        torch.empty(n, c, h, w, device="meta", requires_grad=True),
+    ):
+        weight = torch.zeros(k, c, 3, 3, device=x.device, requires_grad=True)
+        with winograd_convolutions():
+            y = F.conv2d(x, weight, None, padding=1)
+        assert y.shape == (x.shape[0], k, h, w) and y.device == x.device
+    assert not calls
 
 
 def test_mode_reads_arguments_passed_by_keyword(calls):

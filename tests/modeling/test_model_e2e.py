@@ -349,6 +349,6 @@ def test_winograd_training_gives_the_direct_losses_and_gradients_and_leaves_infe
     for (name, a), b in zip(direct.named_parameters(), fast.parameters()):
         if a.grad is not None:
             assert (a.grad - b.grad).abs().max() <= 1e-4 * a.grad.abs().max() + 1e-7, name
-    with torch.no_grad():
+    with torch.enable_grad():  # the weights require gradients: only the mode decides
         fast.eval()([_image(224, 320)])
     assert len(seen) == 3  # inference runs torch's convolutions
