@@ -8,12 +8,12 @@ F(4x4, 3x3), with the choice MODEL.FCOS.WINOGRAD makes for each (docs/benchmarks
 """
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-from fcos_d2.layers.winograd import winograd_conv2d, winograd_helps
+from fcos_d2.benchmark.harness import timeit
+from fcos_d2.layers.winograd import tile_grid, winograd_conv2d, winograd_helps
 
 # (N, C, H, W, K): FPN and head at P3-P7, ResNet res3-res5, and the predictors
 SHAPES = [
@@ -33,13 +33,10 @@ SHAPES = [
 ]
 
 
-def forward_backward(conv, x, weight, bias, grad, iters):
-    best = float("inf")
-    for _ in range(iters + 1):  # the first is a warm-up
-        start = time.perf_counter()
-        torch.autograd.grad(conv(x, weight, bias), (x, weight, bias), grad)
-        best = min(best, time.perf_counter() - start)
-    return best
+def forward_backward(conv, x, weight, bias, grad, iters) -> float:
+    """Min seconds of forward + backward over ``iters`` runs after one warm-up."""
+    inputs = (x, weight, bias)
+    return timeit(lambda: torch.autograd.grad(conv(*inputs), inputs, grad), iters, "cpu")["min_s"]
 
 
 def main() -> None:
@@ -65,7 +62,8 @@ def main() -> None:
             lambda *a: F.conv2d(*a, padding=1), x, weight, bias, grad, args.iters
         )
         winograd = forward_backward(winograd_conv2d, x, weight, bias, grad, args.iters)
-        tiles = n * -(-h // 4) * -(-w // 4)
+        th, tw = tile_grid(h, w)
+        tiles = n * th * tw
         used = "yes" if winograd_helps(c, k, tiles) else "no"
         print(
             f"| {n}, {c}, {h}, {w} -> {k} | {tiles} | {direct:.4f} | {winograd:.4f} | "

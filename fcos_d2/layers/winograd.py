@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from .graph import compiling
 
-__all__ = ["winograd_conv2d", "winograd_convolutions", "winograd_helps"]
+__all__ = ["tile_grid", "winograd_conv2d", "winograd_convolutions", "winograd_helps"]
 
 # F(4, 3) at the points 0, 1, -1, 2, -2 and infinity: input map B^T (6 x 6), filter map G (6 x 3),
 # output map A^T (4 x 6); a 2-D tile maps as M d M^T, i.e. (M kron M) on its row-major entries.
@@ -61,6 +61,11 @@ _AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 
 MIN_CHANNELS = 256
 MIN_TILES = 128
 TILES_PER_CHANNEL = 1 / 4
+
+
+def tile_grid(height: int, width: int) -> Tuple[int, int]:
+    """Rows and columns of the 4 x 4 output tiles that cover an H x W output."""
+    return -(-height // 4), -(-width // 4)
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,7 +135,7 @@ def winograd_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) ->
     """
     n, c, h, w = x.shape
     k = weight.shape[0]
-    th, tw = -(-h // 4), -(-w // 4)  # 4 x 4 output tiles per column and row
+    th, tw = tile_grid(h, w)
     m = _TileProducts.apply(_input_tiles(x, th, tw), weight)  # (36, tiles, K)
     y = (_tile_maps(x.device, x.dtype)[2] @ m.view(36, -1)).view(4, 4, n, th, tw, k)
     channels_last = _channels_last(x) or _channels_last(weight)
@@ -176,7 +181,8 @@ def _eligible(x, weight, bias, stride, padding, dilation, groups) -> bool:
     if shape != (1, (1, 1), (1, 1), (3, 3), True):
         return False
     n, c, h, w = x.shape
-    return winograd_helps(c, weight.shape[0], n * -(-h // 4) * -(-w // 4))
+    th, tw = tile_grid(h, w)
+    return winograd_helps(c, weight.shape[0], n * th * tw)
 
 
 def winograd_helps(in_channels: int, out_channels: int, tiles: int) -> bool:
