@@ -11,6 +11,7 @@ from .harness import timeit, timeit_interleaved, variant
 
 __all__ = [
     "COMPILED",
+    "DEFAULT",
     "ONE_BY_ONE",
     "bench_end_to_end",
     "compiled",
@@ -18,6 +19,7 @@ __all__ = [
     "bench_postprocess",
 ]
 
+DEFAULT = "fcos_d2 float32 channels_last + folded BN + fused blocks (default)"
 COMPILED = "fcos_d2 torch.compile (default + Inductor, freezing)"
 # A batch's images through the default model one call each, timed in the batch's rounds: what
 # batching is compared with (min of a few long calls against min of many short ones would favour
@@ -59,7 +61,8 @@ def _inference_modes(
         "d2 built-in (float32)": d2,
         "fcos_d2 float32 NCHW": variant(cfg, ours, CHANNELS_LAST=False, FOLD_FROZEN_BN=False),
         "fcos_d2 float32 channels_last": variant(cfg, ours, FOLD_FROZEN_BN=False),
-        "fcos_d2 float32 channels_last + folded BN (default)": ours,
+        "fcos_d2 float32 channels_last + folded BN": variant(cfg, ours, FUSE_RESNET_BLOCKS=False),
+        DEFAULT: ours,
     }
     if native_bfloat16() or device != "cpu":
         modes["fcos_d2 bfloat16 (default + INFERENCE_DTYPE)"] = variant(

@@ -10,7 +10,7 @@ from typing import Dict, List
 import torch
 
 from ..utils import cpu_info
-from .inference import COMPILED, ONE_BY_ONE
+from .inference import COMPILED, DEFAULT, ONE_BY_ONE
 from .training import DIRECT
 
 __all__ = [
@@ -95,7 +95,7 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
                 "ratio": _ratio(rows, what, "fcos_d2 bfloat16", ref="d2"),
             }
         )
-    default = _rows(rows, what, "fcos_d2 float32 channels_last + folded BN (default)")
+    default = _rows(rows, what, DEFAULT)
     floor = _rows(rows, what, "conv-bound floor (float32)")
     if batch == 1 and default and floor:
         goals.append(
@@ -114,7 +114,7 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
                 "ratio": compiled[0]["min_s"] / default[0]["min_s"],
             }
         )
-    one = _rows(rows, "end-to-end batch 1", "fcos_d2 float32 channels_last + folded BN (default)")
+    one = _rows(rows, "end-to-end batch 1", DEFAULT)
     one_by_one = _rows(rows, what, ONE_BY_ONE)
     if batch > 1 and default and (one_by_one or one):
         # against the same images one call each, timed in the same rounds, where measured

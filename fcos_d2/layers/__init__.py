@@ -5,6 +5,7 @@ Layers and operations below the model code: each has one implementation per plac
 """
 
 from .frozen_bn import FrozenBNConv2d, fold_frozen_batchnorm, set_frozen_batchnorm_eps
+from .fused_resnet import fuse_resnet_blocks
 from .graph import exporting, topk_at_most
 from .layout import channels_last_helps, one_image_at_a_time
 from .nms import classwise_nms
@@ -16,6 +17,7 @@ __all__ = [
     "classwise_nms",
     "exporting",
     "fold_frozen_batchnorm",
+    "fuse_resnet_blocks",
     "one_image_at_a_time",
     "set_frozen_batchnorm_eps",
     "topk_at_most",

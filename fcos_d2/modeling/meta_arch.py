@@ -23,6 +23,7 @@ from ..layers import (
     channels_last_helps,
     exporting,
     fold_frozen_batchnorm,
+    fuse_resnet_blocks,
     one_image_at_a_time,
     set_frozen_batchnorm_eps,
     winograd_convolutions,
@@ -165,6 +166,8 @@ class FCOS(DenseDetector):
         # Speed settings, applied to the modules built here (never to modules passed in).
         if fcos.FOLD_FROZEN_BN:
             fold_frozen_batchnorm(backbone)
+        if fcos.FUSE_RESNET_BLOCKS:
+            fuse_resnet_blocks(backbone)  # folded convs only
         strides = [shapes[f].stride for f in fcos.IN_FEATURES]
         return {
             "backbone": backbone,

@@ -21,7 +21,7 @@ def _rows(d2_b1=2.0, ours_b1=1.4, bad_b1=1.0):
             },
             {
                 "what": what,
-                "mode": "fcos_d2 float32 channels_last + folded BN (default)",
+                "mode": "fcos_d2 float32 channels_last + folded BN + fused blocks (default)",
                 "min_s": ours_b1 * scale,
                 "same_detections_as_d2": True,
             },
@@ -54,7 +54,7 @@ def _rows(d2_b1=2.0, ours_b1=1.4, bad_b1=1.0):
 
 def test_goal_ratios_and_verdicts():
     goals = {g["goal"]: g for g in summarize(_rows())}
-    default = "fcos_d2 float32 channels_last + folded BN (default)"
+    default = "fcos_d2 float32 channels_last + folded BN + fused blocks (default)"
     fp32 = goals[f"end-to-end batch 1, float32, identical ({default})"]
     # a ratio to the built-in, reported without a verdict (the floor ratio is the goal)
     assert math.isclose(fp32["ratio"], 0.7) and fp32["met"] is None  # 1.4 / 2.0
@@ -230,7 +230,7 @@ def test_compiled_row_is_a_ratio_to_the_eager_default_without_a_verdict():
     compiled = goals["end-to-end batch 1, torch.compile / eager default"]
     assert math.isclose(compiled["ratio"], 0.5) and compiled["met"] is None  # 0.7 / 1.4
     assert "end-to-end batch 4, torch.compile / eager default" not in goals
-    default = "fcos_d2 float32 channels_last + folded BN (default)"
+    default = "fcos_d2 float32 channels_last + folded BN + fused blocks (default)"
     assert f"end-to-end batch 1, float32, identical ({default})" in goals
 
 

@@ -7,7 +7,7 @@
 #     model.head.num_classes = 3
 #
 # The modules are used as built: the YAML path's speed settings (MODEL.FCOS.FOLD_FROZEN_BN,
-# CHANNELS_LAST, WINOGRAD) are not applied here (README "LazyConfig").
+# FUSE_RESNET_BLOCKS, CHANNELS_LAST, WINOGRAD) are not applied here (README "LazyConfig").
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
