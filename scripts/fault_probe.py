@@ -308,6 +308,31 @@ F = [
         "max(MIN_TILES, max(channels)",
         "max(4, max(channels)",
     ),
+    (
+        "layers",
+        "fcos_d2/layers/fused_resnet.py",
+        "x = _bottleneck(block, x, owns_input=i > 0)",
+        "x = _bottleneck(block, x, owns_input=True)",
+    ),
+    ("layers", "fcos_d2/layers/fused_resnet.py", "or torch.is_grad_enabled():", "or False:"),
+    (
+        "layers",
+        "fcos_d2/layers/fused_resnet.py",
+        'conv.groups, "relu" if relu',
+        'conv.groups, "relu" if True',
+    ),
+    (
+        "layers",
+        "fcos_d2/layers/fused_resnet.py",
+        'if torch.is_autocast_enabled("cpu") or _get_current_function_mode_stack():',
+        "if _get_current_function_mode_stack():",
+    ),
+    (
+        "layers",
+        "fcos_d2/layers/fused_resnet.py",
+        "if not _AVAILABLE or not torch.backends.mkldnn.enabled or torch.jit.is_tracing():",
+        "if not _AVAILABLE or torch.jit.is_tracing():",
+    ),
 ]
 only = sys.argv[1:]
 for group, path, old, new in F:

@@ -5,15 +5,16 @@ call, in CPU float32 inference.
 Unfused, a bottleneck block writes every conv output and then passes over it again for the ReLU
 or the add; its last conv also gets a fresh output, and at res2's size (256 channels at a quarter
 of the image, 62 MB at 800x1216) a fresh buffer is memory the allocator maps anew, page by page,
-on each call. Fused, each conv applies its ReLU as it writes, and the last conv adds its result
-into the shortcut's memory: the projection's output, or, inside a stage, the previous block's
-output (which nothing else holds there). The arithmetic is unchanged: the same oneDNN
-convolution, then the same float32 add and max(0, x).
+on each call. Fused, each conv applies its ReLU as it writes, and in channels_last the last conv
+adds its result into the shortcut's memory: the projection's output, or, after a stage's first
+block, the previous block's output (which nothing else holds there). The operations are the same
+(oneDNN's convolution, a float32 add, max(0, x)); results equal up to float rounding, as oneDNN
+may choose another kernel with the ReLU or add attached (bit-equal detections in the benchmark).
 
-Only where it applies: CPU, float32, no gradients, no autocast, no torch.jit, torch.compile or
-torch.export tracing and no active torch function or dispatch mode (those would not see the fused
-ops), detectron2 ``BottleneckBlock`` stages of folded-BN convs (:class:`FrozenBNConv2d`) without
-hooks. Anywhere else a stage runs its blocks as usual.
+Only where it applies: plain CPU float32 tensors, oneDNN enabled, no gradients, no autocast, no
+torch.jit, torch.compile or torch.export tracing, no active torch function or dispatch mode and no
+module hooks (those would not see the fused ops), detectron2 ``BottleneckBlock`` stages of
+folded-BN convs (:class:`FrozenBNConv2d`). Anywhere else a stage runs its blocks as usual.
 """
 
 from typing import Iterable
@@ -44,15 +45,26 @@ _AVAILABLE = _pointwise_available()
 
 def _fusable(x: Tensor, modules: Iterable[nn.Module]) -> bool:
     """Whether ``modules`` may run fused on ``x`` now (see the module docstring)."""
-    if not _AVAILABLE or torch.jit.is_tracing() or compiling():
+    if not _AVAILABLE or not torch.backends.mkldnn.enabled or torch.jit.is_tracing():
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+    if type(x) is not Tensor or compiling():  # FX proxies, fake and other tensor subclasses
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.layout != torch.strided:
+        return False
+    if x.dim() != 4 or x.numel() == 0 or torch.is_grad_enabled():
         return False
     if torch.is_autocast_enabled("cpu") or _get_current_function_mode_stack():
         return False
-    if _get_current_dispatch_mode() is not None:
+    if _get_current_dispatch_mode() is not None or _global_module_hooks():
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _global_module_hooks() -> bool:
+    """Whether hooks for every module are registered (``register_module_forward_hook``)."""
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
 
 
 def _conv(conv: FrozenBNConv2d, x: Tensor, relu: bool) -> Tensor:
@@ -65,24 +77,17 @@ def _conv(conv: FrozenBNConv2d, x: Tensor, relu: bool) -> Tensor:
 
 
 def _conv_add_relu(conv: FrozenBNConv2d, x: Tensor, other: Tensor, into_other: bool) -> Tensor:
-    """``relu(conv(x) + other)`` in one call; with ``into_other``, written into ``other``'s memory
-    when it has the layout of the conv's output (that of ``x``)."""
+    """``relu(conv(x) + other)`` in one call; with ``into_other`` written into ``other``'s memory
+    where oneDNN fuses the add in place (``x`` and ``other`` channels_last)."""
     weight, bias = conv._cached_fold()
     args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-    if into_other and _same_layout(other, x):
-        out = torch.ops.mkldnn._convolution_pointwise_.binary(
-            other, x, weight, bias, *args, "add", 1.0, None, [], None
+    cl = torch.channels_last
+    if into_other and x.is_contiguous(memory_format=cl) and other.is_contiguous(memory_format=cl):
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            other, x, weight, bias, *args, "add", 1.0, "relu", [], ""
         )
-        return F.relu_(out)  # the in-place form takes the add alone
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, weight, bias, *args, "add", 1.0, "relu", [], ""
-    )
-
-
-def _same_layout(a: Tensor, b: Tensor) -> bool:
-    layout = torch.channels_last if b.is_contiguous(memory_format=torch.channels_last) else None
-    return a.is_contiguous(memory_format=layout or torch.contiguous_format) and (
-        layout is not None or b.is_contiguous()
     )
 
 
@@ -99,7 +104,10 @@ def _fusable_block(block: nn.Module) -> bool:
     convs = [block.conv1, block.conv2, block.conv3] if type(block) is BottleneckBlock else []
     if convs and block.shortcut is not None:
         convs.append(block.shortcut)
-    return bool(convs) and all(type(c) is FrozenBNConv2d and c.activation is None for c in convs)
+    return bool(convs) and all(
+        type(c) is FrozenBNConv2d and c.activation is None and isinstance(c.padding, tuple)
+        for c in convs
+    )
 
 
 class FusedResNetStage(nn.Sequential):

@@ -16,15 +16,17 @@ from tests.common_utils import tiny_cfg
 FUSED_OP = "mkldnn::_convolution_pointwise"
 
 
-def _resnet(depth: int = 50, seed: int = 0):
-    """A narrow detectron2 ResNet (bottleneck width 8) with random weights and frozen-BN stats."""
+def _resnet(depth: int = 50, seed: int = 0, stem_channels: int = 8):
+    """A narrow detectron2 ResNet (bottleneck width 8) with random weights and frozen-BN stats;
+    all stages' outputs and, with ``stem_channels`` 32, a res2 whose first block has no
+    projection (its input is the stem's output, kept as a feature)."""
     cfg = tiny_cfg()
     cfg.MODEL.RESNETS.DEPTH = depth
     cfg.MODEL.RESNETS.NORM = "FrozenBN"
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 32 if depth >= 50 else 64  # detectron2's R-18 rule
     cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = stem_channels
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["stem", "res2", "res3", "res4", "res5"]
     torch.manual_seed(seed)
     model = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
     gen = torch.Generator().manual_seed(seed)
@@ -53,8 +55,10 @@ def _fused_ops(fn) -> int:
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("shape", [(1, 3, 61, 83), (2, 3, 45, 37)])
-def test_fused_resnet_equals_detectron2_resnet(layout, shape):
-    plain = _resnet()
+@pytest.mark.parametrize("stem_channels", [8, 32])
+def test_fused_resnet_equals_detectron2_resnet(layout, shape, stem_channels):
+    plain = _resnet(stem_channels=stem_channels)
+    assert (plain.res2[0].shortcut is None) == (stem_channels == 32)
     fused = _fused(plain)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     x = x.contiguous(memory_format=layout)
@@ -64,7 +68,8 @@ def test_fused_resnet_equals_detectron2_resnet(layout, shape):
         got = fused(x)
         assert _fused_ops(lambda: fused(x)) > 0
     assert torch.equal(x, before)  # the input is never written into
-    for name in ("res2", "res3", "res4", "res5"):  # every stage's output, kept or passed on
+    # every stage's output, kept and passed on: the stem's is also res2's first block's shortcut
+    for name in ("stem", "res2", "res3", "res4", "res5"):
         scale = expected[name].abs().max()
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5 * scale)
 
@@ -82,9 +87,11 @@ def test_fused_resnet_gives_the_same_output_after_a_weight_update():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
 
 
-def test_fused_ops_run_only_in_cpu_float32_inference_without_hooks_or_modes():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_ops_run_only_in_cpu_float32_inference_without_hooks_or_modes(layout):
     fused = _fused(_resnet())
     x = torch.randn(1, 3, 33, 47, generator=torch.Generator().manual_seed(3))
+    x = x.contiguous(memory_format=layout)
     with torch.no_grad():
         everything = _fused_ops(lambda: fused(x))
     # stem 1, then 3 per block (conv1, conv2, conv3 with the add) and 1 per projection shortcut
@@ -96,6 +103,13 @@ def test_fused_ops_run_only_in_cpu_float32_inference_without_hooks_or_modes():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert _fused_ops(lambda: fused(x)) == 0  # autocast must pick the convs' dtype
         assert _fused_ops(lambda: copy.deepcopy(fused).double()(x.double())) == 0
+        with torch.backends.mkldnn.flags(enabled=False):  # what F.conv2d honours too
+            assert _fused_ops(lambda: fused(x)) == 0
+        everywhere = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+        try:
+            assert _fused_ops(lambda: fused(x)) == 0
+        finally:
+            everywhere.remove()
         hooked = copy.deepcopy(fused)
         seen = []
         hooked.res3[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
@@ -105,13 +119,16 @@ def test_fused_ops_run_only_in_cpu_float32_inference_without_hooks_or_modes():
         assert FUSED_OP.split("::")[1] not in str(traced.inlined_graph)
 
 
-def test_fused_stage_and_stem_script_to_the_same_outputs():
-    fused = _fused(_resnet())
+def test_fused_stage_and_stem_script_to_detectron2s_outputs():
+    plain = _resnet()
+    fused = _fused(plain)
     x = torch.randn(1, 3, 37, 29, generator=torch.Generator().manual_seed(4))
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        for module, inputs in ((fused.stem, x), (fused.res3, fused.res2(fused.stem(x)))):
-            scripted = torch.jit.script(module)  # TorchScript runs the unfused forward
-            expected = module(inputs)
+        res2_out = plain.res2(plain.stem(x))
+        for name, inputs in (("stem", x), ("res3", res2_out)):
+            scripted = torch.jit.script(getattr(fused, name))  # TorchScript: the unfused forward
+            expected = getattr(plain, name)(inputs)
             atol = 1e-5 * expected.abs().max()
             torch.testing.assert_close(scripted(inputs), expected, rtol=1e-5, atol=atol)
 
