@@ -75,7 +75,8 @@ def add_fcos_config(cfg: CN) -> None:
     _C.MODEL.FCOS.FOLD_FROZEN_BN = True
     # With FOLD_FROZEN_BN, CPU float32 inference runs each ResNet (bottleneck) conv with the ReLU or
     # residual add after it as one oneDNN call, adding into the shortcut's memory: one pass over
-    # the activations fewer per conv and no fresh buffer for the largest maps. Same arithmetic.
+    # the activations fewer per conv and no fresh buffer for the largest maps. Same operations,
+    # results equal up to float rounding.
     _C.MODEL.FCOS.FUSE_RESNET_BLOCKS = True
     # Float32 training on a CPU: compute the 3 x 3 convolutions of 256 channels or more on enough
     # pixels (the FPN's and the head towers' on P3/P4, ResNet's res4) as Winograd F(4x4, 3x3),

@@ -9,7 +9,7 @@ on each call. Fused, each conv applies its ReLU as it writes, and in channels_la
 adds its result into the shortcut's memory: the projection's output, or, after a stage's first
 block, the previous block's output (which nothing else holds there). The operations are the same
 (oneDNN's convolution, a float32 add, max(0, x)); results equal up to float rounding, as oneDNN
-may choose another kernel with the ReLU or add attached (bit-equal detections in the benchmark).
+may choose another kernel with the ReLU or add attached.
 
 Only where it applies: plain CPU float32 tensors, oneDNN enabled, no gradients, no autocast, no
 torch.jit, torch.compile or torch.export tracing, no active torch function or dispatch mode and no
