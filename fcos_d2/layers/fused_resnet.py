@@ -17,12 +17,13 @@ module hooks (those would not see the fused ops), detectron2 ``BottleneckBlock``
 folded-BN convs (:class:`FrozenBNConv2d`). Anywhere else a stage runs its blocks as usual.
 """
 
-from typing import Iterable
+from typing import Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock
 from torch import Tensor, nn
+from torch.nn.modules import module as _module
 from torch.overrides import _get_current_function_mode_stack
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -62,32 +63,32 @@ def _fusable(x: Tensor, modules: Iterable[nn.Module]) -> bool:
 
 def _global_module_hooks() -> bool:
     """Whether hooks for every module are registered (``register_module_forward_hook``)."""
-    from torch.nn.modules import module
+    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
 
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+def _conv_args(conv: FrozenBNConv2d) -> Tuple[Tensor, Optional[Tensor], List[int], ...]:
+    """Folded weight, bias, padding, stride, dilation and groups as the mkldnn ops take them."""
+    weight, bias = conv._cached_fold()
+    return weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
 
 
 def _conv(conv: FrozenBNConv2d, x: Tensor, relu: bool) -> Tensor:
     """``relu(conv(x))`` or ``conv(x)`` in one call."""
-    weight, bias = conv._cached_fold()
     return torch.ops.mkldnn._convolution_pointwise(
-        x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-        conv.groups, "relu" if relu else "none", [], "",
-    )  # fmt: skip
+        x, *_conv_args(conv), "relu" if relu else "none", [], ""
+    )
 
 
 def _conv_add_relu(conv: FrozenBNConv2d, x: Tensor, other: Tensor, into_other: bool) -> Tensor:
     """``relu(conv(x) + other)`` in one call; with ``into_other`` written into ``other``'s memory
     where oneDNN fuses the add in place (``x`` and ``other`` channels_last)."""
-    weight, bias = conv._cached_fold()
-    args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
     cl = torch.channels_last
     if into_other and x.is_contiguous(memory_format=cl) and other.is_contiguous(memory_format=cl):
         return torch.ops.mkldnn._convolution_pointwise_.binary(
-            other, x, weight, bias, *args, "add", 1.0, "relu", [], ""
+            other, x, *_conv_args(conv), "add", 1.0, "relu", [], ""
         )
     return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, other, weight, bias, *args, "add", 1.0, "relu", [], ""
+        x, other, *_conv_args(conv), "add", 1.0, "relu", [], ""
     )
 
 
@@ -96,7 +97,8 @@ def _bottleneck(block: BottleneckBlock, x: Tensor, owns_input: bool) -> Tensor:
     out = _conv(block.conv1, x, relu=True)
     out = _conv(block.conv2, out, relu=True)
     if block.shortcut is not None:
-        return _conv_add_relu(block.conv3, out, _conv(block.shortcut, x, relu=False), True)
+        shortcut = _conv(block.shortcut, x, relu=False)
+        return _conv_add_relu(block.conv3, out, shortcut, into_other=True)
     return _conv_add_relu(block.conv3, out, x, into_other=owns_input)
 
 
@@ -104,9 +106,13 @@ def _fusable_block(block: nn.Module) -> bool:
     convs = [block.conv1, block.conv2, block.conv3] if type(block) is BottleneckBlock else []
     if convs and block.shortcut is not None:
         convs.append(block.shortcut)
-    return bool(convs) and all(
-        type(c) is FrozenBNConv2d and c.activation is None and isinstance(c.padding, tuple)
-        for c in convs
+    return bool(convs) and all(_fusable_conv(c) for c in convs)
+
+
+def _fusable_conv(conv: nn.Module) -> bool:
+    """A folded conv without its own activation and with numeric padding."""
+    return (
+        type(conv) is FrozenBNConv2d and conv.activation is None and isinstance(conv.padding, tuple)
     )
 
 
@@ -163,8 +169,7 @@ def fuse_resnet_blocks(module: nn.Module) -> int:
         if type(m) is nn.Sequential and len(m) and all(_fusable_block(b) for b in m):
             m.__class__ = FusedResNetStage
             count += 1
-        elif type(m) is BasicStem and type(m.conv1) is FrozenBNConv2d:
-            if m.conv1.activation is None:
-                m.__class__ = FusedBasicStem
-                count += 1
+        elif type(m) is BasicStem and _fusable_conv(m.conv1):
+            m.__class__ = FusedBasicStem
+            count += 1
     return count
