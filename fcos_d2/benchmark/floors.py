@@ -13,6 +13,7 @@ from .harness import timeit
 
 __all__ = [
     "BF16_LEFT_OUT",
+    "FLOOR",
     "conv_rates",
     "float_conv_rate",
     "floor_seconds",
@@ -26,6 +27,9 @@ BF16_LEFT_OUT = (
     "oneDNN would emulate it in float32 arithmetic, 7-15x slower than float32 (not a mode to "
     "deploy or train with here)"
 )
+
+# The mode name of a floor row (end-to-end and training).
+FLOOR = "conv-bound floor (float32)"
 
 
 def native_bfloat16() -> bool:

@@ -10,6 +10,7 @@ from typing import Dict, List
 import torch
 
 from ..utils import cpu_info
+from .floors import FLOOR
 from .inference import COMPILED, DEFAULT, ONE_BY_ONE
 from .training import DIRECT
 
@@ -96,7 +97,7 @@ def _end_to_end_goals(rows: List[Dict], batch: int) -> List[Dict]:
             }
         )
     default = _rows(rows, what, DEFAULT)
-    floor = _rows(rows, what, "conv-bound floor (float32)")
+    floor = _rows(rows, what, FLOOR)
     if batch == 1 and default and floor:
         goals.append(
             {

@@ -9,7 +9,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from ..layers import channels_last_helps
-from .floors import float_conv_rate, native_bfloat16, step_gflop
+from .floors import FLOOR, float_conv_rate, native_bfloat16, step_gflop
 from .harness import timeit_interleaved, variant
 
 __all__ = ["DIRECT", "training_batch", "bench_train", "profile_default"]
@@ -73,7 +73,7 @@ def _training_floor(ours, batch, device) -> Dict:
     seconds = gflop / rate
     return {
         "what": "training iteration",
-        "mode": "conv-bound floor (float32)",
+        "mode": FLOOR,
         "min_s": seconds,
         "median_s": seconds,
         "gflops_per_s": rate,

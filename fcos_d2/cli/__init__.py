@@ -79,6 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..checkpoint import CheckpointReadError, IncompleteCheckpointError
     from ..data import register_shapes
+    from ..utils import keep_freed_memory
+
+    # Each command runs networks over and over in its own process: freed tensors' memory is
+    # reused rather than mapped anew (FCOS_D2_KEEP_FREED_MEMORY=0 leaves malloc as it is).
+    keep_freed_memory()
 
     # The demo's datasets (shapes_train / shapes_val under $DETECTRON2_DATASETS), for every
     # command that names a dataset; ones the user registered under those names are kept.

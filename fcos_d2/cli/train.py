@@ -65,14 +65,22 @@ def launch_args(
     )
 
 
+def _train_process(args: argparse.Namespace):
+    """One launched process's run: with freed memory kept for reuse, as in every ``fcos-d2``
+    command (the workers of a multi-process run are started anew, not forked)."""
+    from ..engine.main import train_main
+    from ..utils import keep_freed_memory
+
+    keep_freed_memory()
+    return train_main(args)
+
+
 def launch_run(args: argparse.Namespace) -> None:
     """``train_main(args)`` under detectron2's ``launch`` (processes and machines of ``args``)."""
     from detectron2.engine import launch
 
-    from ..engine.main import train_main
-
     launch(
-        train_main,
+        _train_process,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

@@ -31,3 +31,24 @@ def test_compiled_default_gives_the_builtin_detections_at_each_batch_size():
     # batching is timed against the same images one call each, in the batch's rounds only
     alone = [r["what"] for r in rows if r["mode"] == ONE_BY_ONE]
     assert alone == ["end-to-end batch 2"]
+
+
+def test_floor_rows_use_the_best_conv_rate_measured_around_the_rounds(monkeypatch):
+    """The conv rate is measured before the first batch and after each batch; a slow spell in
+    one of the measurements must not lower the floor of any batch."""
+    import fcos_d2.benchmark.inference as inference
+
+    cfg, ours, d2 = build_models(get_config_file("demo/FCOS_R18_shapes_demo.yaml"), "cpu")
+    measured = iter([100.0, 150.0, 120.0])  # GFLOP/s: before, after batch 1, after batch 2
+    monkeypatch.setattr(inference, "conv_ceiling", lambda *args, **kwargs: next(measured))
+    monkeypatch.setattr(inference, "model_gmacs", lambda *args: 3.0)  # G multiply-adds per image
+    rows = bench_end_to_end(cfg, ours, d2, "cpu", (45, 61), iters=1, batches=(1, 2))
+    floors = {r["what"]: r for r in rows if r["mode"] == "conv-bound floor (float32)"}
+    # 2 FLOPs per multiply-add at the best rate, 150 GFLOP/s: 6 GFLOP per image
+    assert floors["end-to-end batch 1"]["min_s"] == pytest.approx(6.0 / 150)
+    assert floors["end-to-end batch 2"]["min_s"] == pytest.approx(12.0 / 150)
+    assert floors["end-to-end batch 2"]["gflops_per_s"] == 150.0
+    # each floor row follows its batch's timed rows
+    whats = [r["what"] for r in rows]
+    assert whats.index("end-to-end batch 2") > whats.index("end-to-end batch 1") + 1
+    assert rows[whats.index("end-to-end batch 2") - 1]["mode"] == "conv-bound floor (float32)"
