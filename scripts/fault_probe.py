@@ -339,7 +339,9 @@ F = [
     ("memory", "fcos_d2/utils/memory.py", "_M_MMAP_MAX = -4", "_M_MMAP_MAX = -3"),
     ("memory", "fcos_d2/utils/memory.py", "libc.mallopt(_M_MMAP_MAX, 0) == 1 and ", ""),
     ("memory", "fcos_d2/utils/memory.py", '.strip() == "0":', '.strip() == "off":'),
+    ("memory", "fcos_d2/utils/memory.py", " and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1", ""),
     ("memory", "fcos_d2/cli/__init__.py", "    keep_freed_memory()\n", ""),
+    ("memory", "fcos_d2/cli/train.py", "    keep_freed_memory()\n", ""),
     ("memory", "fcos_d2/benchmark/inference.py", "/ max(rates)", "/ rates[0]"),
     (
         "memory",

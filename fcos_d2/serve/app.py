@@ -14,7 +14,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, NamedTuple, Optional
 
-from ..utils import keep_freed_memory
 from .images import MAX_PIXELS, BadImage, decode_image
 from .model import ModelSource, ServedModel, answer
 
@@ -124,7 +123,6 @@ def _model_deployment(source: ModelSource, settings: ServeSettings):
             import torch
 
             try:
-                keep_freed_memory()  # a replica is a process of its own, started by Ray
                 torch.set_num_threads(settings.threads or max(1, int(settings.cpus_per_replica)))
                 model = ServedModel(source)
                 size = settings.max_batch_size or model.best_batch_size(8)

@@ -6,16 +6,21 @@ freed (smaller ones too, above a threshold that moves with use, when they sit at
 heap). A detector's largest maps are that large (R-50's stem and res2 outputs at 800 x 1216 are
 62 MB each in float32), so every forward pass gets fresh pages for them: one page fault and one
 zeroing per 4 KB page, tens of thousands per forward pass (``scripts/page_faults.py``, figures in
-``docs/benchmarks.md``). With mmap off and the heap never trimmed,
-freed blocks stay with the process and the next forward pass reuses them; the process keeps
-the memory of its largest pass. jemalloc or tcmalloc preloaded (``LD_PRELOAD``) do the same;
-this needs no library outside glibc and can be turned on after start-up.
+``docs/benchmarks.md``). With mmap off and the heap never trimmed, freed blocks stay with the
+process and the next forward pass reuses them; the process keeps its peak memory from then on.
+
+What the main thread allocates gains fully. glibc gives other threads arenas of their own, in
+heaps of at most 64 MB that are returned whole once empty, so work on other threads (a thread
+pool's) gains only in part. jemalloc or tcmalloc preloaded (``LD_PRELOAD``) do something
+similar for every thread; this needs no library outside glibc and can be turned on after
+start-up.
 """
 
 import ctypes
 import os
+from typing import Optional
 
-__all__ = ["KEEP_FREED_MEMORY_ENV", "keep_freed_memory"]
+__all__ = ["KEEP_FREED_MEMORY_ENV", "glibc", "keep_freed_memory"]
 
 # Set to 0 to leave malloc as it is in ``fcos-d2`` commands.
 KEEP_FREED_MEMORY_ENV = "FCOS_D2_KEEP_FREED_MEMORY"
@@ -25,13 +30,16 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
-def _glibc():
+def glibc() -> Optional[ctypes.CDLL]:
+    """The process's C library where it is glibc (with ``mallopt``), else None."""
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-            return None
-    except (AttributeError, ValueError, OSError):  # not a POSIX system, or not glibc
+        version = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # not POSIX, or a name this libc lacks
         return None
-    return ctypes.CDLL(None)
+    if not version or not version.startswith("glibc"):
+        return None
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "mallopt") else None
 
 
 def keep_freed_memory() -> bool:
@@ -40,7 +48,8 @@ def keep_freed_memory() -> bool:
     system: ``mallopt(M_MMAP_MAX, 0)`` (large blocks from the heap, not from ``mmap``) and
     ``mallopt(M_TRIM_THRESHOLD, -1)`` (the heap's top never trimmed), what
     ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`` does at a
-    process's start. Affects the whole process from then on.
+    process's start. From then on the process keeps its peak memory, and so do processes it
+    forks (data-loader workers).
 
     Returns:
         whether it was applied: False where the C library is not glibc (macOS, Windows, musl)
@@ -48,7 +57,7 @@ def keep_freed_memory() -> bool:
     """
     if os.environ.get(KEEP_FREED_MEMORY_ENV, "1").strip() == "0":
         return False
-    libc = _glibc()
+    libc = glibc()
     if libc is None:
         return False
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
