@@ -66,7 +66,9 @@ def _global_module_hooks() -> bool:
     return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
 
 
-def _conv_args(conv: FrozenBNConv2d) -> Tuple[Tensor, Optional[Tensor], List[int], ...]:
+def _conv_args(
+    conv: FrozenBNConv2d,
+) -> Tuple[Tensor, Optional[Tensor], List[int], List[int], List[int], int]:
     """Folded weight, bias, padding, stride, dilation and groups as the mkldnn ops take them."""
     weight, bias = conv._cached_fold()
     return weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
